@@ -1,0 +1,64 @@
+// Communicator: moves registered byte ranges between ranks. Knows nothing
+// about experts, layers or placements (DESIGN.md layer 3).
+//
+// One interface serves two-sided backends (gloo, nccl: the sender posts a
+// send, the receiver a receive) and one-sided ones (nixl, cuda_ipc: the
+// receiver reads from the sender's registered memory, the sender stays
+// passive). To make that possible every rank passes the *same global list* of
+// transfers to Execute (every rank derives it from the same plan without
+// talking); each backend picks out the transfers that concern it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "eplb/deadline.h"
+#include "eplb/memory.h"
+
+namespace eplb {
+
+// Index of a registered region. Regions are registered collectively in the
+// same order on every rank, so RegionId k names "the same" region everywhere:
+// a one-sided backend resolves (peer, k) to the peer's memory.
+using RegionId = int32_t;
+
+// One contiguous piece of bytes moving from (src_rank, src_region, src_offset)
+// to (dst_rank, dst_region, dst_offset). src_rank != dst_rank.
+struct Transfer {
+  int src_rank = -1;
+  RegionId src_region = -1;
+  uint64_t src_offset = 0;
+  int dst_rank = -1;
+  RegionId dst_region = -1;
+  uint64_t dst_offset = 0;
+  uint64_t bytes = 0;
+};
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual std::string_view name() const = 0;  // "gloo", "nccl", "nixl", ...
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+
+  // Registers memory that transfers read from or write to. Collective: every
+  // rank calls it the same number of times in the same order (sizes may
+  // differ). One-sided backends exchange memory descriptors here.
+  virtual RegionId RegisterRegion(const MemoryRegion& region, Deadline deadline) = 0;
+
+  // Executes this rank's part of `transfers` (the same global list on every
+  // rank): returns once every transfer into this rank has landed and every
+  // transfer out of this rank has been consumed, so the source may be
+  // overwritten (the fence one-sided backends need). Collective among the
+  // ranks that appear in the list; a rank with nothing to do may return at once.
+  // Throws TimeoutError / Error naming the peer and operation on a missed
+  // deadline or a lost peer; after an error the communicator may be rebuilt
+  // internally and is usable again for the next Execute.
+  virtual void Execute(std::span<const Transfer> transfers, Deadline deadline) = 0;
+};
+
+}  // namespace eplb

@@ -1,0 +1,53 @@
+// Placement policies: (load, shape, previous placement?) -> placement.
+//
+// Pure functions of their input (no I/O, threads or clocks), deterministic
+// across machines, so every rank computes the same placement without talking.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "eplb/load.h"
+#include "eplb/placement.h"
+
+namespace eplb {
+
+struct PolicyInput {
+  const LoadMatrix* load = nullptr;
+  int num_replicas = 0;  // physical slots R
+  int num_groups = 1;    // expert groups (group-limited routing)
+  int num_nodes = 1;
+  int num_ranks = 1;
+  // The placement in force, when there is one. Movement-aware policies use
+  // it; all results go through slot preservation against it (preserve.h).
+  const Placement* previous = nullptr;
+};
+
+// Throws InvalidArgument naming the problem: E % groups != 0, R < E,
+// R % ranks != 0, ranks % nodes != 0 where hierarchical applies, sizes out of
+// range, a previous placement of another shape, or a bad load.
+void ValidatePolicyInput(const PolicyInput& in);
+
+class Policy {
+ public:
+  virtual ~Policy() = default;
+  virtual std::string_view name() const = 0;
+  // One line for `eplb plan --list-policies` and docs.
+  virtual std::string_view description() const = 0;
+  // Computes a placement. The input has already been validated.
+  virtual Placement Rebalance(const PolicyInput& in) const = 0;
+};
+
+// Every registered policy name, in a stable order; "deepseek" first.
+std::vector<std::string> PolicyNames();
+
+// The policy of that name; throws InvalidArgument listing valid names.
+std::unique_ptr<Policy> MakePolicy(std::string_view name);
+
+// Validates, runs the named policy, then applies slot preservation against
+// in.previous when given. What the CLI and the runtime call.
+Placement ComputePlacement(const Policy& policy, const PolicyInput& in);
+
+}  // namespace eplb

@@ -1,0 +1,36 @@
+// Key-value store through which ranks find each other (bootstrap layer).
+//
+// Values are write-once per key in practice (rendezvous data, NCCL unique ids,
+// IPC handles, NIXL metadata). Get blocks until the key exists or the deadline
+// passes, so "wait for rank r's address" is one call with one deadline.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "eplb/deadline.h"
+
+namespace eplb {
+
+class Store {
+ public:
+  virtual ~Store() = default;
+  virtual std::string_view kind() const = 0;  // "file", "redis", "prefix", ...
+  virtual void Set(const std::string& key, std::span<const uint8_t> value) = 0;
+  // Throws TimeoutError (layer "store") naming the key when the deadline passes.
+  virtual std::vector<uint8_t> Get(const std::string& key, Deadline deadline) = 0;
+
+  void SetString(const std::string& key, std::string_view value) {
+    Set(key, {reinterpret_cast<const uint8_t*>(value.data()), value.size()});
+  }
+  std::string GetString(const std::string& key, Deadline deadline) {
+    auto v = Get(key, deadline);
+    return std::string(v.begin(), v.end());
+  }
+};
+
+}  // namespace eplb

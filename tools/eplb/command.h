@@ -1,0 +1,29 @@
+// Subcommands of the eplb tool. Each lives in its own cmd_*.cc file and
+// registers itself with EPLB_COMMAND; main.cc knows none of them by name.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace eplb::cli {
+
+// Adds the subcommand to `app` and returns the function to run when it is
+// selected; that function returns the process exit status.
+using CommandSetup = std::function<std::function<int()>(CLI::App& app)>;
+
+struct CommandRegistration {
+  CommandRegistration(const char* name, CommandSetup setup);
+};
+
+struct RegisteredCommand {
+  std::string name;
+  CommandSetup setup;
+};
+std::vector<RegisteredCommand>& Commands();
+
+}  // namespace eplb::cli
+
+#define EPLB_COMMAND(name, setup) \
+  static ::eplb::cli::CommandRegistration eplb_command_registration_##name(#name, setup)
