@@ -7,6 +7,7 @@
 
 #include "bootstrap/store_util.h"
 #include "eplb/bootstrap.h"
+#include "io/sigpipe.h"
 
 namespace eplb {
 namespace {
@@ -43,6 +44,7 @@ class RedisStoreImpl final : public Store {
   void Set(const std::string& key, std::span<const uint8_t> value) override {
     std::vector<char> data(value.begin(), value.end());
     std::lock_guard<std::mutex> lock(mu_);
+    io::SigpipeBlock no_sigpipe;  // a server gone is an error, not a signal
     try {
       gloo_->set(key, data);
     } catch (const std::exception& e) {
@@ -57,6 +59,7 @@ class RedisStoreImpl final : public Store {
 
   std::vector<uint8_t> Get(const std::string& key, Deadline deadline) override {
     auto start = Clock::now();
+    io::SigpipeBlock no_sigpipe;  // a server gone is an error, not a signal
     bool found = bootstrap::PollUntil(deadline, [&] {
       std::lock_guard<std::mutex> lock(mu_);
       try {

@@ -37,7 +37,7 @@ class GlooCommunicator final : public Communicator {
                    (region.base != nullptr || region.bytes == 0) ? 1u : 0u};
     // Collective first, checks after: every rank then refuses the same region
     // with the same message instead of leaving its peers waiting.
-    mesh_.Step("register region", kRegister, regions_.size(), deadline, [&](Ops& ops, uint64_t seq) {
+    mesh_.Step("register_region", kRegister, regions_.size(), deadline, [&](Ops& ops, uint64_t seq) {
       for (int p = 0; p < n; ++p) {
         if (p == rank()) continue;
         ops.Recv(p, Slot(seq, 0), &all[p], sizeof(RegionInfo), "region info", -1);

@@ -30,10 +30,10 @@ class GlooControlGroup final : public ControlGroup {
   }
 
   void AllReduceSum(std::span<double> values, Deadline deadline) override {
-    Sum(values, kSumDouble, "all-reduce (double)", deadline);
+    Sum(values, kSumDouble, "all_reduce", deadline);
   }
   void AllReduceSum(std::span<int64_t> values, Deadline deadline) override {
-    Sum(values, kSumInt64, "all-reduce (int64)", deadline);
+    Sum(values, kSumInt64, "all_reduce", deadline);
   }
 
   std::vector<std::vector<uint8_t>> AllGather(std::span<const uint8_t> blob, Deadline deadline) override {
@@ -42,7 +42,7 @@ class GlooControlGroup final : public ControlGroup {
     out[me].assign(blob.begin(), blob.end());
     std::vector<uint64_t> sizes(n, 0);
     sizes[me] = blob.size();
-    mesh_.Step("all-gather", kAllGather, 0, deadline, [&](Ops& ops, uint64_t seq) {
+    mesh_.Step("all_gather", kAllGather, 0, deadline, [&](Ops& ops, uint64_t seq) {
       for (int p = 0; p < n; ++p) {
         if (p == me) continue;
         ops.Recv(p, Slot(seq, 0), &sizes[p], sizeof(uint64_t), "blob size", -1);

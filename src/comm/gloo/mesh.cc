@@ -10,6 +10,7 @@
 
 #include "bootstrap/gloo_store.h"
 #include "eplb/error.h"
+#include "io/sigpipe.h"
 
 namespace eplb::gloo_backend {
 namespace {
@@ -146,9 +147,11 @@ Mesh::Mesh(const GlooOptions& options, Deadline deadline) {
     attr.hostname = o.hostname;
   }
   try {
+    // The device's I/O thread starts here and inherits SIGPIPE blocked.
+    io::SigpipeBlock no_sigpipe;
     device_ = gloo::transport::tcp::CreateDevice(attr);
   } catch (const std::exception& e) {
-    throw Error("gloo", "open device",
+    throw Error("gloo", "open_device",
                 "cannot listen on " + (o.iface.empty() ? "host " + o.hostname : "interface " + o.iface) +
                     ": " + e.what(),
                 rank_);
@@ -156,9 +159,9 @@ Mesh::Mesh(const GlooOptions& options, Deadline deadline) {
   Connect(0, deadline);
 }
 
-Mesh::~Mesh() {
-  if (context_) context_->closeConnections();
-}
+// Destroying the context closes its connections gracefully (data already
+// written is delivered before the peer sees the end of the stream).
+Mesh::~Mesh() = default;
 
 std::string Mesh::Keys(uint64_t generation) const {
   return name_ + "/g" + std::to_string(generation) + "/";
@@ -225,7 +228,8 @@ void Mesh::Leave(uint64_t rejoin_at, int blamed, const std::string& reason) {
   } catch (const std::exception& e) {
     spdlog::warn("gloo: rank {} could not record leaving group '{}': {}", rank_, name_, e.what());
   }
-  context_->closeConnections();
+  // Callers have destroyed their ops: nothing holds the transport context
+  // but this, so the connections close here, gracefully.
   context_.reset();
 }
 
@@ -258,50 +262,67 @@ void Mesh::Step(const char* operation, uint32_t op_code, uint64_t check, Deadlin
   const uint64_t seq = ++seq_;
   const auto start = Clock::now();
   bool retried = false;
+  io::SigpipeBlock no_sigpipe;  // sends are written from this thread too
   for (;;) {
     if (!context_) Connect(seq, deadline);
-    // Declared before ops: posted buffers point into them.
-    SyncToken mine{kTokenMagic, op_code, seq, check};
-    std::vector<SyncToken> theirs(size_);
-    Ops ops(*context_);
     std::optional<Failure> failure;
-    try {
-      for (int p = 0; p < size_; ++p) {
-        if (p == rank_) continue;
-        ops.Recv(p, kSyncSlot, &theirs[p], sizeof(SyncToken), "sync token", -1);
-        ops.Send(p, kSyncSlot, &mine, sizeof(SyncToken), "sync token", -1);
-      }
-      ops.Wait(deadline);
-      for (int p = 0; p < size_; ++p) {
-        if (p == rank_) continue;
-        const SyncToken& t = theirs[p];
-        if (t.magic != kTokenMagic || t.seq != seq || t.op_code != op_code) {
-          // Every op posted so far has completed: the connections stay usable.
-          throw Error("gloo", operation,
-                      "out of step with rank " + std::to_string(p) + ": it is at call #" +
-                          std::to_string(t.seq) + " (operation code " + std::to_string(t.op_code) +
-                          "), this rank at call #" + std::to_string(seq) + " (operation code " +
-                          std::to_string(op_code) + "); every rank must make the same calls in the same order",
-                      rank_, p);
+    std::optional<Note> note;
+    std::exception_ptr other;
+    bool in_flight = false;
+    {
+      // Declared before ops: posted buffers point into them.
+      SyncToken mine{kTokenMagic, op_code, seq, check};
+      std::vector<SyncToken> theirs(size_);
+      Ops ops(*context_);
+      try {
+        for (int p = 0; p < size_; ++p) {
+          if (p == rank_) continue;
+          ops.Recv(p, kSyncSlot, &theirs[p], sizeof(SyncToken), "sync token", -1);
+          ops.Send(p, kSyncSlot, &mine, sizeof(SyncToken), "sync token", -1);
         }
-        if (t.check != check) {
-          throw Error("gloo", operation,
-                      "rank " + std::to_string(p) +
-                          " called with different arguments (check value differs: another transfer "
-                          "list or element count); every rank must pass the same",
-                      rank_, p);
+        ops.Wait(deadline);
+        for (int p = 0; p < size_; ++p) {
+          if (p == rank_) continue;
+          const SyncToken& t = theirs[p];
+          if (t.magic != kTokenMagic || t.seq != seq || t.op_code != op_code) {
+            // Every op posted so far has completed: the connections stay usable.
+            throw Error("gloo", operation,
+                        "out of step with rank " + std::to_string(p) + ": it is at call #" +
+                            std::to_string(t.seq) + " (operation code " + std::to_string(t.op_code) +
+                            "), this rank at call #" + std::to_string(seq) + " (operation code " +
+                            std::to_string(op_code) +
+                            "); every rank must make the same calls in the same order",
+                        rank_, p);
+          }
+          if (t.check != check) {
+            throw Error("gloo", operation,
+                        "rank " + std::to_string(p) +
+                            " called with different arguments (its check value differs: another "
+                            "transfer list or element count); every rank must pass the same",
+                        rank_, p);
+          }
         }
+        body(ops, seq);
+        ops.Wait(deadline);
+        return;
+      } catch (const Failure& f) {
+        failure = f;
+        // Did the peer leave on purpose? Its note says where it rejoins. A
+        // little grace: it writes the note right after its sockets closed.
+        // Read while ops live, so bytes still arriving on other connections
+        // land where they belong.
+        if (!f.timeout) {
+          note = ReadNote(f.peer, std::min(deadline, Clock::now() + std::chrono::milliseconds(200)));
+        }
+      } catch (...) {
+        other = std::current_exception();
+        in_flight = ops.pending() > 0;
       }
-      body(ops, seq);
-      ops.Wait(deadline);
-      return;
-    } catch (const Failure& f) {
-      failure = f;
-    } catch (...) {
-      // Anything else thrown while ops may still be in flight: stop all I/O
-      // into the caller's memory before it is released.
-      if (ops.pending() > 0) Leave(seq + 1, -1, std::string("error in ") + operation);
-      throw;
+    }  // ops destroyed: Gloo no longer touches their memory
+    if (other) {
+      // Thrown with ops in flight: the connections are out of step; leave.
+      if (in_flight) Leave(seq + 1, -1, std::string("error in ") + operation);
+      std::rethrow_exception(other);
     }
     const Failure& f = *failure;
     int blamed = f.peer;
@@ -312,9 +333,6 @@ void Mesh::Step(const char* operation, uint32_t op_code, uint64_t check, Deadlin
                "is rebuilt at the next call";
     } else {
       detail = "connection to rank " + std::to_string(f.peer) + " lost during " + f.op + ": " + f.detail;
-      // Did the peer leave on purpose? Its note says where it rejoins. A
-      // little grace: it writes the note right after Gloo closed its sockets.
-      auto note = ReadNote(f.peer, std::min(deadline, Clock::now() + std::chrono::milliseconds(200)));
       if (note && !retried && generation_ < seq && note->rejoin_at <= seq) {
         spdlog::info("gloo: rank {} rejoins group '{}' at step {}: rank {} left generation {} ({})", rank_,
                      name_, seq, f.peer, generation_, note->reason);
