@@ -1,7 +1,9 @@
 #include "support/multiprocess.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -78,6 +80,11 @@ RankGroup::RankGroup(GroupOptions options) : options_(std::move(options)) {
 
 RankGroup::~RankGroup() {
   for (auto& m : members_) m.process.Kill();
+  // Failures print the ranks' stderr (Describe); EPLB_KEEP_TEST_DIRS keeps the files.
+  if (std::getenv("EPLB_KEEP_TEST_DIRS") == nullptr) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
 }
 
 void RankGroup::Kill(int rank, int sig) {
