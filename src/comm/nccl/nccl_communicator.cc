@@ -98,6 +98,7 @@ class NcclCore {
       throw InvalidArgument(fmt::format("{}: region on CUDA device {} but this communicator uses device {}",
                                         layer_, region.device, device()));
     if (region.bytes > 0) {
+      cuda::ScopedCurrent current(ctx_);
       int actual = cuda::PointerDevice(region.base);
       if (actual != device())
         throw InvalidArgument(fmt::format("{}: region at {} is not memory of CUDA device {} (driver says {})",
@@ -141,29 +142,29 @@ class NcclCore {
       std::string failed_call;
     };
     auto launch = std::make_shared<Launch>();
-    std::thread launcher([this, comm, &ops, launch] {
+    // The thread owns copies of everything it touches, so that if NCCL never
+    // returns it control even after an abort, it can be left behind safely.
+    std::thread launcher([api = &api_, comm, ops, launch, stream = stream_, context = ctx_.context()] {
       nccl::Result r = nccl::kSuccess;
       std::string call;
-      try {
-        ctx_.MakeCurrent();
-      } catch (const Error&) {
+      if (cuda::GetDriver().CtxSetCurrent(context) != cuda::kSuccess) {
         r = -1;
         call = "cuCtxSetCurrent";
       }
       if (r == nccl::kSuccess) {
-        r = api_.GroupStart();
+        r = api->GroupStart();
         call = "ncclGroupStart";
         if (r == nccl::kSuccess) {
           for (const auto& op : ops) {
-            nccl::Result x = op.send ? api_.Send(op.local, op.bytes, nccl::kUint8, op.peer, comm, stream_)
-                                     : api_.Recv(op.local, op.bytes, nccl::kUint8, op.peer, comm, stream_);
+            nccl::Result x = op.send ? api->Send(op.local, op.bytes, nccl::kUint8, op.peer, comm, stream)
+                                     : api->Recv(op.local, op.bytes, nccl::kUint8, op.peer, comm, stream);
             if (x != nccl::kSuccess && x != nccl::kInProgress) {
               r = x;
               call = op.send ? "ncclSend" : "ncclRecv";
               break;
             }
           }
-          nccl::Result end = api_.GroupEnd();  // always close the group
+          nccl::Result end = api->GroupEnd();  // always close the group
           if (r == nccl::kSuccess) {
             r = end;
             call = "ncclGroupEnd";
@@ -182,11 +183,23 @@ class NcclCore {
       launched = launch->cv.wait_until(lock, deadline, [&] { return launch->done; });
     }
     if (!launched) {
-      api_.CommAbort(comm);  // makes the blocked launch return
-      launcher.join();
+      api_.CommAbort(comm);  // makes a launch blocked in NCCL return
+      bool returned;
+      {
+        std::unique_lock<std::mutex> lock(launch->mu);
+        returned = launch->cv.wait_for(lock, std::chrono::seconds(10), [&] { return launch->done; });
+      }
+      if (returned) {
+        launcher.join();
+      } else {
+        launcher.detach();
+      }
       throw TimeoutError(layer_, "launch send/recv",
-                         fmt::format("{} not launched after {} (a peer never posted its side?); communicator aborted",
-                                     what, Ms(elapsed())),
+                         fmt::format("{} not launched after {} (a peer never posted its side?); communicator "
+                                     "aborted{}",
+                                     what, Ms(elapsed()),
+                                     returned ? "" : "; the launching thread did not return from NCCL after the "
+                                                     "abort and was left behind"),
                          rank_, peer);
     }
     launcher.join();
