@@ -20,18 +20,14 @@
 #include "support/dir_store.h"
 #include "support/fork_ranks.h"
 #include "support/paths.h"
+#include "support/transfer_pattern.h"
 
 namespace eplb {
 namespace {
 
 using namespace std::chrono_literals;
 
-constexpr uint64_t kMiB = 1 << 20;
-const uint64_t kRegionBytes[] = {8 * kMiB, 1 * kMiB};
-
-uint8_t Pattern(int rank, int region, uint64_t offset) {
-  return static_cast<uint8_t>(offset * 7 + offset / 251 + rank * 13 + region * 29);
-}
+const auto& kRegionBytes = test::kTwoRankRegionBytes;
 
 // Asks a child process (CUDA must stay uninitialised in this one) how many
 // GPUs there are and whether NCCL loads. Empty = ready for 2 ranks.
@@ -65,8 +61,7 @@ struct DeviceRegions {
     const auto& d = cuda::GetDriver();
     for (int r = 0; r < 2; ++r) {
       cuda::Check(d.MemAlloc(&ptr[r], kRegionBytes[r]), "cuMemAlloc", "test", "alloc", rank);
-      std::vector<uint8_t> host(kRegionBytes[r]);
-      for (uint64_t i = 0; i < host.size(); ++i) host[i] = Pattern(rank, r, i);
+      std::vector<uint8_t> host = test::PatternBytes(rank, r, kRegionBytes[r]);
       cuda::Check(d.MemcpyHtoD(ptr[r], host.data(), host.size()), "cuMemcpyHtoD", "test", "fill", rank);
     }
   }
@@ -89,29 +84,14 @@ struct DeviceRegions {
 // What `rank`'s regions must hold after `transfers` ran on the initial patterns.
 std::string Verify(const DeviceRegions& mem, const std::vector<Transfer>& transfers) {
   for (int r = 0; r < 2; ++r) {
-    std::vector<uint8_t> expected(kRegionBytes[r]);
-    for (uint64_t i = 0; i < expected.size(); ++i) expected[i] = Pattern(mem.rank, r, i);
-    for (const auto& t : transfers) {
-      if (t.dst_rank != mem.rank || t.dst_region != r) continue;
-      for (uint64_t i = 0; i < t.bytes; ++i) expected[t.dst_offset + i] = Pattern(t.src_rank, t.src_region, t.src_offset + i);
-    }
-    std::vector<uint8_t> actual = mem.Read(r);
-    for (uint64_t i = 0; i < expected.size(); ++i)
-      if (actual[i] != expected[i])
-        return "rank " + std::to_string(mem.rank) + " region " + std::to_string(r) + " byte " + std::to_string(i) +
-               ": got " + std::to_string(actual[i]) + ", expected " + std::to_string(expected[i]);
+    std::string bad = test::CheckRegion(mem.rank, r, mem.Read(r), transfers);
+    if (!bad.empty()) return bad;
   }
   return "";
 }
 
-const std::vector<Transfer> kMigration = {
-    {0, 0, 0, 1, 0, 4 * kMiB, 1 * kMiB},              // 0 -> 1
-    {1, 0, 1 * kMiB, 0, 0, 5 * kMiB, 2 * kMiB + 5},   // 1 -> 0, odd size
-    {0, 1, 100, 1, 1, 200, 3000},                     // second region
-    {1, 1, 0, 0, 0, 7 * kMiB, 512 * 1024},            // across regions
-    {0, 0, 6 * kMiB, 1, 0, 0, 0},                     // zero bytes: nothing to do
-};
-const std::vector<Transfer> kSecond = {{1, 0, 0, 0, 1, 0, 1 * kMiB}};
+const std::vector<Transfer> kMigration = test::TwoRankMigration();
+const std::vector<Transfer> kSecond = test::TwoRankFollowUp();
 
 // The engine's communicator, made the way an engine would (blocking mode).
 nccl::Comm MakeEngineComm(const nccl::Api& api, Store& store, int rank, const DeviceRegions& mem) {
