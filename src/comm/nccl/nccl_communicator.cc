@@ -26,6 +26,7 @@
 #include <thread>
 
 #include "comm/cuda_driver.h"
+#include "comm/backoff.h"
 #include "comm/local_transfers.h"
 #include "comm/nccl/nccl_api.h"
 #include "eplb/communicator_factory.h"
@@ -39,18 +40,7 @@ using namespace std::chrono_literals;
 constexpr unsigned kStreamNonBlocking = 1;  // CU_STREAM_NON_BLOCKING
 constexpr unsigned kEventDisableTiming = 2;  // CU_EVENT_DISABLE_TIMING
 
-// Sleeps between polls: short at first (a small transfer finishes in
-// microseconds), growing to 1 ms so a long wait costs no CPU.
-class Backoff {
- public:
-  void Sleep() {
-    std::this_thread::sleep_for(delay_);
-    delay_ = std::min(delay_ * 2, std::chrono::microseconds(1000));
-  }
-
- private:
-  std::chrono::microseconds delay_{10};
-};
+using comm::Backoff;
 
 std::string Ms(std::chrono::milliseconds d) { return std::to_string(d.count()) + " ms"; }
 

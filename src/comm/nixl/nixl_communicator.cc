@@ -28,6 +28,7 @@
 #include <set>
 #include <thread>
 
+#include "comm/backoff.h"
 #include "comm/local_transfers.h"
 #include "comm/nixl/nixl_api.h"
 #include "eplb/communicator_factory.h"
@@ -39,16 +40,7 @@ namespace {
 
 using nlohmann::json;
 
-class Backoff {
- public:
-  void Sleep() {
-    std::this_thread::sleep_for(delay_);
-    delay_ = std::min(delay_ * 2, std::chrono::microseconds(1000));
-  }
-
- private:
-  std::chrono::microseconds delay_{10};
-};
+using comm::Backoff;
 
 nixl::MemType TypeOf(MemoryKind k) { return k == MemoryKind::kCuda ? nixl::kVram : nixl::kDram; }
 uint64_t DevOf(const MemoryRegion& r) { return r.kind == MemoryKind::kCuda ? static_cast<uint64_t>(r.device) : 0; }
