@@ -107,6 +107,7 @@ class NcclCore {
   // missed deadline or an NCCL error, aborts `comm` and throws; the caller
   // must then drop it.
   void Run(nccl::Comm comm, const std::vector<comm::LocalOp>& ops, Deadline deadline) {
+    cuda::ScopedCurrent current(ctx_);  // for the event calls on this thread
     const std::string what = comm::DescribeOps(ops);
     std::set<int> peers;
     for (const auto& op : ops) peers.insert(op.peer);
