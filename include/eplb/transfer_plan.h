@@ -119,18 +119,18 @@ LayerPlan PlanLayer(const Placement& old_placement, const Placement& new_placeme
                     const PlanOptions& options);
 
 // Plans every layer: a multi-layer plan is a plan per layer.
-std::vector<LayerPlan> PlanMigration(const Placement& old_placement,
-                                     const Placement& new_placement, const PlanOptions& options);
+std::vector<LayerPlan> PlanMigration(const Placement& old_placement, const Placement& new_placement,
+                                     const PlanOptions& options);
 
 // Where one tensor of the experts lives, to turn wire moves into the
 // communicator's byte ranges. An expert may have several tensors (w1, w2,
 // w3, scales); each crosses the wire as its own Transfer.
 struct WireTensor {
-  uint64_t bytes = 0;       // bytes of one expert of this tensor
-  RegionId src_region = -1; // the layer's weights (same id on every rank)
-  uint64_t src_offset = 0;  // offset of the rank's first slot in src_region
-  uint64_t src_stride = 0;  // bytes between consecutive slots of the rank
-  RegionId dst_region = -1; // where received experts land (staging)
+  uint64_t bytes = 0;        // bytes of one expert of this tensor
+  RegionId src_region = -1;  // the layer's weights (same id on every rank)
+  uint64_t src_offset = 0;   // offset of the rank's first slot in src_region
+  uint64_t src_stride = 0;   // bytes between consecutive slots of the rank
+  RegionId dst_region = -1;  // where received experts land (staging)
   uint64_t dst_offset = 0;
   uint64_t dst_stride = 0;
 };

@@ -24,10 +24,14 @@ struct Request {
 
 const char* SlotActionName(SlotAction action) {
   switch (action) {
-    case SlotAction::kKeep: return "keep";
-    case SlotAction::kLocalCopy: return "local_copy";
-    case SlotAction::kReceive: return "receive";
-    case SlotAction::kDuplicate: return "duplicate";
+    case SlotAction::kKeep:
+      return "keep";
+    case SlotAction::kLocalCopy:
+      return "local_copy";
+    case SlotAction::kReceive:
+      return "receive";
+    case SlotAction::kDuplicate:
+      return "duplicate";
   }
   return "?";
 }
@@ -152,14 +156,13 @@ LayerPlan PlanLayer(std::span<const int32_t> old_phy2log, std::span<const int32_
   });
   for (const Request& q : requests) {
     const std::vector<int32_t>& hs = holders[q.expert];
-    const bool any_same_node = std::any_of(
-        hs.begin(), hs.end(), [&](int32_t h) { return node_of(h) == node_of(q.rank); });
+    const bool any_same_node =
+        std::any_of(hs.begin(), hs.end(), [&](int32_t h) { return node_of(h) == node_of(q.rank); });
     int best = -1;
     std::tuple<int, int> best_key;
     for (int32_t h : hs) {
       if (any_same_node && node_of(h) != node_of(q.rank)) continue;
-      std::tuple<int, int> key{plan.per_rank[h].experts_sent,
-                               (h - q.rank + num_ranks) % num_ranks};
+      std::tuple<int, int> key{plan.per_rank[h].experts_sent, (h - q.rank + num_ranks) % num_ranks};
       if (best < 0 || key < best_key) {
         best = h;
         best_key = key;
@@ -203,8 +206,8 @@ LayerPlan PlanLayer(const Placement& old_placement, const Placement& new_placeme
                    old_placement.num_ranks, layer, options);
 }
 
-std::vector<LayerPlan> PlanMigration(const Placement& old_placement,
-                                     const Placement& new_placement, const PlanOptions& options) {
+std::vector<LayerPlan> PlanMigration(const Placement& old_placement, const Placement& new_placement,
+                                     const PlanOptions& options) {
   std::vector<LayerPlan> plans;
   plans.reserve(old_placement.num_layers);
   for (int l = 0; l < old_placement.num_layers; ++l)
