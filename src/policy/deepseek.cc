@@ -14,12 +14,13 @@
 // i goes to pack i. All arithmetic is float32, as in the reference.
 //
 // Speed: one workspace per call and no allocation per layer. Every choice
-// ("next item", "lightest pack with room", "heaviest expert per replica") is
-// the minimum of a tournament tree over 64-bit keys that order like
+// ("heaviest expert per replica", "next replica to place", "lightest rank with
+// room") is the minimum of a tournament tree over 64-bit keys that order like
 // (float32 load, index); updating a leaf recomputes its path with compares
 // and conditional moves only. Real loads make comparison sorts and heaps
 // mispredict about every other branch; these trees have no data-dependent
-// branch, so a layer costs O((E + R) log R) at a steady pace.
+// branch, so a layer costs O((E + R) log R) at a steady pace. Step 3 does
+// not sort at all: it drains the tree step 2 leaves behind (ReplicaOrder).
 #include <algorithm>
 #include <bit>
 #include <cstdint>
