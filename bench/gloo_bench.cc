@@ -160,11 +160,12 @@ struct Samples {
 };
 std::map<std::string, Samples> g_samples;
 
-double Median(std::vector<double> v) {
+double Quantile(std::vector<double> v, double q) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+  return v[std::min(v.size() - 1, static_cast<size_t>(q * (v.size() - 1) + 0.5))];
 }
+double Median(std::vector<double> v) { return Quantile(std::move(v), 0.5); }
 
 // Each iteration moves the bytes once with raw Gloo and once with eplb, in
 // alternating order, so both see the same machine load (this box is shared).
@@ -256,6 +257,7 @@ int main(int argc, char** argv) {
     Cmd cmd;
   };
   std::vector<Case> cases = {
+      {"one_way/64KiB/1_transfer", {kEplb, 0, 64 << 10, 64 << 10}},  // per-call overhead
       {"one_way/" + mib + "/1_transfer", {kEplb, 0, bytes, bytes}},
       {"one_way/" + mib + "/transfers_of_" + pieces, {kEplb, 0, bytes, piece}},
       {"both_ways/" + mib + "/transfers_of_" + pieces, {kEplb, 1, bytes, piece}},
@@ -265,7 +267,7 @@ int main(int argc, char** argv) {
                                  [c](benchmark::State& s) { Compare(s, c.name, c.cmd); })
         ->UseManualTime()
         ->Unit(benchmark::kMillisecond)
-        ->MinTime(2.0);
+        ->MinTime(c.cmd.bytes < (1 << 20) ? 0.5 : 2.0);
   }
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
@@ -287,9 +289,10 @@ int main(int argc, char** argv) {
       et += s.eplb[i];
       ratios.push_back(s.raw[i] / s.eplb[i]);
     }
-    std::printf("  %-40s raw %5.2f GB/s  eplb %5.2f GB/s  eplb/raw %5.1f%%  (%zu iterations)\n", c.name.c_str(),
-                s.bytes * s.raw.size() / rt / 1e9, s.bytes * s.eplb.size() / et / 1e9, 100 * Median(ratios),
-                s.raw.size());
+    std::printf("  %-36s raw %5.2f GB/s  eplb %5.2f GB/s  eplb/raw %5.1f%%  ms p50/p90 raw %.3f/%.3f eplb %.3f/%.3f (%zu)\n",
+                c.name.c_str(), s.bytes * s.raw.size() / rt / 1e9, s.bytes * s.eplb.size() / et / 1e9,
+                100 * Median(ratios), 1e3 * Median(s.raw), 1e3 * Quantile(s.raw, 0.9), 1e3 * Median(s.eplb),
+                1e3 * Quantile(s.eplb, 0.9), s.raw.size());
   }
   return status && status->ok() ? 0 : 1;
 }

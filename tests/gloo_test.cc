@@ -14,6 +14,7 @@
 #include "support/multiprocess.h"
 #include "support/paths.h"
 #include "support/redis_server.h"
+#include "support/transfer_pattern.h"
 #include "support/worker_util.h"
 
 namespace eplb {
@@ -25,7 +26,6 @@ using test::RankGroup;
 
 constexpr uint64_t kSrcBytes = 2 << 20;
 constexpr uint64_t kDstBytes = 4 << 20;
-constexpr uint8_t kSentinel = 0xA5;
 
 double MsSince(Clock::time_point t) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
@@ -33,7 +33,8 @@ double MsSince(Clock::time_point t) {
 
 // A random transfer list, the same on every rank for a seed: sources anywhere
 // in region 0 of the sender, destinations packed (with gaps) into region 1 of
-// the receiver, sizes from 0 (skipped) to 256 KiB.
+// the receiver, sizes from 0 (skipped) to 256 KiB. Destinations never
+// overlap, so the outcome does not depend on the order transfers land.
 std::vector<Transfer> RandomTransfers(int world, uint64_t seed, int count,
                                       std::vector<int> ranks = {}) {
   if (ranks.empty()) {
@@ -63,7 +64,8 @@ std::vector<Transfer> RandomTransfers(int world, uint64_t seed, int count,
   return out;
 }
 
-// Host memory of one rank: region 0 (sources) and region 1 (destinations).
+// Host memory of one rank: region 0 (sources) and region 1 (destinations),
+// both filled with their known pattern (transfer_pattern.h) before a round.
 struct Buffers {
   std::vector<uint8_t> src = std::vector<uint8_t>(kSrcBytes);
   std::vector<uint8_t> dst = std::vector<uint8_t>(kDstBytes);
@@ -71,38 +73,29 @@ struct Buffers {
     EXPECT_EQ(comm.RegisterRegion({src.data(), src.size(), MemoryKind::kHost}, DeadlineAfter(10s)), 0);
     EXPECT_EQ(comm.RegisterRegion({dst.data(), dst.size(), MemoryKind::kHost}, DeadlineAfter(10s)), 1);
   }
-  void Prepare(int rank, int round) {
-    test::FillPattern(src.data(), src.size(), rank, round);
-    std::memset(dst.data(), kSentinel, dst.size());
+  void Prepare(int rank) {
+    // Copied in place: the registered addresses must not move.
+    auto s = test::PatternBytes(rank, 0, src.size()), d = test::PatternBytes(rank, 1, dst.size());
+    std::copy(s.begin(), s.end(), src.begin());
+    std::copy(d.begin(), d.end(), dst.begin());
   }
-  // Every byte received is the sender's pattern at the source offset; every
-  // byte no transfer wrote still holds the sentinel. Returns "" or the problem.
-  std::string Verify(const std::vector<Transfer>& list, int rank, int round, uint64_t* received) const {
-    std::vector<bool> written(dst.size(), false);
-    for (size_t i = 0; i < list.size(); ++i) {
-      const Transfer& t = list[i];
-      if (t.dst_rank != rank || t.bytes == 0) continue;
-      int64_t bad = test::FindMismatch(dst.data() + t.dst_offset, t.bytes, t.src_rank, round, t.src_offset);
-      if (bad >= 0) {
-        return "transfer #" + std::to_string(i) + " from rank " + std::to_string(t.src_rank) + ": byte " +
-               std::to_string(bad) + " of " + std::to_string(t.bytes) + " is wrong";
-      }
-      std::fill(written.begin() + t.dst_offset, written.begin() + t.dst_offset + t.bytes, true);
-      *received += t.bytes;
+  // Every byte is what the transfers put there (or its own pattern where
+  // none did); sources are untouched. Returns "" or the first wrong byte.
+  std::string Verify(const std::vector<Transfer>& list, int rank, uint64_t* received) const {
+    for (const auto& t : list) {
+      if (t.dst_rank == rank) *received += t.bytes;
     }
-    for (size_t o = 0; o < dst.size(); ++o) {
-      if (!written[o] && dst[o] != kSentinel) return "byte " + std::to_string(o) + " written by no transfer";
-    }
-    return "";
+    std::string problem = test::CheckRegion(rank, 1, dst, list);
+    return problem.empty() ? test::CheckRegion(rank, 0, src, list) : problem;
   }
 };
 
 // One verified Execute. Returns "" or what went wrong.
-std::string ExchangeRound(Communicator& comm, Buffers& buf, const std::vector<Transfer>& list, int round,
+std::string ExchangeRound(Communicator& comm, Buffers& buf, const std::vector<Transfer>& list,
                           Deadline deadline, uint64_t* received) {
-  buf.Prepare(comm.rank(), round);
+  buf.Prepare(comm.rank());
   comm.Execute(list, deadline);
-  return buf.Verify(list, comm.rank(), round, received);
+  return buf.Verify(list, comm.rank(), received);
 }
 
 // args: seed transfers rounds
@@ -120,7 +113,7 @@ EPLB_TEST_WORKER(exchange) {
   uint64_t received = 0;
   for (int round = 1; round <= rounds; ++round) {
     auto list = RandomTransfers(w.env.world_size, seed * 1000 + round, count);
-    std::string problem = ExchangeRound(*comm, buf, list, round, DeadlineAfter(20s), &received);
+    std::string problem = ExchangeRound(*comm, buf, list, DeadlineAfter(20s), &received);
     if (!problem.empty()) {
       std::fprintf(stderr, "round %d: %s\n", round, problem.c_str());
       return 1;
@@ -276,7 +269,7 @@ EPLB_TEST_WORKER(stall_then_recover) {
   if (w.env.rank == 1) std::this_thread::sleep_for(deadline + 700ms);
   auto start = Clock::now();
   try {
-    ExchangeRound(*comm, buf, list, 1, start + deadline, &received);
+    ExchangeRound(*comm, buf, list, start + deadline, &received);
     std::fprintf(stderr, "round 1 unexpectedly succeeded\n");
     return 1;
   } catch (const Error& e) {
@@ -284,7 +277,7 @@ EPLB_TEST_WORKER(stall_then_recover) {
   }
   for (int round = 2; round <= 3; ++round) {
     list = RandomTransfers(2, 77 + round, 50);
-    std::string problem = ExchangeRound(*comm, buf, list, round, DeadlineAfter(10s), &received);
+    std::string problem = ExchangeRound(*comm, buf, list, DeadlineAfter(10s), &received);
     if (!problem.empty()) {
       std::fprintf(stderr, "round %d: %s\n", round, problem.c_str());
       return 1;
@@ -332,7 +325,7 @@ EPLB_TEST_WORKER(partial_failure) {
   auto start = Clock::now();
   bool failed1 = false;
   try {
-    std::string problem = ExchangeRound(*comm, buf, step1, 1, start + (me == 1 ? 1s : 8s), &received);
+    std::string problem = ExchangeRound(*comm, buf, step1, start + (me == 1 ? 1s : 8s), &received);
     if (!problem.empty()) {
       std::fprintf(stderr, "step 1: %s\n", problem.c_str());
       return 1;
@@ -348,7 +341,7 @@ EPLB_TEST_WORKER(partial_failure) {
   }
   for (int round = 2; round <= 4; ++round) {
     auto list = RandomTransfers(3, 5 + round, 60);
-    std::string problem = ExchangeRound(*comm, buf, list, round, DeadlineAfter(10s), &received);
+    std::string problem = ExchangeRound(*comm, buf, list, DeadlineAfter(10s), &received);
     if (!problem.empty()) {
       std::fprintf(stderr, "step %d: %s\n", round, problem.c_str());
       return 1;
@@ -414,7 +407,7 @@ EPLB_TEST_WORKER(misuse) {
     failures += std::string(e.what()).find("rank 1 registered CUDA device memory") != std::string::npos;
   }
   // 4. Still works.
-  std::string problem = ExchangeRound(*comm, buf, list, 1, DeadlineAfter(10s), &received);
+  std::string problem = ExchangeRound(*comm, buf, list, DeadlineAfter(10s), &received);
   if (!problem.empty() || failures != 3) {
     std::fprintf(stderr, "failures=%d problem=%s\n", failures, problem.c_str());
     return 1;

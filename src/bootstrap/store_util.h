@@ -1,12 +1,11 @@
 // Pieces the store implementations share.
 #pragma once
 
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <string>
-#include <thread>
 
+#include "comm/backoff.h"
 #include "eplb/deadline.h"
 #include "eplb/error.h"
 
@@ -15,16 +14,14 @@ namespace eplb::bootstrap {
 // Calls check() until it returns true or the deadline passes; checks at least
 // once, so an expired deadline still finds a key that is there. Polls quickly
 // at first (rendezvous keys usually appear within milliseconds), then every
-// 10 ms.
+// millisecond (comm::Backoff).
 template <typename Check>
 bool PollUntil(Deadline deadline, Check check) {
-  auto pause = std::chrono::microseconds(250);
+  comm::Backoff backoff;
   for (;;) {
     if (check()) return true;
     if (Expired(deadline)) return false;
-    auto left = deadline - Clock::now();
-    std::this_thread::sleep_for(std::min<Clock::duration>(pause, left));
-    pause = std::min(pause * 2, std::chrono::microseconds(10000));
+    backoff.Sleep();
   }
 }
 

@@ -10,8 +10,8 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
-#include <thread>
 
+#include "comm/backoff.h"
 #include "eplb/error.h"
 
 extern char** environ;
@@ -137,12 +137,10 @@ bool Process::Reap(bool block) {
 bool Process::Running() { return !Reap(false); }
 
 std::optional<ExitStatus> Process::Wait(Deadline deadline) {
-  auto pause = std::chrono::microseconds(200);
+  comm::Backoff backoff;
   while (!Reap(false)) {
     if (Expired(deadline)) return std::nullopt;
-    auto left = deadline - Clock::now();
-    std::this_thread::sleep_for(std::min<Clock::duration>(pause, left));
-    pause = std::min(pause * 2, std::chrono::microseconds(5000));
+    backoff.Sleep();
   }
   return status_;
 }

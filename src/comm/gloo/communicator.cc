@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "comm/gloo/mesh.h"
+#include "eplb/communicator_factory.h"
 #include "eplb/error.h"
 #include "eplb/gloo.h"
 
@@ -140,6 +141,17 @@ class GlooCommunicator final : public Communicator {
 
 std::unique_ptr<Communicator> ConnectGlooCommunicator(const GlooOptions& options, Deadline deadline) {
   return std::make_unique<GlooCommunicator>(options, deadline);
+}
+
+// The factory's entry (communicator_factory.h): keys under
+// "<key_prefix>/gloo/", connected within connect_timeout.
+std::unique_ptr<Communicator> MakeGlooCommunicator(const CommunicatorOptions& options) {
+  GlooOptions o;
+  o.store = options.store;
+  o.rank = options.rank;
+  o.world_size = options.world_size;
+  o.name = options.key_prefix + "/gloo";
+  return ConnectGlooCommunicator(o, DeadlineAfter(options.connect_timeout));
 }
 
 }  // namespace eplb
