@@ -10,6 +10,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <cstring>
 #include <map>
 #include <regex>
 #include <set>
@@ -125,8 +126,11 @@ struct Scenario {
   double step_ms = 2;
   // Failure injection. stall_comm: the victim's communicator sleeps
   // stall_ms inside its fault_execute-th Execute (its migration thread stops
-  // participating, its engine keeps stepping). marker: the victim prints
-  // EPLB-MARK at its first commit of cycle fault_cycle; the test signals it.
+  // participating, its engine keeps stepping). late_vote: the victim's
+  // fault_execute-th AllGather (a commit agreement) completes, but the victim
+  // only sees it after its deadline and gives up, while its peers commit.
+  // marker: the victim prints EPLB-MARK at its first commit of cycle
+  // fault_cycle; the test signals it.
   std::string fault = "none";
   int victim = -1;
   int fault_execute = 5;
@@ -205,6 +209,35 @@ class StallingCommunicator final : public Communicator {
   const Scenario& s_;
 };
 
+// The real control group, except that the victim learns the result of one
+// AllGather only after its deadline (late_vote).
+class LateControlGroup final : public ControlGroup {
+ public:
+  LateControlGroup(std::unique_ptr<ControlGroup> inner, const Scenario& s)
+      : inner_(std::move(inner)), s_(s) {}
+  std::string_view name() const override { return inner_->name(); }
+  int rank() const override { return inner_->rank(); }
+  int size() const override { return inner_->size(); }
+  void Barrier(Deadline d) override { inner_->Barrier(d); }
+  void AllReduceSum(std::span<double> v, Deadline d) override { inner_->AllReduceSum(v, d); }
+  void AllReduceSum(std::span<int64_t> v, Deadline d) override { inner_->AllReduceSum(v, d); }
+  std::vector<std::vector<uint8_t>> AllGather(std::span<const uint8_t> blob, Deadline d) override {
+    auto out = inner_->AllGather(blob, d);
+    if (s_.fault == "late_vote" && rank() == s_.victim && ++gathers == s_.fault_execute) {
+      std::this_thread::sleep_until(d + std::chrono::milliseconds(200));
+      std::fprintf(stderr, "EPLB-LATE-VOTE\n");
+      throw TimeoutError("test", "all_gather", "injected: the agreement arrived after the deadline",
+                         rank(), -1);
+    }
+    return out;
+  }
+  static inline int gathers = 0;
+
+ private:
+  std::unique_ptr<ControlGroup> inner_;
+  const Scenario& s_;
+};
+
 double SteadyMs() {
   return std::chrono::duration<double, std::milli>(Clock::now().time_since_epoch()).count();
 }
@@ -222,6 +255,10 @@ EPLB_TEST_WORKER(balance) {
   auto make = links.make_communicator;
   links.make_communicator = [make, &s](const std::string& group, Deadline d) {
     return std::make_unique<StallingCommunicator>(make(group, d), s);
+  };
+  auto make_control = links.make_control_group;
+  links.make_control_group = [make_control, &s](const std::string& group, Deadline d) {
+    return std::make_unique<LateControlGroup>(make_control(group, d), s);
   };
 
   const auto tensor_bytes = s.TensorBytes();
@@ -409,6 +446,8 @@ void ExpectSameCommitSteps(const std::vector<RankLog>& logs, const std::vector<i
 }
 
 std::vector<RankLog> ParseAll(const std::vector<test::RankExit>& exits) {
+  if (std::getenv("EPLB_TEST_VERBOSE") != nullptr)
+    for (const auto& x : exits) std::fprintf(stderr, "---- rank %d\n%s", x.rank, x.stderr_text.c_str());
   std::vector<RankLog> logs;
   for (const auto& x : exits) logs.push_back(Parse(x.stderr_text));
   return logs;
@@ -451,6 +490,7 @@ TEST(Balancer, SyncTwoRanksOneStagingLayer) {
   Scenario s;
   s.mode = "sync";
   s.steps = 500;
+  s.slots_per_rank = 10;
   test::RankGroup group(test::Ranks("balance", 2, s.Args()));
   auto exits = group.Wait(DeadlineAfter(60s));
   auto logs = ParseAll(exits);
@@ -479,6 +519,7 @@ TEST(Balancer, RankThatStopsParticipatingIsNamedAndTheRunRecovers) {
   s.stall_ms = 3500;    // past deadline + 2 s: the watchdog speaks
   s.steps = 2600;       // ~5 s at 2 ms a step: cycles after the stall
   s.interval = 200;
+  s.slots_per_rank = 7;
   test::RankGroup group(test::Ranks("balance", 3, s.Args()));
   auto exits = group.Wait(DeadlineAfter(90s));
   auto logs = ParseAll(exits);
@@ -509,6 +550,42 @@ TEST(Balancer, RankThatStopsParticipatingIsNamedAndTheRunRecovers) {
   ExpectSameCommitSteps(logs, {0, 1, 2});
 }
 
+// The one window where ranks can disagree: a commit agreement completes on
+// two ranks (they commit the layer) and times out on the third. That rank
+// holds the layer staged "in doubt"; the next handshake shows a peer
+// committed it and it commits it too, so maps and weights agree again.
+TEST(Balancer, LayerInDoubtIsRolledForward) {
+  Scenario s;
+  s.fault = "late_vote";
+  s.victim = 2;
+  s.fault_execute = 2;  // the agreement of the first cycle's second layer
+  s.deadline_ms = 1000;
+  s.steps = 1800;
+  s.interval = 200;
+  s.slots_per_rank = 7;
+  test::RankGroup group(test::Ranks("balance", 3, s.Args()));
+  auto exits = group.Wait(DeadlineAfter(90s));
+  auto logs = ParseAll(exits);
+  for (const auto& x : exits) ASSERT_TRUE(x.status.ok()) << test::Describe(exits);
+  ASSERT_NE(exits[2].stderr_text.find("EPLB-LATE-VOTE"), std::string::npos) << exits[2].stderr_text;
+  EXPECT_NE(exits[2].stderr_text.find("was in doubt and a peer committed it"), std::string::npos)
+      << exits[2].stderr_text;
+  EXPECT_GE(Num(logs[2], "roll_forwards"), 1) << exits[2].stderr_text;
+  // The peers committed that layer at the agreed step; the victim later.
+  bool rolled = false;
+  for (const Commit& c : logs[2].commits) rolled |= c.rf == 1 && c.cycle == 1;
+  EXPECT_TRUE(rolled) << exits[2].stderr_text;
+  for (int r : {0, 1, 2}) {
+    EXPECT_EQ(Num(logs[r], "mismatches"), 0) << exits[r].stderr_text;
+    EXPECT_EQ(logs[r].result["placement"], logs[0].result["placement"]) << test::Describe(exits);
+    EXPECT_EQ(Num(logs[r], "layers"), Num(logs[0], "layers")) << test::Describe(exits);
+    bool recovered = false;
+    for (const CycleLine& c : logs[r].cycles) recovered |= c.ok && c.cycle > 1;
+    EXPECT_TRUE(recovered) << exits[r].stderr_text;
+  }
+  ExpectSameCommitSteps(logs, {0, 1, 2});
+}
+
 // A whole rank stalls (SIGSTOP) mid-cycle, then resumes: the others abandon
 // the cycle at the deadline naming it; after it resumes everyone recovers.
 TEST(Balancer, StalledRankIsNamedAndRecovers) {
@@ -519,6 +596,7 @@ TEST(Balancer, StalledRankIsNamedAndRecovers) {
   s.deadline_ms = 1000;
   s.steps = 2600;
   s.interval = 200;
+  s.slots_per_rank = 7;
   test::RankGroup group(test::Ranks("balance", 3, s.Args()));
   ASSERT_TRUE(group.WaitForText(s.victim, "EPLB-MARK", DeadlineAfter(30s))) << group.Stderr(s.victim);
   group.Kill(s.victim, SIGSTOP);

@@ -81,7 +81,8 @@ struct BalancerConfig {
   // Budget of each cross-rank wait of a cycle (handshake, load sum, each
   // layer's transfers, each agreement).
   std::chrono::milliseconds deadline{5000};
-  // Budget for (re)connecting the communicator and control group.
+  // Budget for connecting the communicator and control group at
+  // construction; rebuilds inside a cycle take `deadline`.
   std::chrono::milliseconds connect_timeout{30000};
   // Async: a staged layer is committed at least this many steps after the
   // step at which a rank proposes it (>= 1); the agreed step is the largest
@@ -144,7 +145,7 @@ struct CycleReport {
   int64_t slots_changed = 0;      // every rank (committed layers)
   uint64_t bytes_moved = 0;       // over the wire, every rank (committed layers)
   uint64_t bytes_received = 0;    // over the wire, this rank
-  double seconds = 0;            // handshake to the last commit
+  double seconds = 0;            // from the handshake's end to the last commit
   double policy_seconds = 0;
   double transfer_seconds = 0;   // sum of this rank's stage times
   double commit_seconds_max = 0; // longest single commit (a step's pause)

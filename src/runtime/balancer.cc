@@ -377,6 +377,8 @@ struct Balancer::State {
   template <typename Pred>
   void WaitFor(Pred pred);  // cycle thread, mu held via lock
   void ApplyCommitLocked(const Staged& st, double seconds, int64_t at_step);
+  void FinishCycleLocked(int64_t at_step);
+  int FollowBlame(int64_t cycle, int blamed, std::string* chain);
 };
 
 Balancer::State::State(BalancerLinks l, std::vector<LayerWeights> w, const BalancerConfig& c,
@@ -505,6 +507,26 @@ void Balancer::State::ApplyCommitLocked(const Staged& st, double seconds, int64_
   pending_commits.push_back(CommitEvent{st.cycle, l, at_step, seconds, st.roll_forward});
 }
 
+// A cycle ended well at `at_step` (the same step on every rank).
+void Balancer::State::FinishCycleLocked(int64_t at_step) {
+  live.ok = true;
+  live.end_step = at_step;
+  live.seconds = SecondsSince(live_start);
+  ++metrics.cycles_completed;
+  metrics.balancedness = live.balancedness_after;
+  metrics.last_cycle = live;
+  metrics.last_error.clear();
+  pending_reports.push_back(live);
+  cycle_active = false;
+  phase = Phase::kIdle;
+  spdlog::info(
+      "eplb: rank {}: cycle {} (steps {}-{}): balancedness {:.4f} -> {:.4f}, {} of {} layers "
+      "changed, {} experts ({:.1f} MB) over the wire, {:.3f} s, {:.2f} GB/s, longest commit {:.2f} ms",
+      me, live.cycle, live.trigger_step, at_step, live.balancedness_before, live.balancedness_after,
+      live.layers_committed, cfg.num_layers, live.experts_moved, live.bytes_moved / 1e6,
+      live.seconds, live.GBps(), live.commit_seconds_max * 1e3);
+}
+
 void Balancer::State::CommitScheduled(int x, int64_t at_step) {
   const Staged& st = scheduled[x];  // stable: only the engine clears it
   const auto start = Clock::now();
@@ -523,18 +545,7 @@ void Balancer::State::CommitScheduled(int x, int64_t at_step) {
     std::lock_guard<std::mutex> lock(mu);
     ApplyCommitLocked(st, seconds, at_step);
     if (async()) Publish();
-    if (st.ends_cycle) {
-      live.ok = true;
-      live.end_step = at_step;
-      live.seconds = SecondsSince(live_start);
-      ++metrics.cycles_completed;
-      metrics.balancedness = live.balancedness_after;
-      metrics.last_cycle = live;
-      metrics.last_error.clear();
-      pending_reports.push_back(live);
-      cycle_active = false;
-      phase = Phase::kIdle;
-    }
+    if (st.ends_cycle) FinishCycleLocked(at_step);
     scheduled[x].step = -1;
   }
   cv.notify_all();
@@ -586,16 +597,7 @@ void Balancer::State::StepEngine() {
     std::lock_guard<std::mutex> lock(mu);
     if (end_step == now_step) {
       end_step = -1;
-      live.ok = true;
-      live.end_step = now_step;
-      live.seconds = SecondsSince(live_start);
-      ++metrics.cycles_completed;
-      metrics.balancedness = live.balancedness_after;
-      metrics.last_cycle = live;
-      metrics.last_error.clear();
-      pending_reports.push_back(live);
-      cycle_active = false;
-      phase = Phase::kIdle;
+      FinishCycleLocked(now_step);
     }
     if (now_step == TriggerStep(next_trigger_index)) {
       const int64_t c = next_trigger_index++;
@@ -655,81 +657,108 @@ void Balancer::State::Loop() {
   }
 }
 
+// The handshake: every rank writes its state under the cycle's key and
+// reads everyone's. A rank still waiting when the next trigger comes joins
+// that cycle too, keeping its earlier joins; the cycle run is the smallest
+// one every rank joined. Joins are made in increasing order, so once a cycle
+// is complete no smaller one can complete later, and every rank picks the
+// same cycle without another round. A rank gives up `deadline` after its
+// first join.
 std::vector<RankState> Balancer::State::Handshake(Request& req) {
   auto key = [&](int64_t cycle, int r) {
     return cfg.name + "/cycle/" + std::to_string(cycle) + "/" + std::to_string(r);
   };
+  RankState mine;
+  mine.rank = me;
+  mine.failed = (failed_since_rebuild || !comm || !control) ? 1 : 0;
+  mine.label = label;
+  if (doubt) {
+    mine.doubt_layer = doubt->staged.plan.layer;
+    mine.doubt_version = doubt->version;
+    mine.doubt_hash = HashLayer(doubt->staged.phy2log);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    mine.versions = versions;
+    for (int l = 0; l < cfg.num_layers; ++l) mine.hashes.push_back(HashLayer(current.layer_phy2log(l)));
+  }
+  struct Joined {
+    int64_t cycle;
+    std::vector<std::optional<RankState>> states;
+  };
+  std::vector<Joined> joined;
+  Deadline deadline{};
+  Clock::time_point since{};
+  auto join = [&](int64_t cycle) {
+    mine.cycle = cycle;
+    SetOp(fmt::format("the handshake of cycle {}", cycle));
+    links.store->Set(key(cycle, me), mine.Encode());
+    Joined j{cycle, std::vector<std::optional<RankState>>(world)};
+    j.states[me] = mine;
+    joined.push_back(std::move(j));
+    if (joined.size() > 8) joined.erase(joined.begin());  // stop polling old joins
+    if (joined.size() == 1) {
+      deadline = WaitDeadline();
+      since = Clock::now();
+    }
+  };
+  join(req.cycle);
   for (;;) {
-    RankState mine;
-    mine.rank = me;
-    mine.cycle = req.cycle;
-    mine.failed = (failed_since_rebuild || !comm || !control) ? 1 : 0;
-    mine.label = label;
-    if (doubt) {
-      mine.doubt_layer = doubt->staged.plan.layer;
-      mine.doubt_version = doubt->version;
-      mine.doubt_hash = HashLayer(doubt->staged.phy2log);
-    }
-    {
+    for (Joined& j : joined) {
+      bool complete = true;
+      for (int r = 0; r < world; ++r) {
+        if (j.states[r]) continue;
+        try {
+          auto blob = links.store->Get(key(j.cycle, r), std::min(deadline, DeadlineAfter(1ms)));
+          j.states[r] = RankState::Decode(blob, r, cfg.num_layers);
+        } catch (const TimeoutError&) {
+          complete = false;
+        }
+      }
+      if (!complete) continue;
       std::lock_guard<std::mutex> lock(mu);
-      mine.versions = versions;
-      for (int l = 0; l < cfg.num_layers; ++l) mine.hashes.push_back(HashLayer(current.layer_phy2log(l)));
+      if (j.cycle != req.cycle)
+        spdlog::info("eplb: rank {}: every rank joined cycle {}: running it", me, j.cycle);
+      // A trigger that came meanwhile is dropped, on every rank alike.
+      if (request) {
+        req = std::move(*request);
+        request.reset();
+      }
+      metrics.cycles_skipped += static_cast<int64_t>(joined.size()) - 1;
+      req.cycle = j.cycle;
+      phase = Phase::kRunning;
+      std::vector<RankState> states;
+      for (auto& s : j.states) states.push_back(std::move(*s));
+      return states;
     }
-    SetOp(fmt::format("the handshake of cycle {}", req.cycle));
-    links.store->Set(key(req.cycle, me), mine.Encode());
-    std::vector<RankState> states(world);
-    states[me] = std::move(mine);
+    const Joined& last = joined.back();
     std::vector<int> missing;
     for (int r = 0; r < world; ++r)
-      if (r != me) missing.push_back(r);
-    const Deadline deadline = WaitDeadline();
-    const auto start = Clock::now();
-    bool superseded = false;
-    while (!missing.empty()) {
-      std::vector<int> still;
-      for (int r : missing) {
-        try {
-          auto blob = links.store->Get(key(req.cycle, r), std::min(deadline, DeadlineAfter(2ms)));
-          states[r] = RankState::Decode(blob, r, cfg.num_layers);
-        } catch (const TimeoutError&) {
-          still.push_back(r);
-        }
-      }
-      missing = std::move(still);
-      if (missing.empty()) break;
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        if (stop) throw Stopped{};
-        if (request) {
-          superseded = true;
-          spdlog::warn("eplb: rank {}: cycle {} superseded by cycle {} before rank(s) {} joined it",
-                       me, req.cycle, request->cycle, RankList(missing));
-          req = std::move(*request);
-          request.reset();
-          ++metrics.cycles_skipped;
-        }
-      }
-      if (superseded) break;
-      if (Expired(deadline))
-        throw TimeoutError("balancer", fmt::format("handshake of cycle {}", req.cycle),
-                           fmt::format("rank{} {} did not join within {:.1f} s (stalled, dead or "
-                                       "still busy with an earlier cycle)",
-                                       missing.size() > 1 ? "s" : "", RankList(missing),
-                                       SecondsSince(start)),
-                           me, missing.size() == 1 ? missing[0] : -1);
-    }
-    if (superseded) continue;
+      if (!last.states[r]) missing.push_back(r);
+    std::optional<Request> next;
     {
       std::lock_guard<std::mutex> lock(mu);
-      // Every rank saw every handshake: all run this cycle; a trigger that
-      // came meanwhile is dropped, on every rank alike.
+      if (stop) throw Stopped{};
       if (request) {
+        next = std::move(*request);
         request.reset();
-        ++metrics.cycles_skipped;
       }
-      phase = Phase::kRunning;
     }
-    return states;
+    if (next) {
+      spdlog::log(joined.size() == 1 ? spdlog::level::warn : spdlog::level::debug,
+                  "eplb: rank {}: rank{} {} did not join cycle {} yet; joining cycle {} as well", me,
+                  missing.size() > 1 ? "s" : "", RankList(missing), last.cycle, next->cycle);
+      req = std::move(*next);
+      join(req.cycle);
+      continue;
+    }
+    if (Expired(deadline))
+      throw TimeoutError("balancer", fmt::format("handshake of cycle {}", last.cycle),
+                         fmt::format("rank{} {} did not join within {:.1f} s (stalled, dead or "
+                                     "still busy with an earlier cycle)",
+                                     missing.size() > 1 ? "s" : "", RankList(missing),
+                                     SecondsSince(since)),
+                         me, missing.size() == 1 ? missing[0] : -1);
   }
 }
 
@@ -801,6 +830,19 @@ void Balancer::State::Resolve(const std::vector<RankState>& states) {
 // the layer stays in doubt.
 Vote Balancer::State::Decide(const Staged& staged, bool staged_ok, std::exception_ptr stage_error,
                              int layer) {
+  // A rank whose transfers timed out skips the vote: a peer is stalled, so
+  // the vote would only wait out a second deadline. The others, if they
+  // staged, time out in the vote and hold the layer in doubt until the next
+  // handshake shows nobody committed it. Other failures are voted on, so
+  // every rank abandons the layer at once.
+  if (stage_error) {
+    try {
+      std::rethrow_exception(stage_error);
+    } catch (const TimeoutError&) {
+      throw;
+    } catch (...) {
+    }
+  }
   Vote mine{staged_ok ? 1 : 0, me, 0};
   {
     std::lock_guard<std::mutex> lock(mu);
@@ -966,6 +1008,40 @@ void Balancer::State::EndRound() {
   cv.notify_all();
 }
 
+// A rank that times out blames the peer it was waiting for, but that peer
+// may itself have been waiting for a third (a stalled rank holds up its
+// neighbours first). Each failing rank notes whom it blames in the store;
+// this follows the notes to the rank that has none (the one stalled or
+// dead), waiting briefly for peers that fail at about the same time.
+int Balancer::State::FollowBlame(int64_t cycle, int blamed, std::string* chain) {
+  auto key = [&](int r) {
+    return cfg.name + "/blame/" + std::to_string(cycle) + "/" + std::to_string(r);
+  };
+  try {
+    links.store->SetString(key(me), std::to_string(blamed));
+  } catch (const std::exception& e) {
+    spdlog::debug("eplb: rank {}: could not note whom it blames: {}", me, e.what());
+  }
+  const Deadline budget = DeadlineAfter(std::min<std::chrono::milliseconds>(cfg.deadline / 2, 500ms));
+  std::vector<bool> seen(world, false);
+  seen[me] = true;
+  int root = blamed;
+  while (root >= 0 && root < world && !seen[root]) {
+    seen[root] = true;
+    int next = -1;
+    try {
+      next = std::stoi(links.store->GetString(key(root), budget));
+    } catch (const std::exception&) {
+      break;  // no note: this one is stalled or dead
+    }
+    if (next < 0 || next >= world || seen[next]) break;
+    *chain += fmt::format(", which waited for rank {}", next);
+    root = next;
+  }
+  if (!chain->empty()) *chain = fmt::format(": this rank waited for rank {}", blamed) + *chain;
+  return root;
+}
+
 void Balancer::State::RunCycle(Request req) {
   const auto start = Clock::now();
   std::string where = "handshake";
@@ -979,7 +1055,7 @@ void Balancer::State::RunCycle(Request req) {
       live = CycleReport{};
       live.cycle = req.cycle;
       live.trigger_step = req.trigger_step;
-      live_start = start;
+      live_start = Clock::now();
       ++metrics.cycles_started;
     }
     where = "handshake";
@@ -991,7 +1067,7 @@ void Balancer::State::RunCycle(Request req) {
       groups_used = true;
       SetOp(fmt::format("the rebuild of the groups (cycle {})", req.cycle));
       const auto t = Clock::now();
-      Connect("c" + std::to_string(req.cycle), DeadlineAfter(cfg.connect_timeout));
+      Connect("c" + std::to_string(req.cycle), WaitDeadline());
       failed_since_rebuild = false;
       std::lock_guard<std::mutex> lock(mu);
       live.rebuilt = true;
@@ -1044,34 +1120,13 @@ void Balancer::State::RunCycle(Request req) {
         where = "end-of-cycle agreement";
         EndRound();
       }
-      SetOp("");
       std::lock_guard<std::mutex> lock(mu);
       bg_op.clear();
-      const CycleReport& c = live;
-      spdlog::info("eplb: rank {}: cycle {} (trigger step {}): balancedness {:.4f} -> {:.4f}, {} of {} "
-                   "layers change, {} experts ({:.1f} MB) over the wire, staged in {:.3f} s",
-                   me, c.cycle, c.trigger_step, c.balancedness_before, c.balancedness_after,
-                   c.layers_changed, cfg.num_layers, c.experts_moved, c.bytes_moved / 1e6,
-                   SecondsSince(start));
     } else {
       std::lock_guard<std::mutex> lock(mu);
       Publish();
-      live.ok = true;
-      live.end_step = step;
-      live.seconds = SecondsSince(start);
-      ++metrics.cycles_completed;
-      metrics.balancedness = live.balancedness_after;
-      metrics.last_cycle = live;
-      metrics.last_error.clear();
-      pending_reports.push_back(live);
-      cycle_active = false;
-      phase = Phase::kIdle;
       bg_op.clear();
-      spdlog::info("eplb: rank {}: cycle {} (step {}): balancedness {:.4f} -> {:.4f}, {} layers, {} "
-                   "experts ({:.1f} MB) over the wire, {:.3f} s",
-                   me, live.cycle, live.trigger_step, live.balancedness_before,
-                   live.balancedness_after, live.layers_committed, live.experts_moved,
-                   live.bytes_moved / 1e6, live.seconds);
+      FinishCycleLocked(step);
     }
   } catch (const Stopped&) {
     throw;
@@ -1079,6 +1134,8 @@ void Balancer::State::RunCycle(Request req) {
     if (groups_used) failed_since_rebuild = true;
     int blamed = -1;
     if (auto* err = dynamic_cast<const Error*>(&e)) blamed = err->peer();
+    std::string chain;
+    if (groups_used) blamed = FollowBlame(req.cycle, blamed, &chain);
     // Commits already agreed still happen (every rank promised them); wait
     // for them so the next cycle starts from a settled placement.
     if (async()) {
@@ -1103,7 +1160,7 @@ void Balancer::State::RunCycle(Request req) {
     live.error = e.what();
     live.blamed_rank = blamed;
     live.end_step = step;
-    live.seconds = SecondsSince(start);
+    live.seconds = SecondsSince(started ? live_start : start);
     if (!started) ++metrics.cycles_started;
     ++metrics.cycles_failed;
     if (!load.values.empty() && started) metrics.balancedness = ComputeBalancedness(load, current).mean;
@@ -1117,15 +1174,20 @@ void Balancer::State::RunCycle(Request req) {
     floor_step = -1;
     bg_op.clear();
     const std::string at = layer >= 0 ? fmt::format(" of MoE layer {}", layer) : std::string();
+    std::string kept = "no layer was touched";
+    if (live.layers_changed > 0)
+      kept = fmt::format("{} of {} changed layers were committed on every rank, the others keep their "
+                         "placement{}",
+                         live.layers_committed, live.layers_changed,
+                         doubt ? fmt::format(" (MoE layer {} is staged in doubt until the next "
+                                             "handshake)",
+                                             doubt->staged.plan.layer)
+                               : "");
     spdlog::error(
-        "eplb: rank {}: rebalance cycle {} abandoned in the {}{}{}: {}. {} of {} changed layers were "
-        "committed on every rank; the others keep their placement{}. Serving continues; the next "
-        "cycle starts fresh.",
-        me, req.cycle, where, at, blamed >= 0 ? fmt::format(" (rank {} is to blame)", blamed) : "",
-        e.what(), live.layers_committed, live.layers_changed,
-        doubt ? fmt::format(" (MoE layer {} is staged in doubt until the next handshake)",
-                            doubt->staged.plan.layer)
-              : "");
+        "eplb: rank {}: rebalance cycle {} abandoned in the {}{}{}: {}. {}. Serving continues; the "
+        "next cycle starts fresh.",
+        me, req.cycle, where, at,
+        blamed >= 0 ? fmt::format(" (rank {} is to blame{})", blamed, chain) : "", e.what(), kept);
     cv.notify_all();
   }
 }
