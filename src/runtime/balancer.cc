@@ -251,6 +251,8 @@ std::string FormatPrometheus(const BalancerMetrics& m) {
          "Communicator and control group rebuilds after failures.", m.rebuilds);
   metric("eplb_commit_waits_total", "counter",
          "Steps that waited for a commit agreement (async).", m.commit_waits);
+  metric("eplb_commit_wait_seconds_max", "gauge",
+         "Longest wait of a step for a commit agreement (async).", m.commit_wait_seconds_max);
   metric("eplb_bytes_moved_total", "counter", "Expert bytes moved over the wire, every rank.",
          m.bytes_moved_total);
   const CycleReport& c = m.last_cycle;
@@ -570,8 +572,10 @@ void Balancer::State::StepEngine() {
     }
     if (floor_step == now_step) {
       ++metrics.commit_waits;
+      const auto wait_start = Clock::now();
       const bool got = cv.wait_for(lock, cfg.deadline + std::chrono::seconds(1),
                                    [&] { return stop || floor_step != now_step; });
+      metrics.commit_wait_seconds_max = std::max(metrics.commit_wait_seconds_max, SecondsSince(wait_start));
       if (!got) {
         // The agreement never came: veto so this rank will not commit at a
         // step it has passed; the cycle thread treats the layer as in doubt.
