@@ -21,6 +21,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cmath>
 #include <condition_variable>
 #include <cstring>
 #include <exception>
@@ -219,10 +220,14 @@ BalancerLinks MakeBalancerLinks(std::shared_ptr<Store> store, int rank, int worl
 std::string FormatPrometheus(const BalancerMetrics& m) {
   std::string out;
   const std::string lbl = fmt::format("rank=\"{}\"", m.rank);
-  auto metric = [&](const char* name, const char* type, const char* help, auto value,
-                    const std::string& extra = "") {
-    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n{}{{{}{}}} {}\n", name, help, name, type, name,
-                       lbl, extra, value);
+  auto metric = [&](const char* name, const char* type, const char* help, auto value) {
+    std::string v;
+    if constexpr (std::is_floating_point_v<decltype(value)>) {
+      v = std::isnan(value) ? "NaN" : fmt::format("{}", value);
+    } else {
+      v = fmt::format("{}", value);
+    }
+    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n{}{{{}}} {}\n", name, help, name, type, name, lbl, v);
   };
   out += fmt::format(
       "# HELP eplb_info The communicator and mode of the balancer.\n# TYPE eplb_info gauge\n"
@@ -1050,7 +1055,7 @@ void Balancer::State::RunCycle(Request req) {
   const auto start = Clock::now();
   std::string where = "handshake";
   int layer = -1;
-  bool groups_used = false;
+  bool groups_used = false, summed = false;
   LoadMatrix load(cfg.num_layers, cfg.num_experts);
   try {
     std::vector<RankState> states = Handshake(req);
@@ -1084,6 +1089,7 @@ void Balancer::State::RunCycle(Request req) {
     SetOp(fmt::format("the load sum of cycle {}", req.cycle));
     control->AllReduceSum(std::span<int64_t>(req.loads), WaitDeadline());
     for (size_t i = 0; i < req.loads.size(); ++i) load.values[i] = static_cast<double>(req.loads[i]);
+    summed = true;
 
     where = "policy";
     const auto policy_start = Clock::now();
@@ -1167,7 +1173,7 @@ void Balancer::State::RunCycle(Request req) {
     live.seconds = SecondsSince(started ? live_start : start);
     if (!started) ++metrics.cycles_started;
     ++metrics.cycles_failed;
-    if (!load.values.empty() && started) metrics.balancedness = ComputeBalancedness(load, current).mean;
+    if (summed) metrics.balancedness = ComputeBalancedness(load, current).mean;
     metrics.last_cycle = live;
     metrics.last_error = e.what();
     if (!async()) Publish();

@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -154,7 +155,13 @@ Model Validate(const DemoOptions& o, int world) {
   PolicyInput in{&zero, m.slots, o.groups, o.nodes, world, nullptr};
   ValidatePolicyInput(in);
   MakePolicy(o.policy);
-  if (o.sync && !o.communicator.empty()) CanonicalCommunicatorName(o.communicator);
+  // An unknown communicator, or an NCCL-family one in async mode, is bad input.
+  if (!o.communicator.empty()) {
+    SelectionRequest request;
+    request.communicator = o.communicator;
+    request.async = !o.sync;
+    SelectCommunicator(request, SelectionFacts{});
+  }
   const double gib = double(m.spr) * m.layers * o.expert_bytes * world / (1u << 30);
   if (gib > 16) fail(fmt::format("the weights would take {:.1f} GiB of memory in all; lower --expert-bytes or --layers", gib));
   return m;
@@ -431,10 +438,12 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
     if (step > int64_t(o.steps) + 100000) throw Error("demo", "drain", "the last rebalance never ended", me);
     if (progress.on()) {
       const BalancerMetrics bm = balancer.metrics();
-      progress.Show(fmt::format("step {}/{} | {} | balancedness {:.3f} | next rebalance in {} steps | "
+      progress.Show(fmt::format("step {}/{} | {} | balancedness {} | next rebalance in {} steps | "
                                 "{} rebalances",
                                 step, o.steps, bm.cycle_in_progress ? "migrating" : "serving",
-                                bm.balancedness, bm.steps_to_next_rebalance, bm.cycles_completed));
+                                std::isnan(bm.balancedness) ? std::string("n/a")
+                                                            : fmt::format("{:.3f}", bm.balancedness),
+                                bm.steps_to_next_rebalance, bm.cycles_completed));
     }
     if (Clock::now() - start > std::chrono::seconds(o.timeout_s))
       throw Error("demo", "run", fmt::format("still running after {} s (--timeout)", o.timeout_s), me);
