@@ -163,6 +163,7 @@ TEST(PrefixStore, KeysLiveUnderThePrefix) {
   EXPECT_EQ(run1->GetString("k", DeadlineAfter(1s)), "one");
   EXPECT_EQ(run2->GetString("k", DeadlineAfter(1s)), "two");
   EXPECT_EQ(base->GetString("eplb/run1/k", DeadlineAfter(1s)), "one");
+  EXPECT_EQ(run1->kind(), "file");
   EXPECT_THROW(run2->Get("other", DeadlineAfter(10ms)), TimeoutError);
 }
 
