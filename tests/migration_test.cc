@@ -8,28 +8,37 @@
 #include <cstring>
 #include <random>
 
+#include "eplb/bootstrap.h"
 #include "eplb/error.h"
+#include "eplb/gloo.h"
+#include "support/paths.h"
 
 namespace eplb {
 namespace {
 
-// A communicator of world size 1, where no transfer can exist: a plan for
-// one rank never crosses the wire, so Execute must never see a transfer.
-// (The real backends are exercised by the multi-process tests.)
-class SingleRank final : public Communicator {
- public:
-  std::string_view name() const override { return "single"; }
-  int rank() const override { return 0; }
-  int size() const override { return 1; }
-  RegionId RegisterRegion(const MemoryRegion&, Deadline) override { return next_++; }
-  void Execute(std::span<const Transfer> transfers, Deadline) override {
-    ++executes;
-    if (!transfers.empty()) throw Error("single", "execute", "a transfer on one rank", 0, -1);
-  }
-  int executes = 0;
+using namespace std::chrono_literals;
 
- private:
-  RegionId next_ = 0;
+// A run of one rank: real gloo communicator and control group of world size
+// 1 over a file store. A plan for one rank never crosses the wire.
+struct SingleRank {
+  static GlooOptions Options(std::shared_ptr<Store> store, const char* name) {
+    GlooOptions o;
+    o.store = std::move(store);
+    o.rank = 0;
+    o.world_size = 1;
+    o.name = name;
+    return o;
+  }
+  std::shared_ptr<Store> store = MakeFileStore(test::MakeTempDir("eplb-migration-"));
+  std::unique_ptr<Communicator> comm =
+      ConnectGlooCommunicator(Options(store, "weights"), DeadlineAfter(10s));
+  std::unique_ptr<ControlGroup> control =
+      ConnectGlooControlGroup(Options(store, "control"), DeadlineAfter(10s));
+
+  MigrationExecutor Executor(std::vector<LayerWeights> weights, int slots_per_rank) {
+    return MigrationExecutor(*comm, *control, std::move(weights), slots_per_rank, MakeHostCopier(),
+                             {}, DeadlineAfter(10s));
+  }
 };
 
 // Byte i of tensor t of expert e of layer l.
@@ -94,9 +103,8 @@ Placement RandomPlacement(std::mt19937& rng, int layers, int experts, int slots)
 TEST(Migration, SingleRankRandomRebalances) {
   std::mt19937 rng(99);
   Model m{3, 12, {64, 40, 8}, 5};
-  SingleRank comm;
-  MigrationExecutor ex(comm, m.Weights(), m.slots, MakeHostCopier(), {},
-                       DeadlineAfter(std::chrono::seconds(5)));
+  SingleRank run;
+  MigrationExecutor ex = run.Executor(m.Weights(), m.slots);
   EXPECT_EQ(ex.bytes_per_expert(0), 112u);
   EXPECT_EQ(ex.staging_bytes(), 112u * 12);  // one layer of this rank's slots
   Placement cur = RandomPlacement(rng, 3, 7, 12);
@@ -114,15 +122,13 @@ TEST(Migration, SingleRankRandomRebalances) {
     m.Verify(next);
     cur = next;
   }
-  EXPECT_EQ(comm.executes, 0);  // nothing ever needed the communicator
 }
 
 TEST(Migration, NoChangeWritesNothing) {
   std::mt19937 rng(5);
   Model m{2, 8, {32}, 0};
-  SingleRank comm;
-  MigrationExecutor ex(comm, m.Weights(), m.slots, MakeHostCopier(), {},
-                       DeadlineAfter(std::chrono::seconds(5)));
+  SingleRank run;
+  MigrationExecutor ex = run.Executor(m.Weights(), m.slots);
   Placement p = RandomPlacement(rng, 2, 5, 8);
   m.Fill(p);
   auto before = m.storage;
@@ -132,14 +138,12 @@ TEST(Migration, NoChangeWritesNothing) {
     EXPECT_EQ(r.total.bytes_sent, 0u);
   }
   EXPECT_EQ(m.storage, before);
-  EXPECT_EQ(comm.executes, 0);
 }
 
 TEST(Migration, StageLeavesWeightsUntilCommit) {
   Model m{1, 4, {16, 16}, 0};
-  SingleRank comm;
-  MigrationExecutor ex(comm, m.Weights(), m.slots, MakeHostCopier(), {},
-                       DeadlineAfter(std::chrono::seconds(5)));
+  SingleRank run;
+  MigrationExecutor ex = run.Executor(m.Weights(), m.slots);
   Placement a = Placement::FromPhy2Log(1, 3, 1, {0, 1, 2, 0});
   Placement b = Placement::FromPhy2Log(1, 3, 1, {2, 1, 0, 2});
   m.Fill(a);
@@ -155,7 +159,9 @@ TEST(Migration, StageLeavesWeightsUntilCommit) {
 }
 
 TEST(Migration, RejectsInconsistentWeights) {
-  SingleRank comm;
+  SingleRank run;
+  Communicator& comm = *run.comm;
+  ControlGroup& control = *run.control;
   std::vector<uint8_t> small(100);
   auto make = [&](uint64_t bytes, uint64_t stride, MemoryKind kind) {
     std::vector<LayerWeights> w(1);
@@ -163,17 +169,19 @@ TEST(Migration, RejectsInconsistentWeights) {
     return w;
   };
   auto deadline = DeadlineAfter(std::chrono::seconds(5));
-  EXPECT_THROW(
-      MigrationExecutor(comm, make(30, 0, MemoryKind::kHost), 4, MakeHostCopier(), {}, deadline),
-      InvalidArgument);  // 4 x 30 > 100
-  EXPECT_THROW(
-      MigrationExecutor(comm, make(20, 10, MemoryKind::kHost), 4, MakeHostCopier(), {}, deadline),
-      InvalidArgument);  // stride < bytes
-  EXPECT_THROW(
-      MigrationExecutor(comm, make(20, 0, MemoryKind::kCuda), 4, MakeHostCopier(), {}, deadline),
-      InvalidArgument);  // device memory, host copier
-  EXPECT_THROW(MigrationExecutor(comm, {}, 4, MakeHostCopier(), {}, deadline), InvalidArgument);
-  MigrationExecutor ok(comm, make(25, 0, MemoryKind::kHost), 4, MakeHostCopier(), {}, deadline);
+  EXPECT_THROW(MigrationExecutor(comm, control, make(30, 0, MemoryKind::kHost), 4, MakeHostCopier(),
+                                 {}, deadline),
+               InvalidArgument);  // 4 x 30 > 100
+  EXPECT_THROW(MigrationExecutor(comm, control, make(20, 10, MemoryKind::kHost), 4,
+                                 MakeHostCopier(), {}, deadline),
+               InvalidArgument);  // stride < bytes
+  EXPECT_THROW(MigrationExecutor(comm, control, make(20, 0, MemoryKind::kCuda), 4, MakeHostCopier(),
+                                 {}, deadline),
+               InvalidArgument);  // device memory, host copier
+  EXPECT_THROW(MigrationExecutor(comm, control, {}, 4, MakeHostCopier(), {}, deadline),
+               InvalidArgument);
+  MigrationExecutor ok(comm, control, make(25, 0, MemoryKind::kHost), 4, MakeHostCopier(), {},
+                       deadline);
   // A plan for another shape is refused.
   Placement a = Placement::Identity(1, 4, 8, 1);
   EXPECT_THROW(ok.MigrateLayer(PlanLayer(a, a, 0, {}), deadline), InvalidArgument);

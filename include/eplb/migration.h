@@ -3,22 +3,27 @@
 //
 // Per layer: plan (every rank derives the same one) -> wire transfers from the
 // weights in use into a staging buffer -> local copies and duplicates into
-// staging -> agreement that every rank staged the layer -> commit (staging
-// copied into the changed slots of the weights). Until commit the weights in
-// use are only read, so a failure anywhere before it leaves every rank with the
-// old placement of that layer, intact. Staging holds one layer: the slots of
-// this rank, all tensors.
+// staging -> agreement through the ControlGroup that every rank staged the
+// layer -> commit (staging copied into the changed slots of the weights).
+// Until commit the weights in use are only read, so a failure anywhere before
+// it leaves every rank with the old placement of that layer, intact; a rank
+// that failed tells the others in the agreement, so they fail at once instead
+// of at their deadline. Staging holds one layer: the slots of this rank, all
+// tensors.
 //
 // Local copies go through a LocalCopier: memcpy for host memory now; a CUDA
 // stream (cudaMemcpyAsync) plugs in through the same small interface.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <span>
 #include <vector>
 
 #include "eplb/communicator.h"
+#include "eplb/control_group.h"
 #include "eplb/deadline.h"
 #include "eplb/memory.h"
 #include "eplb/placement.h"
@@ -64,6 +69,9 @@ std::unique_ptr<LocalCopier> MakeHostCopier();
 struct MigrationOptions {
   // Node layout for the sender choice (PlanOptions::ranks_per_node).
   int ranks_per_node = 0;
+  // The agreement after a layer is staged may run this long past the layer's
+  // deadline, so a rank whose transfers timed out can still tell the others.
+  std::chrono::milliseconds agreement_grace{500};
 };
 
 // What one layer's migration did.
@@ -79,14 +87,15 @@ struct LayerMigrationReport {
 class MigrationExecutor {
  public:
   // Registers every layer's tensors (layer by layer, tensor by tensor), then
-  // the staging buffer and a small agreement buffer, with `comm`. Collective:
-  // every rank constructs its executor with the same number of layers and
-  // tensors per layer, in the same order. Throws InvalidArgument on
-  // inconsistent weights (too small for slots_per_rank experts, memory of
-  // another kind than the copier's).
-  MigrationExecutor(Communicator& comm, std::vector<LayerWeights> layers, int slots_per_rank,
-                    std::unique_ptr<LocalCopier> copier, const MigrationOptions& options,
-                    Deadline deadline);
+  // the staging buffer, with `comm`. Collective: every rank constructs its
+  // executor with the same number of layers and tensors per layer, in the
+  // same order. `control` (same ranks) carries the agreement before commit.
+  // Both must outlive the executor. Throws InvalidArgument on inconsistent
+  // weights (too small for slots_per_rank experts, memory of another kind
+  // than the copier's) or groups of different sizes.
+  MigrationExecutor(Communicator& comm, ControlGroup& control, std::vector<LayerWeights> layers,
+                    int slots_per_rank, std::unique_ptr<LocalCopier> copier,
+                    const MigrationOptions& options, Deadline deadline);
   ~MigrationExecutor();
   MigrationExecutor(const MigrationExecutor&) = delete;
   MigrationExecutor& operator=(const MigrationExecutor&) = delete;
@@ -101,9 +110,11 @@ class MigrationExecutor {
   // The plan of one layer of two placements, with this executor's byte counts.
   LayerPlan Plan(const Placement& old_placement, const Placement& new_placement, int layer) const;
 
-  // Stage and commit one layer. Throws Error / TimeoutError naming the layer
-  // (and the peer, where one is to blame); the layer's weights are then
+  // Stage, agree, commit one layer. Throws Error / TimeoutError naming the
+  // MoE layer (and the peer, where one is to blame: the peer lost in a
+  // transfer, or the rank that failed to stage); the layer's weights are then
   // untouched on this rank. Collective: every rank calls it with the same plan.
+  // A layer that changes on no rank costs nothing: no transfer, no agreement.
   LayerMigrationReport MigrateLayer(const LayerPlan& plan, Deadline deadline);
 
   // MigrateLayer for every layer in order; stops at the first error (layers
@@ -111,29 +122,28 @@ class MigrationExecutor {
   std::vector<LayerMigrationReport> Migrate(const Placement& old_placement,
                                             const Placement& new_placement, Deadline deadline);
 
-  // The two halves of MigrateLayer, for a runtime that commits at a step
-  // boundary of its own choosing. Stage fills staging (weights only read) and
-  // returns once every rank has staged the layer; Commit then copies it into
-  // the weights. One layer is staged at a time: a later Stage replaces it.
+  // The parts of MigrateLayer, for a runtime that commits at a step boundary
+  // of its own choosing. Stage fills staging (weights only read; collective,
+  // like MigrateLayer); the caller then makes sure every rank staged the
+  // layer (its own agreement) before Commit copies staging into the weights.
+  // One layer is staged at a time: a later Stage replaces it.
   LayerMigrationReport Stage(const LayerPlan& plan, Deadline deadline);
   void Commit(const LayerPlan& plan, LayerMigrationReport* report = nullptr);
 
  private:
   void CheckPlan(const LayerPlan& plan) const;
-  void Agree(const LayerPlan& plan, Deadline deadline);
+  void Agree(const LayerPlan& plan, std::exception_ptr failure, Deadline deadline);
   uint8_t* staging_slot(int layer, int tensor, int local_slot) const;
   uint8_t* weight_slot(int layer, int tensor, int local_slot) const;
 
   Communicator& comm_;
+  ControlGroup& control_;
   std::vector<LayerWeights> layers_;
   int slots_per_rank_;
   std::unique_ptr<LocalCopier> copier_;
   MigrationOptions options_;
   std::vector<std::vector<WireTensor>> wire_;  // [layer][tensor]
   MemoryRegion staging_;
-  MemoryRegion votes_;  // [rank] uint32 round tokens
-  RegionId votes_region_ = -1;
-  uint32_t round_ = 0;
   int staged_layer_ = -1;
 };
 

@@ -36,10 +36,12 @@ uint64_t Stride(const ExpertTensor& t) { return t.stride != 0 ? t.stride : t.byt
 
 }  // namespace
 
-MigrationExecutor::MigrationExecutor(Communicator& comm, std::vector<LayerWeights> layers,
-                                     int slots_per_rank, std::unique_ptr<LocalCopier> copier,
+MigrationExecutor::MigrationExecutor(Communicator& comm, ControlGroup& control,
+                                     std::vector<LayerWeights> layers, int slots_per_rank,
+                                     std::unique_ptr<LocalCopier> copier,
                                      const MigrationOptions& options, Deadline deadline)
     : comm_(comm),
+      control_(control),
       layers_(std::move(layers)),
       slots_per_rank_(slots_per_rank),
       copier_(std::move(copier)),
@@ -48,6 +50,10 @@ MigrationExecutor::MigrationExecutor(Communicator& comm, std::vector<LayerWeight
   if (!copier_) fail("no local copier");
   if (slots_per_rank_ <= 0) fail("slots_per_rank must be positive");
   if (layers_.empty()) fail("no layers");
+  if (control_.size() != comm_.size() || control_.rank() != comm_.rank())
+    fail("control group (rank " + std::to_string(control_.rank()) + " of " +
+         std::to_string(control_.size()) + ") and communicator (rank " +
+         std::to_string(comm_.rank()) + " of " + std::to_string(comm_.size()) + ") differ");
   uint64_t staging_bytes = 0;
   for (size_t l = 0; l < layers_.size(); ++l) {
     const auto& tensors = layers_[l].tensors;
@@ -73,12 +79,10 @@ MigrationExecutor::MigrationExecutor(Communicator& comm, std::vector<LayerWeight
   }
 
   staging_ = copier_->Allocate(staging_bytes);
-  votes_ = copier_->Allocate(sizeof(uint32_t) * comm_.size());
   try {
     wire_.resize(layers_.size());
     // Staging of a layer: [tensor][local slot], tensor t at
     // slots_per_rank * (bytes of tensors before t).
-    std::vector<uint64_t> staging_offsets;
     for (size_t l = 0; l < layers_.size(); ++l) {
       uint64_t offset = 0;
       for (const ExpertTensor& x : layers_[l].tensors) {
@@ -96,18 +100,13 @@ MigrationExecutor::MigrationExecutor(Communicator& comm, std::vector<LayerWeight
     const RegionId staging_region = comm_.RegisterRegion(staging_, deadline);
     for (auto& layer : wire_)
       for (WireTensor& w : layer) w.dst_region = staging_region;
-    votes_region_ = comm_.RegisterRegion(votes_, deadline);
   } catch (...) {
     copier_->Free(staging_);
-    copier_->Free(votes_);
     throw;
   }
 }
 
-MigrationExecutor::~MigrationExecutor() {
-  copier_->Free(staging_);
-  copier_->Free(votes_);
-}
+MigrationExecutor::~MigrationExecutor() { copier_->Free(staging_); }
 
 uint64_t MigrationExecutor::bytes_per_expert(int layer) const {
   uint64_t bytes = 0;
@@ -142,34 +141,39 @@ void MigrationExecutor::CheckPlan(const LayerPlan& plan) const {
                           std::to_string(comm_.size()) + " x " + std::to_string(slots_per_rank_));
 }
 
-// Every rank tells every other that it staged the layer: an all-to-all of
-// round tokens through the communicator. A rank that failed to stage sends
-// nothing, so the others fail too (at the latest at the deadline) and none
-// commits. The token is the round number, the same on every rank, so a stale
-// value from an earlier round can never pass for agreement.
-void MigrationExecutor::Agree(const LayerPlan& plan, Deadline deadline) {
-  const int n = comm_.size(), me = comm_.rank();
-  const uint32_t token = round_;
-  auto* votes = static_cast<uint8_t*>(votes_.base);
-  copier_->Copy(votes + sizeof(uint32_t) * me, &token, sizeof(token));
-  copier_->Wait(deadline);
-  std::vector<Transfer> transfers;
-  transfers.reserve(static_cast<size_t>(n) * (n - 1));
-  for (int src = 0; src < n; ++src)
-    for (int dst = 0; dst < n; ++dst)
-      if (src != dst)
-        transfers.push_back(Transfer{src, votes_region_, sizeof(uint32_t) * src, dst, votes_region_,
-                                     sizeof(uint32_t) * src, sizeof(uint32_t)});
-  comm_.Execute(transfers, deadline);
-  std::vector<uint32_t> got(n);
-  copier_->Copy(got.data(), votes, sizeof(uint32_t) * n);
-  copier_->Wait(deadline);
-  for (int r = 0; r < n; ++r)
-    if (got[r] != token)
-      throw Error("migration", "agree on MoE layer " + std::to_string(plan.layer),
-                  "peer " + std::to_string(r) + " sent round " + std::to_string(got[r]) +
-                      ", expected " + std::to_string(token),
-                  me, r);
+// Every rank tells every other whether it staged the layer (one byte, then
+// its error message): an all-gather on the control group. A rank that failed
+// still takes part, so the others learn it at once and name it; a rank that
+// died or stalls makes the all-gather itself fail. Throws this rank's own
+// failure first, else the first other rank's, else returns: every rank staged.
+void MigrationExecutor::Agree(const LayerPlan& plan, std::exception_ptr failure,
+                              Deadline deadline) {
+  const int me = comm_.rank(), layer = plan.layer;
+  std::vector<uint8_t> blob{failure ? uint8_t{0} : uint8_t{1}};
+  if (failure) {
+    try {
+      std::rethrow_exception(failure);
+    } catch (const std::exception& e) {
+      std::string what = e.what();
+      blob.insert(blob.end(), what.begin(), what.end());
+    }
+  }
+  const Deadline agree_by = std::max(deadline, Clock::now() + options_.agreement_grace);
+  std::vector<std::vector<uint8_t>> all;
+  try {
+    all = control_.AllGather(blob, agree_by);
+  } catch (...) {
+    if (failure) std::rethrow_exception(failure);
+    RethrowNamingLayer(layer, me, "agreement");
+  }
+  if (failure) std::rethrow_exception(failure);
+  for (int r = 0; r < static_cast<int>(all.size()); ++r) {
+    if (r == me || (!all[r].empty() && all[r][0] == 1)) continue;
+    std::string why =
+        all[r].empty() ? std::string("no answer") : std::string(all[r].begin() + 1, all[r].end());
+    throw Error("migration", "agreement of MoE layer " + std::to_string(layer),
+                "rank " + std::to_string(r) + " failed to stage the layer: " + why, me, r);
+  }
 }
 
 LayerMigrationReport MigrationExecutor::Stage(const LayerPlan& plan, Deadline deadline) {
@@ -186,7 +190,6 @@ LayerMigrationReport MigrationExecutor::Stage(const LayerPlan& plan, Deadline de
     return report;
   }
   const bool over_wire = !plan.wire.empty();
-  if (over_wire) ++round_;  // on every rank alike, whatever happens next
   const char* step = "transfers";
   try {
     if (over_wire) comm_.Execute(WireTransfers(plan, wire_[layer]), deadline);
@@ -203,9 +206,6 @@ LayerMigrationReport MigrationExecutor::Stage(const LayerPlan& plan, Deadline de
       }
     }
     copier_->Wait(deadline);
-    // Without wire transfers no rank depends on another: each commits alone.
-    step = "agreement";
-    if (over_wire) Agree(plan, deadline);
   } catch (...) {
     spdlog::debug("eplb migration: rank {} failed {} of MoE layer {}", me, step, layer);
     RethrowNamingLayer(layer, me, step);
@@ -239,7 +239,22 @@ void MigrationExecutor::Commit(const LayerPlan& plan, LayerMigrationReport* repo
 }
 
 LayerMigrationReport MigrationExecutor::MigrateLayer(const LayerPlan& plan, Deadline deadline) {
-  LayerMigrationReport report = Stage(plan, deadline);
+  CheckPlan(plan);
+  const auto start = Clock::now();
+  LayerMigrationReport report;
+  std::exception_ptr failure;
+  try {
+    report = Stage(plan, deadline);
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  // Every rank knows from the plan whether any rank changes a slot; only then
+  // is there something to agree on.
+  if (!plan.unchanged())
+    Agree(plan, failure, deadline);
+  else if (failure)
+    std::rethrow_exception(failure);
+  report.stage_seconds = SecondsSince(start);
   Commit(plan, &report);
   spdlog::debug(
       "eplb migration: rank {} MoE layer {}: {} experts received, {} sent, {} local, {} bytes "
