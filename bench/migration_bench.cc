@@ -5,6 +5,10 @@
 // same two processes over loopback. (bench/gloo_bench.cc relates the
 // communicator to raw Gloo.)
 //
+// Two executors: one staging layer with memcpy copies (the default), and two
+// staging layers with a copier thread, where a layer's commit overlaps the
+// next layer's transfers.
+//
 // The model: --layers MoE layers (default 4), 8 slots per rank, 16 experts,
 // each expert three tensors (w1, w2, w3: 3/8, 2/8, 3/8 of --expert bytes,
 // default 8 MiB). Each iteration swaps every rank's experts with the other
@@ -33,7 +37,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-enum Kind : uint8_t { kQuit = 0, kComm = 1, kExecutor = 2 };
+enum Kind : uint8_t { kQuit = 0, kComm = 1, kExecutor = 2, kPipelined = 3 };
 
 constexpr int kRanks = 2, kSlotsPerRank = 8, kExperts = 16;
 
@@ -45,9 +49,10 @@ struct Rank {
   std::unique_ptr<eplb::ControlGroup> control;
   std::vector<std::vector<std::vector<uint8_t>>> weights;  // [layer][tensor]
   std::vector<uint8_t> landing;                            // baseline destination
-  std::unique_ptr<eplb::MigrationExecutor> executor;
+  std::unique_ptr<eplb::MigrationExecutor> executor;       // one staging layer, memcpy
+  std::unique_ptr<eplb::MigrationExecutor> pipelined;      // two, copier thread
   eplb::Placement a, b;
-  bool at_a = true;  // which placement the weights hold
+  bool at_a = true;                                            // which placement the weights hold
   std::vector<std::vector<eplb::Transfer>> comm_transfers[2];  // [a->b / b->a][layer]
   std::vector<eplb::LayerMigrationReport> last_reports;
 
@@ -96,9 +101,13 @@ Rank Setup(int rank, const std::string& dir, int layers, uint64_t expert_bytes) 
                                                   eplb::MemoryKind::kHost, -1},
                                r.tensor_bytes[t], 0});
     }
-  r.executor = std::make_unique<eplb::MigrationExecutor>(
-      *r.comm, *r.control, lw, kSlotsPerRank, eplb::MakeHostCopier(), eplb::MigrationOptions{},
-      deadline);
+  r.executor = std::make_unique<eplb::MigrationExecutor>(*r.comm, *r.control, lw, kSlotsPerRank,
+                                                         eplb::MakeHostCopier(),
+                                                         eplb::MigrationOptions{}, deadline);
+  eplb::MigrationOptions two;
+  two.staging_layers = 2;
+  r.pipelined = std::make_unique<eplb::MigrationExecutor>(
+      *r.comm, *r.control, lw, kSlotsPerRank, eplb::MakeThreadedHostCopier(), two, deadline);
 
   // The baseline moves the same wire bytes from the same weights into a
   // landing buffer of one layer, registered separately.
@@ -117,8 +126,8 @@ Rank Setup(int rank, const std::string& dir, int layers, uint64_t expert_bytes) 
       std::vector<eplb::WireTensor> wt;
       uint64_t offset = 0;
       for (int t = 0; t < 3; ++t) {
-        wt.push_back({r.tensor_bytes[t], src[l][t], 0, r.tensor_bytes[t], dst, offset,
-                      r.tensor_bytes[t]});
+        wt.push_back(
+            {r.tensor_bytes[t], src[l][t], 0, r.tensor_bytes[t], dst, offset, r.tensor_bytes[t]});
         offset += r.tensor_bytes[t] * kSlotsPerRank;
       }
       r.comm_transfers[dir_index].push_back(eplb::WireTransfers(plan, wt));
@@ -133,8 +142,9 @@ void Run(Rank& r, Kind kind) {
   if (kind == kComm) {
     for (const auto& transfers : r.comm_transfers[r.at_a ? 0 : 1])
       r.comm->Execute(transfers, deadline);
-  } else if (kind == kExecutor) {
-    r.last_reports = r.executor->Migrate(r.at_a ? r.a : r.b, r.at_a ? r.b : r.a, deadline);
+  } else if (kind == kExecutor || kind == kPipelined) {
+    auto& ex = kind == kExecutor ? r.executor : r.pipelined;
+    r.last_reports = ex->Migrate(r.at_a ? r.a : r.b, r.at_a ? r.b : r.a, deadline);
     r.at_a = !r.at_a;
   }
 }
@@ -173,28 +183,32 @@ double Median(std::vector<double> v) {
 struct Samples {
   std::vector<double> comm, executor, commit;
 };
-Samples g_samples;
+std::map<Kind, Samples> g_samples;
 
-void Compare(benchmark::State& state) {
+// Each iteration migrates the model once with the executor and moves the
+// same wire bytes once with the bare communicator, alternating the order.
+void Compare(benchmark::State& state, Kind kind) {
   Rank& r = *g_rank;
   // Bytes over the wire per iteration, both directions together.
-  const uint64_t moved = static_cast<uint64_t>(r.layers) * kRanks * kSlotsPerRank * r.expert_bytes();
+  const uint64_t moved =
+      static_cast<uint64_t>(r.layers) * kRanks * kSlotsPerRank * r.expert_bytes();
+  Samples& samples = g_samples[kind];
   bool comm_first = true;
   for (auto _ : state) {
     double c = 0, e = 0;
     if (comm_first) {
       c = TimeOnce(kComm);
-      e = TimeOnce(kExecutor);
+      e = TimeOnce(kind);
     } else {
-      e = TimeOnce(kExecutor);
+      e = TimeOnce(kind);
       c = TimeOnce(kComm);
     }
     comm_first = !comm_first;
     double commit = 0;
     for (const auto& rep : r.last_reports) commit += rep.commit_seconds;
-    g_samples.comm.push_back(c);
-    g_samples.executor.push_back(e);
-    g_samples.commit.push_back(commit);
+    samples.comm.push_back(c);
+    samples.executor.push_back(e);
+    samples.commit.push_back(commit);
     state.SetIterationTime(e);
   }
   // The weights hold the expected experts after the last migration.
@@ -209,13 +223,13 @@ void Compare(benchmark::State& state) {
       }
   double ct = 0, et = 0, kt = 0;
   std::vector<double> ratios;
-  for (size_t i = 0; i < g_samples.comm.size(); ++i) {
-    ct += g_samples.comm[i];
-    et += g_samples.executor[i];
-    kt += g_samples.commit[i];
-    ratios.push_back(g_samples.comm[i] / g_samples.executor[i]);
+  for (size_t i = 0; i < samples.comm.size(); ++i) {
+    ct += samples.comm[i];
+    et += samples.executor[i];
+    kt += samples.commit[i];
+    ratios.push_back(samples.comm[i] / samples.executor[i]);
   }
-  const double n = static_cast<double>(g_samples.comm.size());
+  const double n = static_cast<double>(samples.comm.size());
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * moved));
   state.counters["comm_GB/s"] = moved * n / ct / 1e9;
   state.counters["executor_GB/s"] = moved * n / et / 1e9;
@@ -269,12 +283,17 @@ int main(int argc, char** argv) {
 
   int rest_argc = static_cast<int>(rest.size());
   benchmark::Initialize(&rest_argc, rest.data());
-  const std::string name = "executor_vs_communicator/" + std::to_string(layers) + "_layers/" +
-                           std::to_string(expert_bytes >> 20) + "MiB_experts";
-  benchmark::RegisterBenchmark(name.c_str(), Compare)
-      ->UseManualTime()
-      ->Unit(benchmark::kMillisecond)
-      ->MinTime(2.0);
+  const std::string shape = "/" + std::to_string(layers) + "_layers/" +
+                            std::to_string(expert_bytes >> 20) + "MiB_experts";
+  for (Kind kind : {kExecutor, kPipelined}) {
+    const std::string name =
+        std::string(kind == kExecutor ? "executor" : "executor_2_staging_layers") +
+        "_vs_communicator" + shape;
+    benchmark::RegisterBenchmark(name.c_str(), [kind](benchmark::State& s) { Compare(s, kind); })
+        ->UseManualTime()
+        ->Unit(benchmark::kMillisecond)
+        ->MinTime(2.0);
+  }
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   Exchange(r, kQuit);

@@ -43,6 +43,7 @@ struct Scenario {
   int fail_round = 0;            // ... in this round
   int fail_layer = 1;            // ... at this layer's transfers
   int deadline_ms = 5000;        // per MigrateLayer
+  int staging_layers = 1;        // 2: Migrate() per round, commits overlapping (copier thread)
 
   std::vector<std::string> Args() const {
     return {"world=" + std::to_string(world),
@@ -57,7 +58,8 @@ struct Scenario {
             "victim=" + std::to_string(victim),
             "fail_round=" + std::to_string(fail_round),
             "fail_layer=" + std::to_string(fail_layer),
-            "deadline_ms=" + std::to_string(deadline_ms)};
+            "deadline_ms=" + std::to_string(deadline_ms),
+            "staging_layers=" + std::to_string(staging_layers)};
   }
   static Scenario Parse(const std::vector<std::string>& args) {
     std::map<std::string, std::string> kv;
@@ -81,6 +83,7 @@ struct Scenario {
     num("fail_round", s.fail_round);
     num("fail_layer", s.fail_layer);
     num("deadline_ms", s.deadline_ms);
+    num("staging_layers", s.staging_layers);
     if (kv.count("mode")) s.mode = kv["mode"];
     return s;
   }
@@ -185,7 +188,9 @@ EPLB_TEST_WORKER(migrate) {
   }
   MigrationOptions options;
   options.ranks_per_node = s.ranks_per_node;
-  MigrationExecutor ex(comm, *control, weights, s.slots_per_rank, MakeHostCopier(), options,
+  options.staging_layers = s.staging_layers;
+  MigrationExecutor ex(comm, *control, weights, s.slots_per_rank,
+                       s.staging_layers == 2 ? MakeThreadedHostCopier() : MakeHostCopier(), options,
                        connect);
 
   spdlog::info("connected");
@@ -219,7 +224,17 @@ EPLB_TEST_WORKER(migrate) {
     Placement next = s.mode == "nochange" ? cur : RandomPlacement(rng, s);
     std::vector<std::vector<std::vector<uint8_t>>> before;
     if (s.mode == "nochange") before = storage;
-    for (int l = 0; l < s.layers; ++l) {
+    if (s.staging_layers == 2) {
+      // The whole model at once: commits overlap the next layer's transfers.
+      for (int l = 0; l < s.layers; ++l) {
+        LayerPlan plan = ex.Plan(cur, next, l);
+        plan_sent += plan.per_rank[me].bytes_sent;
+        plan_received += plan.per_rank[me].bytes_received;
+      }
+      auto reports = ex.Migrate(cur, next, DeadlineAfter(std::chrono::milliseconds(s.deadline_ms)));
+      if (static_cast<int>(reports.size()) != s.layers) return 4;
+    }
+    for (int l = 0; l < s.layers && s.staging_layers == 1; ++l) {
       LayerPlan plan = ex.Plan(cur, next, l);
       plan_sent += plan.per_rank[me].bytes_sent;
       plan_received += plan.per_rank[me].bytes_received;
@@ -291,6 +306,18 @@ TEST(MigrationGloo, RandomRebalancesFourRanksTwoNodes) {
   s.rounds = 6;
   s.ranks_per_node = 2;
   s.seed = 7;
+  ExpectAllOk(RunScenario(s, DeadlineAfter(60s)));
+}
+
+TEST(MigrationGloo, RandomRebalancesFourRanksTwoStagingLayers) {
+  Scenario s;
+  s.world = 4;
+  s.layers = 4;
+  s.slots_per_rank = 3;
+  s.experts = 9;
+  s.rounds = 5;
+  s.seed = 11;
+  s.staging_layers = 2;
   ExpectAllOk(RunScenario(s, DeadlineAfter(60s)));
 }
 

@@ -35,9 +35,13 @@ struct SingleRank {
   std::unique_ptr<ControlGroup> control =
       ConnectGlooControlGroup(Options(store, "control"), DeadlineAfter(10s));
 
-  MigrationExecutor Executor(std::vector<LayerWeights> weights, int slots_per_rank) {
-    return MigrationExecutor(*comm, *control, std::move(weights), slots_per_rank, MakeHostCopier(),
-                             {}, DeadlineAfter(10s));
+  MigrationExecutor Executor(std::vector<LayerWeights> weights, int slots_per_rank,
+                             int staging_layers = 1) {
+    MigrationOptions options;
+    options.staging_layers = staging_layers;
+    return MigrationExecutor(*comm, *control, std::move(weights), slots_per_rank,
+                             staging_layers == 2 ? MakeThreadedHostCopier() : MakeHostCopier(),
+                             options, DeadlineAfter(10s));
   }
 };
 
@@ -100,13 +104,18 @@ Placement RandomPlacement(std::mt19937& rng, int layers, int experts, int slots)
   return Placement::FromPhy2Log(layers, experts, 1, std::move(p2l));
 }
 
-TEST(Migration, SingleRankRandomRebalances) {
+// With one staging layer (memcpy) and two (a copier thread, commits
+// overlapping the next layer).
+class MigrationStaging : public testing::TestWithParam<int> {};
+
+TEST_P(MigrationStaging, SingleRankRandomRebalances) {
   std::mt19937 rng(99);
   Model m{3, 12, {64, 40, 8}, 5};
   SingleRank run;
-  MigrationExecutor ex = run.Executor(m.Weights(), m.slots);
+  MigrationExecutor ex = run.Executor(m.Weights(), m.slots, GetParam());
   EXPECT_EQ(ex.bytes_per_expert(0), 112u);
-  EXPECT_EQ(ex.staging_bytes(), 112u * 12);  // one layer of this rank's slots
+  // One layer of this rank's slots per staging buffer.
+  EXPECT_EQ(ex.staging_bytes(), 112u * 12 * GetParam());
   Placement cur = RandomPlacement(rng, 3, 7, 12);
   m.Fill(cur);
   for (int round = 0; round < 20; ++round) {
@@ -122,6 +131,44 @@ TEST(Migration, SingleRankRandomRebalances) {
     m.Verify(next);
     cur = next;
   }
+}
+
+INSTANTIATE_TEST_SUITE_P(OneAndTwoLayers, MigrationStaging, testing::Values(1, 2));
+
+// Two staging layers: a runtime stages layer 1 while layer 0 awaits its
+// commit, commits them in any order; a Stage beyond two replaces the oldest.
+TEST(Migration, TwoStagedLayersCommitIndependently) {
+  Model m{3, 4, {16}, 0};
+  SingleRank run;
+  MigrationExecutor ex = run.Executor(m.Weights(), m.slots, 2);
+  Placement a = Placement::FromPhy2Log(3, 3, 1, {0, 1, 2, 0, 0, 1, 2, 0, 0, 1, 2, 0});
+  Placement b = Placement::FromPhy2Log(3, 3, 1, {2, 1, 0, 2, 1, 0, 2, 1, 1, 2, 0, 0});
+  m.Fill(a);
+  const auto before = m.storage;
+  auto deadline = DeadlineAfter(5s);
+  LayerPlan p0 = ex.Plan(a, b, 0), p1 = ex.Plan(a, b, 1), p2 = ex.Plan(a, b, 2);
+  ex.Stage(p0, deadline);
+  ex.Stage(p1, deadline);
+  EXPECT_EQ(m.storage, before) << "staging wrote into the weights";
+  ex.Commit(p1);
+  ex.Commit(p0);
+  ex.Stage(p2, deadline);
+  ex.Commit(p2);
+  m.Verify(b);
+  // Back to a: three stages into two buffers drop the first (layer 0).
+  LayerPlan q0 = ex.Plan(b, a, 0), q1 = ex.Plan(b, a, 1), q2 = ex.Plan(b, a, 2);
+  ex.Stage(q0, deadline);
+  ex.Stage(q1, deadline);
+  ex.Stage(q2, deadline);
+  EXPECT_THROW(ex.Commit(q0), Error);
+  ex.Commit(q2);
+  ex.Commit(q1);
+  // Layer 0 still holds b, layers 1 and 2 hold a.
+  Placement mixed = Placement::FromPhy2Log(3, 3, 1, {2, 1, 0, 2, 0, 1, 2, 0, 0, 1, 2, 0});
+  m.Verify(mixed);
+  ex.Stage(q0, deadline);
+  ex.Commit(q0);
+  m.Verify(a);
 }
 
 TEST(Migration, NoChangeWritesNothing) {

@@ -66,28 +66,41 @@ class LocalCopier {
 // Host memory: memcpy, done when Copy returns.
 std::unique_ptr<LocalCopier> MakeHostCopier();
 
+// Host memory, copied in order by a thread of its own: Copy returns at once
+// (the source must stay valid until Wait), so a commit can overlap the next
+// layer's transfers (MigrationOptions::staging_layers = 2), as a CUDA stream
+// would.
+std::unique_ptr<LocalCopier> MakeThreadedHostCopier();
+
 struct MigrationOptions {
   // Node layout for the sender choice (PlanOptions::ranks_per_node).
   int ranks_per_node = 0;
   // The agreement after a layer is staged may run this long past the layer's
   // deadline, so a rank whose transfers timed out can still tell the others.
   std::chrono::milliseconds agreement_grace{500};
+  // Staging buffers, each one layer of this rank's slots: 1 or 2. With 2,
+  // Migrate commits layer k while layer k+1 is on the wire (the commit copies
+  // run on the copier, so this pays off with an asynchronous copier), and a
+  // runtime may stage a layer while the previous one awaits its commit.
+  int staging_layers = 1;
 };
 
 // What one layer's migration did.
 struct LayerMigrationReport {
   int layer = 0;
-  RankTraffic rank;           // this rank's part
-  RankTraffic total;          // the whole layer, every rank
-  double stage_seconds = 0;   // transfers, local copies and agreement
-  double commit_seconds = 0;  // staging -> weights
+  RankTraffic rank;          // this rank's part
+  RankTraffic total;         // the whole layer, every rank
+  double stage_seconds = 0;  // transfers, local copies and agreement
+  // staging -> weights; in Migrate with two staging layers only the issuing
+  // of the copies (they finish during the next layer's stage).
+  double commit_seconds = 0;
   double seconds() const { return stage_seconds + commit_seconds; }
 };
 
 class MigrationExecutor {
  public:
   // Registers every layer's tensors (layer by layer, tensor by tensor), then
-  // the staging buffer, with `comm`. Collective: every rank constructs its
+  // the staging buffers, with `comm`. Collective: every rank constructs its
   // executor with the same number of layers and tensors per layer, in the
   // same order. `control` (same ranks) carries the agreement before commit.
   // Both must outlive the executor. Throws InvalidArgument on inconsistent
@@ -104,8 +117,9 @@ class MigrationExecutor {
   int slots_per_rank() const { return slots_per_rank_; }
   // Bytes of one expert of `layer`, every tensor together.
   uint64_t bytes_per_expert(int layer) const;
-  // Bytes of the staging buffer (slots_per_rank experts of the largest layer).
-  uint64_t staging_bytes() const { return staging_.bytes; }
+  // Bytes of staging, all buffers (slots_per_rank experts of the largest
+  // layer, times staging_layers).
+  uint64_t staging_bytes() const;
 
   // The plan of one layer of two placements, with this executor's byte counts.
   LayerPlan Plan(const Placement& old_placement, const Placement& new_placement, int layer) const;
@@ -117,23 +131,37 @@ class MigrationExecutor {
   // A layer that changes on no rank costs nothing: no transfer, no agreement.
   LayerMigrationReport MigrateLayer(const LayerPlan& plan, Deadline deadline);
 
-  // MigrateLayer for every layer in order; stops at the first error (layers
-  // before it are committed, the failing one and those after are not).
+  // MigrateLayer for every layer in order (with two staging layers, the
+  // commit of a layer overlaps the next layer's stage); stops at the first
+  // error (layers before it are committed, the failing one and those after
+  // are not). Returns once every commit is done.
   std::vector<LayerMigrationReport> Migrate(const Placement& old_placement,
                                             const Placement& new_placement, Deadline deadline);
 
   // The parts of MigrateLayer, for a runtime that commits at a step boundary
-  // of its own choosing. Stage fills staging (weights only read; collective,
-  // like MigrateLayer); the caller then makes sure every rank staged the
-  // layer (its own agreement) before Commit copies staging into the weights.
-  // One layer is staged at a time: a later Stage replaces it.
+  // of its own choosing. Stage fills a staging buffer (weights only read;
+  // collective, like MigrateLayer); the caller then makes sure every rank
+  // staged the layer (its own agreement) before Commit copies staging into
+  // the weights and waits for the copies. Up to staging_layers layers are
+  // staged at once; a Stage beyond that replaces the oldest.
   LayerMigrationReport Stage(const LayerPlan& plan, Deadline deadline);
   void Commit(const LayerPlan& plan, LayerMigrationReport* report = nullptr);
 
  private:
+  struct Staging {
+    MemoryRegion memory;
+    RegionId region = -1;
+    int layer = -1;                 // the layer it holds, staged and not committed; -1: free
+    bool commit_in_flight = false;  // commit copies out of it may still run
+  };
   void CheckPlan(const LayerPlan& plan) const;
+  LayerMigrationReport StageAndAgree(const LayerPlan& plan, Deadline deadline);
   void Agree(const LayerPlan& plan, std::exception_ptr failure, Deadline deadline);
-  uint8_t* staging_slot(int layer, int tensor, int local_slot) const;
+  // Issues the commit copies of a staged layer without waiting for them.
+  void IssueCommit(const LayerPlan& plan);
+  // copier_->Wait, after which no commit is in flight.
+  void WaitForCopies(Deadline deadline);
+  uint8_t* staging_slot(const Staging& s, int layer, int tensor, int local_slot) const;
   uint8_t* weight_slot(int layer, int tensor, int local_slot) const;
 
   Communicator& comm_;
@@ -142,9 +170,9 @@ class MigrationExecutor {
   int slots_per_rank_;
   std::unique_ptr<LocalCopier> copier_;
   MigrationOptions options_;
-  std::vector<std::vector<WireTensor>> wire_;  // [layer][tensor]
-  MemoryRegion staging_;
-  int staged_layer_ = -1;
+  std::vector<std::vector<WireTensor>> wire_;  // [layer][tensor], dst_region unset
+  std::vector<Staging> staging_;               // staging_layers buffers
+  size_t next_staging_ = 0;                    // the buffer the next Stage fills
 };
 
 }  // namespace eplb
