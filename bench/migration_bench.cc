@@ -181,7 +181,7 @@ double Median(std::vector<double> v) {
 }
 
 struct Samples {
-  std::vector<double> comm, executor, commit;
+  std::vector<double> comm, executor, commit, stage;
 };
 std::map<Kind, Samples> g_samples;
 
@@ -204,8 +204,12 @@ void Compare(benchmark::State& state, Kind kind) {
       c = TimeOnce(kComm);
     }
     comm_first = !comm_first;
-    double commit = 0;
-    for (const auto& rep : r.last_reports) commit += rep.commit_seconds;
+    double commit = 0, stage = 0;
+    for (const auto& rep : r.last_reports) {
+      commit += rep.commit_seconds;
+      stage += rep.stage_seconds;
+    }
+    samples.stage.push_back(stage);
     samples.comm.push_back(c);
     samples.executor.push_back(e);
     samples.commit.push_back(commit);
@@ -221,12 +225,13 @@ void Compare(benchmark::State& state, Kind kind) {
         if (e != now.expert_at(l, r.rank * kSlotsPerRank + s))
           state.SkipWithError("a slot holds the wrong expert after migration");
       }
-  double ct = 0, et = 0, kt = 0;
+  double ct = 0, et = 0, kt = 0, st = 0;
   std::vector<double> ratios;
   for (size_t i = 0; i < samples.comm.size(); ++i) {
     ct += samples.comm[i];
     et += samples.executor[i];
     kt += samples.commit[i];
+    st += samples.stage[i];
     ratios.push_back(samples.comm[i] / samples.executor[i]);
   }
   const double n = static_cast<double>(samples.comm.size());
@@ -235,6 +240,8 @@ void Compare(benchmark::State& state, Kind kind) {
   state.counters["executor_GB/s"] = moved * n / et / 1e9;
   state.counters["executor/comm_%"] = 100.0 * Median(ratios);
   state.counters["commit_ms"] = 1e3 * kt / n;
+  // Transfers + local copies + agreement alone, against the communicator.
+  state.counters["stage/comm_%"] = 100.0 * ct / st;
 }
 
 uint64_t ParseBytes(const std::string& v) {
