@@ -8,11 +8,12 @@
 // Until commit the weights in use are only read, so a failure anywhere before
 // it leaves every rank with the old placement of that layer, intact; a rank
 // that failed tells the others in the agreement, so they fail at once instead
-// of at their deadline. Staging holds one layer: the slots of this rank, all
-// tensors.
+// of at their deadline. Staging holds one layer (optionally two): the slots
+// of this rank, all tensors.
 //
-// Local copies go through a LocalCopier: memcpy for host memory now; a CUDA
-// stream (cudaMemcpyAsync) plugs in through the same small interface.
+// Local copies (staging fills and commits) go through a LocalCopier: memcpy
+// or a copier thread for host memory now; a CUDA stream (cudaMemcpyAsync)
+// plugs in through the same small interface.
 #pragma once
 
 #include <chrono>
