@@ -1,0 +1,30 @@
+// The communicators the GPU suite runs its scenarios with, by name, so a
+// scenario is written once and run for each (cuda_ipc, and nccl / nixl / gloo
+// once their device paths are built in).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "eplb/communicator.h"
+#include "eplb/store.h"
+
+namespace eplb::test {
+
+// Builds communicator `name` for this rank, or returns null and says why in
+// `*unavailable` when that communicator is not built into eplb or cannot run
+// here. Collective.
+std::unique_ptr<Communicator> MakeTestCommunicator(const std::string& name,
+                                                   std::shared_ptr<Store> store, int rank, int size,
+                                                   int device, Deadline deadline,
+                                                   std::string* unavailable);
+
+// Lets every rank free its registered memory safely afterwards (cuda_ipc
+// unmaps its peers' memory and waits for them to do the same). Collective.
+void CloseTestCommunicator(Communicator& communicator, Deadline deadline);
+
+// Names from $EPLB_GPU_COMMUNICATORS (comma-separated), else "cuda_ipc".
+std::vector<std::string> TestCommunicatorNames();
+
+}  // namespace eplb::test
