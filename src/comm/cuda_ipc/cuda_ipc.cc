@@ -525,7 +525,7 @@ CudaIpcCheck CudaIpcUsable(Store& store, int rank, int size, int device,
 
   const auto available = cuda::Probe();
   if (available.devices == 0) {
-    problem = "no CUDA device (" + available.reason + ")";
+    problem = "no CUDA device: " + available.reason;
   } else if (device < 0 || device >= available.devices) {
     problem = fmt::format("device {} does not exist ({} visible)", device, available.devices);
   }
