@@ -55,6 +55,7 @@ std::string DeviceName(int device) {
 
 void Check(cudaError_t status, std::string_view operation) {
   if (status == cudaSuccess) return;
+  cudaGetLastError();  // a non-sticky error must not resurface at the next launch check
   throw Error("cuda", std::string(operation), Describe(status));
 }
 
