@@ -115,7 +115,7 @@ TEST(CudaIpcCheck, RanksAgree) {
   EXPECT_EQ(checks[0].usable, checks[1].usable);
   EXPECT_EQ(checks[0].reason, checks[1].reason);
   EXPECT_FALSE(checks[0].reason.empty());
-  if (cuda::DeviceCount() == 0) {
+  if (cuda::Probe().devices == 0) {
     EXPECT_FALSE(checks[0].usable);
     EXPECT_NE(checks[0].reason.find("CUDA"), std::string::npos) << checks[0].reason;
   }
@@ -137,17 +137,20 @@ TEST(CudaWithoutGpu, ProbeNeverThrowsAndSaysWhy) {
 }
 
 TEST(CudaWithoutGpu, EntryPointsFailClearly) {
-  if (cuda::DeviceCount() > 0) GTEST_SKIP() << "a GPU is present; covered by the GPU suite";
+  if (cuda::Probe().devices > 0) GTEST_SKIP() << "a GPU is present; covered by the GPU suite";
   try {
     DeviceLoadCounter counter(0, 1, 8, 8);
     FAIL() << "made a load counter without a GPU";
   } catch (const Error& e) {
     EXPECT_EQ(e.layer(), "cuda");
   }
-  CudaIpcOptions options;
+  CommunicatorOptions options;
+  options.rank = 0;
+  options.world_size = 1;
+  options.device = 0;
   options.store = std::make_shared<MemoryStore>();
   try {
-    MakeCudaIpcCommunicator(options, DeadlineAfter(1s));
+    MakeCommunicator("cuda_ipc", options);
     FAIL() << "made a cuda_ipc communicator without a GPU";
   } catch (const Error& e) {
     EXPECT_EQ(e.layer(), "cuda_ipc");

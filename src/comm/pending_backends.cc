@@ -1,7 +1,7 @@
-// INTEGRATION POINT (temporary): the gloo and cuda_ipc backends are written
-// on branches `gloo` and `gpu`, which define these two functions in
-// src/comm/gloo/ and src/comm/cuda_ipc/. Delete this whole file when merging
-// those branches; if it is forgotten, the duplicate symbols fail the link.
+// INTEGRATION POINT (temporary): the gloo backend is written on branch
+// `gloo`, which defines this function in src/comm/gloo/. Delete this whole
+// file when merging it; if it is forgotten, the duplicate symbol fails the
+// link. (cuda_ipc, from branch `gpu`, is in src/comm/cuda_ipc/.)
 #include "eplb/communicator_factory.h"
 #include "eplb/error.h"
 
@@ -10,12 +10,6 @@ namespace eplb {
 std::unique_ptr<Communicator> MakeGlooCommunicator(const CommunicatorOptions& options) {
   throw Error("factory", "make gloo communicator",
               "this build does not contain the gloo backend (branch gloo not merged)", options.rank);
-}
-
-std::unique_ptr<Communicator> MakeCudaIpcCommunicator(const CommunicatorOptions& options) {
-  throw Error("factory", "make cuda_ipc communicator",
-              "this build does not contain the cuda_ipc backend (branch gpu not merged)",
-              options.rank);
 }
 
 }  // namespace eplb

@@ -19,7 +19,7 @@ std::string PeerCopyResult::describe() const {
 #if EPLB_HAVE_CUDA
 
 PeerCopyResult MeasurePeerCopy(const PeerCopySetup& s) {
-  const int devices = DeviceCount();
+  const int devices = Probe().devices;
   if (s.gpu_a == s.gpu_b || s.gpu_a < 0 || s.gpu_b < 0 || s.gpu_a >= devices || s.gpu_b >= devices) {
     throw Error("cuda", "measure peer copy",
                 fmt::format("needs two distinct GPUs; asked for {} and {} of {}", s.gpu_a, s.gpu_b, devices));

@@ -5,7 +5,7 @@
 #include <utility>
 #include <vector>
 
-#include "cuda/poll.h"
+#include "comm/backoff.h"
 #include "eplb/error.h"
 
 namespace eplb::cuda {
@@ -47,7 +47,7 @@ Availability Probe() {
 }
 
 std::string DeviceName(int device) {
-  if (device < 0 || device >= DeviceCount()) return "";
+  if (device < 0 || device >= Probe().devices) return "";
   cudaDeviceProp prop{};
   if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) return "";
   return prop.name;
@@ -89,7 +89,7 @@ Stream& Stream::operator=(Stream&& other) noexcept {
 
 void Stream::Synchronize(Deadline deadline, std::string_view operation) const {
   cudaError_t last = cudaSuccess;
-  bool done = PollUntil(
+  bool done = comm::PollUntil(
       [&] {
         last = cudaStreamQuery(stream_);
         return last != cudaErrorNotReady;
@@ -130,7 +130,7 @@ bool Event::Query() const {
 void Event::Wait(Deadline deadline, std::string_view layer, std::string_view operation, int rank,
                  int peer) const {
   cudaError_t last = cudaSuccess;
-  bool done = PollUntil(
+  bool done = comm::PollUntil(
       [&] {
         last = cudaEventQuery(event_);
         return last != cudaErrorNotReady;

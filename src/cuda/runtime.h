@@ -5,7 +5,9 @@
 // The CUDA runtime is linked statically, so every binary starts on a machine
 // with no GPU or driver: Probe() then reports 0 devices and why. The classes
 // below exist only when eplb is built with a CUDA toolkit (EPLB_HAVE_CUDA);
-// code that must build without one calls Probe() / DeviceCount() only.
+// code that must build without one calls Probe() and DeviceName() only.
+// (comm/cuda_driver.h is the other way in: the driver API loaded at run time,
+// for backends that must work in builds without a toolkit.)
 #pragma once
 
 #include <cstddef>
@@ -29,7 +31,6 @@ struct Availability {
 
 // Never throws; the answer is computed once and cached.
 Availability Probe();
-inline int DeviceCount() { return Probe().devices; }
 
 // "NVIDIA H100 80GB HBM3", or "" when the device does not exist.
 std::string DeviceName(int device);

@@ -20,7 +20,7 @@
 #include "cuda/runtime.h"
 #include "eplb/error.h"
 #include "gpu/support/communicators.h"
-#include "gpu/support/dir_store.h"
+#include "support/dir_store.h"
 #include "gpu/support/experts.h"
 #include "gpu/support/kernels.h"
 #include "gpu/support/workers.h"
@@ -41,7 +41,7 @@ int AdversarialWorker(const test::WorkerContext& ctx) {
   const int runs = ctx.IntParam("runs", 20);
   const auto budget = std::chrono::seconds(ctx.IntParam("budget_s", 20));
   const auto deadline = std::chrono::milliseconds(ctx.IntParam("deadline_ms", 10000));
-  auto store = std::make_shared<test::DirStore>(ctx.dir + "/store");
+  auto store = test::MakeDirStore(ctx.dir + "/store");
   std::string unavailable;
   auto comm = test::MakeTestCommunicator(name, store, ctx.rank, ctx.size, device, DeadlineAfter(60s),
                                          &unavailable);
@@ -146,7 +146,7 @@ bool MustComplete(const std::string& name) { return name.rfind("nccl", 0) != 0; 
 class Adversarial : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Adversarial, MigrationAndAllSmKernelInOppositeOrders) {
-  const int devices = cuda::DeviceCount();
+  const int devices = cuda::Probe().devices;
   if (devices < 2) {
     GTEST_SKIP() << "needs 2 GPUs, found " << devices
                  << (devices == 0 ? " (" + cuda::Probe().reason + ")" : "");

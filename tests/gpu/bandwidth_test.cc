@@ -11,7 +11,7 @@
 #include "comm/execute_timing.h"
 #include "cuda/peer_copy.h"
 #include "cuda/runtime.h"
-#include "gpu/support/dir_store.h"
+#include "support/dir_store.h"
 #include "gpu/support/experts.h"
 #include "gpu/support/workers.h"
 
@@ -28,20 +28,19 @@ const int kStreamChoices[] = {1, 2, 4};
 
 int BandwidthWorker(const test::WorkerContext& ctx) {
   const int device = ctx.rank;
-  auto store = std::make_shared<test::DirStore>(ctx.dir + "/store");
+  auto store = test::MakeDirStore(ctx.dir + "/store");
   cuda::DeviceGuard guard(device);
   cuda::Stream stream(device);
   test::ExpertSlots slots(device, kExperts, kExpertBytes);
   nlohmann::json result = {{"device", cuda::DeviceName(device)}};
   for (int streams : kStreamChoices) {
-    CudaIpcOptions options;
+    CommunicatorOptions options;
     options.store = store;
     options.rank = ctx.rank;
-    options.size = ctx.size;
+    options.world_size = ctx.size;
     options.device = device;
-    options.copy_streams = streams;
     options.key_prefix = "bw/" + std::to_string(streams);
-    auto comm = MakeCudaIpcCommunicator(options, DeadlineAfter(60s));
+    auto comm = MakeCudaIpcCommunicator(options, streams);
     slots.Register(*comm, DeadlineAfter(60s));
     for (bool one_way : {false, true}) {
       const auto transfers = test::BulkTransfers(ctx.size, kExperts, kExpertBytes, one_way);
@@ -83,7 +82,7 @@ double BestLimit(bool both_ways) {
 }
 
 TEST(CudaIpcBandwidth, ReachesTheCopyEngineLimit) {
-  const int devices = cuda::DeviceCount();
+  const int devices = cuda::Probe().devices;
   if (devices < 2) {
     GTEST_SKIP() << "needs 2 GPUs, found " << devices
                  << (devices == 0 ? " (" + cuda::Probe().reason + ")" : "");
@@ -92,7 +91,7 @@ TEST(CudaIpcBandwidth, ReachesTheCopyEngineLimit) {
   const double limit_one = BestLimit(false);
   auto outcomes = test::RunWorkers("bandwidth", 2, {}, 300s);
   for (const auto& o : outcomes) ASSERT_EQ(o.exit_code, 0) << test::Describe(outcomes);
-  const std::string default_streams = std::to_string(CudaIpcOptions{}.copy_streams);
+  const std::string default_streams = std::to_string(kDefaultCudaIpcCopyStreams);
   for (int streams : kStreamChoices) {
     const std::string key = std::to_string(streams);
     const double both = std::min(outcomes[0].result["both_ways"][key]["gbps"].get<double>(),

@@ -11,7 +11,7 @@
 #include "cuda/runtime.h"
 #include "eplb/error.h"
 #include "gpu/support/communicators.h"
-#include "gpu/support/dir_store.h"
+#include "support/dir_store.h"
 #include "gpu/support/experts.h"
 #include "gpu/support/workers.h"
 
@@ -26,13 +26,13 @@ constexpr size_t kExpertBytes = 4 << 20;
 constexpr size_t kLeadBytes = (1 << 20) + 256;
 constexpr int kRounds = 4;
 
-int DeviceOf(int rank) { return rank % cuda::DeviceCount(); }
+int DeviceOf(int rank) { return rank % cuda::Probe().devices; }
 
 // --- workers (run in child processes) ---------------------------------------
 
 int CheckWorker(const test::WorkerContext& ctx) {
-  test::DirStore store(ctx.dir + "/store");
-  auto check = CudaIpcUsable(store, ctx.rank, ctx.size, DeviceOf(ctx.rank), "test", DeadlineAfter(60s));
+  auto store = test::MakeDirStore(ctx.dir + "/store");
+  auto check = CudaIpcUsable(*store, ctx.rank, ctx.size, DeviceOf(ctx.rank), "test", DeadlineAfter(60s));
   ctx.WriteResult({{"usable", check.usable}, {"reason", check.reason}});
   return 0;
 }
@@ -41,7 +41,7 @@ EPLB_GPU_WORKER(check, CheckWorker);
 int MigrationWorker(const test::WorkerContext& ctx) {
   const int device = DeviceOf(ctx.rank);
   const std::string name = ctx.Param("communicator");
-  auto store = std::make_shared<test::DirStore>(ctx.dir + "/store");
+  auto store = test::MakeDirStore(ctx.dir + "/store");
   std::string unavailable;
   auto comm = test::MakeTestCommunicator(name, store, ctx.rank, ctx.size, device, DeadlineAfter(60s),
                                          &unavailable);
@@ -117,13 +117,13 @@ EPLB_GPU_WORKER(migration, MigrationWorker);
 // before its 20 s deadline with an error naming rank 1.
 int PeerExitWorker(const test::WorkerContext& ctx) {
   const int device = DeviceOf(ctx.rank);
-  auto store = std::make_shared<test::DirStore>(ctx.dir + "/store");
-  CudaIpcOptions options;
+  auto store = test::MakeDirStore(ctx.dir + "/store");
+  CommunicatorOptions options;
   options.store = store;
   options.rank = ctx.rank;
-  options.size = ctx.size;
+  options.world_size = ctx.size;
   options.device = device;
-  auto comm = MakeCudaIpcCommunicator(options, DeadlineAfter(60s));
+  auto comm = MakeCommunicator("cuda_ipc", options);
   test::ExpertSlots slots(device, 2, 1 << 20);
   slots.Register(*comm, DeadlineAfter(60s));
   if (ctx.rank == 1) std::_Exit(3);
@@ -146,7 +146,7 @@ EPLB_GPU_WORKER(peer_exit, PeerExitWorker);
 
 #define REQUIRE_GPU()                                                                 \
   do {                                                                                \
-    if (cuda::DeviceCount() == 0) GTEST_SKIP() << "no GPU: " << cuda::Probe().reason; \
+    if (cuda::Probe().devices == 0) GTEST_SKIP() << "no GPU: " << cuda::Probe().reason; \
   } while (0)
 
 TEST(CudaIpc, StartupCheckOpensPeerHandles) {
@@ -173,7 +173,7 @@ TEST_P(Migration, MovesDeviceWeightsBetweenProcesses) {
     GTEST_SKIP() << outcomes[0].result["unavailable"].get<std::string>();
   }
   for (const auto& o : outcomes) EXPECT_EQ(o.result["rounds"], kRounds);
-  std::printf("%s on %d GPU(s): %s\n", name.c_str(), cuda::DeviceCount(),
+  std::printf("%s on %d GPU(s): %s\n", name.c_str(), cuda::Probe().devices,
               test::Describe(outcomes).c_str());
 }
 

@@ -18,7 +18,7 @@ using namespace std::chrono_literals;
 
 #define REQUIRE_GPU()                                                            \
   do {                                                                           \
-    if (cuda::DeviceCount() == 0) GTEST_SKIP() << "no GPU: " << cuda::Probe().reason; \
+    if (cuda::Probe().devices == 0) GTEST_SKIP() << "no GPU: " << cuda::Probe().reason; \
   } while (0)
 
 TEST(CudaRuntime, ReportsDevices) {
@@ -59,7 +59,7 @@ TEST(CudaRuntime, ErrorsNameTheOperation) {
     EXPECT_EQ(e.layer(), "cuda");
     EXPECT_NE(std::string(e.what()).find("cudaMalloc"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(cuda::DeviceGuard(cuda::DeviceCount() + 5), Error);
+  EXPECT_THROW(cuda::DeviceGuard(cuda::Probe().devices + 5), Error);
 }
 
 // A kernel that spins for ~300 ms (a handshake no peer answers) must make

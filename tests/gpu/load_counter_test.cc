@@ -105,7 +105,7 @@ void CheckAgainstCpu(int experts, int slots, int64_t tokens, int k, IndexType ty
 
 #define REQUIRE_GPU()                                                                 \
   do {                                                                                \
-    if (cuda::DeviceCount() == 0) GTEST_SKIP() << "no GPU: " << cuda::Probe().reason; \
+    if (cuda::Probe().devices == 0) GTEST_SKIP() << "no GPU: " << cuda::Probe().reason; \
   } while (0)
 
 TEST(LoadCounter, DeepSeekShapeInt64) {

@@ -13,7 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "comm/cuda_ipc/node_flags.h"
-#include "cuda/poll.h"
+#include "comm/backoff.h"
 #include "cuda/runtime.h"
 #include "eplb/error.h"
 
@@ -108,17 +108,17 @@ bool InRange(uint64_t offset, uint64_t bytes, uint64_t size) {
 
 class CudaIpcCommunicator final : public Communicator {
  public:
-  CudaIpcCommunicator(const CudaIpcOptions& options, Deadline deadline)
+  CudaIpcCommunicator(const CommunicatorOptions& options, int copy_streams, Deadline deadline)
       : store_(options.store),
         rank_(options.rank),
-        size_(options.size),
+        size_(options.world_size),
         device_(options.device),
-        prefix_(options.key_prefix) {
+        prefix_(options.key_prefix + "/cuda_ipc") {
     if (!store_) throw Error(kLayer, "create", "no store given", rank_);
     if (size_ < 1 || rank_ < 0 || rank_ >= size_) {
       throw Error(kLayer, "create", fmt::format("bad rank {} of {}", rank_, size_), rank_);
     }
-    if (options.copy_streams < 1) throw Error(kLayer, "create", "copy_streams must be >= 1", rank_);
+    if (copy_streams < 1) throw Error(kLayer, "create", "copy_streams must be >= 1", rank_);
     auto available = cuda::Probe();
     if (device_ < 0 || device_ >= available.devices) {
       throw Error(kLayer, "create",
@@ -128,10 +128,10 @@ class CudaIpcCommunicator final : public Communicator {
                   rank_);
     }
     DeviceGuard guard(device_);
-    for (int s = 0; s < options.copy_streams; ++s) streams_.emplace_back(device_);
+    for (int s = 0; s < copy_streams; ++s) streams_.emplace_back(device_);
     events_.resize(size_);
     for (int p = 0; p < size_; ++p) {
-      for (int s = 0; s < options.copy_streams; ++s) events_[p].emplace_back(device_);
+      for (int s = 0; s < copy_streams; ++s) events_[p].emplace_back(device_);
     }
     flags_ = NodeFlags::Join(*store_, prefix_, rank_, size_, deadline);
   }
@@ -255,7 +255,7 @@ class CudaIpcCommunicator final : public Communicator {
     for (int peer = 0; peer < size_; ++peer) {
       if (peer == rank_) continue;
       bool closed =
-          PollUntil([&] { return flags_->Get(peer, NodeFlags::kClosed, peer) >= 1; }, deadline);
+          comm::PollUntil([&] { return flags_->Get(peer, NodeFlags::kClosed, peer) >= 1; }, deadline);
       if (!closed) {
         throw TimeoutError(kLayer, "close", "peer did not unmap this rank's memory in time", rank_,
                            peer);
@@ -379,7 +379,7 @@ class CudaIpcCommunicator final : public Communicator {
     auto failed = [&](int peer) { return flags_->Get(peer, NodeFlags::kFailed, rank_) >= epoch[peer]; };
     std::vector<std::vector<char>> used(size_, std::vector<char>(streams_.size(), 0));
     size_t next_stream = 0;
-    Backoff backoff;
+    comm::Backoff backoff = comm::FastBackoff();
     auto last_liveness_check = Clock::now();
 
     for (;;) {
@@ -479,7 +479,7 @@ class CudaIpcCommunicator final : public Communicator {
           }
         }
       }
-      backoff.Pause();
+      backoff.Sleep();
     }
   }
 
@@ -501,9 +501,14 @@ class CudaIpcCommunicator final : public Communicator {
 
 }  // namespace
 
-std::unique_ptr<Communicator> MakeCudaIpcCommunicator(const CudaIpcOptions& options,
-                                                      Deadline deadline) {
-  return std::make_unique<CudaIpcCommunicator>(options, deadline);
+std::unique_ptr<Communicator> MakeCudaIpcCommunicator(const CommunicatorOptions& options,
+                                                      int copy_streams) {
+  return std::make_unique<CudaIpcCommunicator>(options, copy_streams,
+                                               DeadlineAfter(options.connect_timeout));
+}
+
+std::unique_ptr<Communicator> MakeCudaIpcCommunicator(const CommunicatorOptions& options) {
+  return MakeCudaIpcCommunicator(options, kDefaultCudaIpcCopyStreams);
 }
 
 void CloseCudaIpcCommunicator(Communicator& communicator, Deadline deadline) {
@@ -625,8 +630,12 @@ CudaIpcCheck CudaIpcUsable(Store& store, int rank, int size, int device,
 
 #else  // !EPLB_HAVE_CUDA
 
-std::unique_ptr<Communicator> MakeCudaIpcCommunicator(const CudaIpcOptions& options, Deadline) {
+std::unique_ptr<Communicator> MakeCudaIpcCommunicator(const CommunicatorOptions& options, int) {
   throw Error(kLayer, "create", "eplb was built without CUDA", options.rank);
+}
+
+std::unique_ptr<Communicator> MakeCudaIpcCommunicator(const CommunicatorOptions& options) {
+  return MakeCudaIpcCommunicator(options, kDefaultCudaIpcCopyStreams);
 }
 
 void CloseCudaIpcCommunicator(Communicator& communicator, Deadline) {

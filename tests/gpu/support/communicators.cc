@@ -4,6 +4,8 @@
 #include <sstream>
 
 #include "comm/cuda_ipc/cuda_ipc.h"
+#include "eplb/communicator_factory.h"
+#include "eplb/error.h"
 
 namespace eplb::test {
 
@@ -11,17 +13,29 @@ std::unique_ptr<Communicator> MakeTestCommunicator(const std::string& name,
                                                    std::shared_ptr<Store> store, int rank, int size,
                                                    int device, Deadline deadline,
                                                    std::string* unavailable) {
-  if (name == "cuda_ipc") {
-    CudaIpcOptions options;
-    options.store = std::move(store);
-    options.rank = rank;
-    options.size = size;
-    options.device = device;
-    options.key_prefix = "test/cuda_ipc";
-    return MakeCudaIpcCommunicator(options, deadline);
+  if (name == "nccl") {
+    // The engine's own communicator, which a test does not have.
+    *unavailable = "nccl needs the engine's ncclComm_t; run nccl_stateless (its own NCCL communicator)";
+    return nullptr;
   }
-  *unavailable = "communicator '" + name + "' is not built into this eplb";
-  return nullptr;
+  CommunicatorOptions options;
+  options.rank = rank;
+  options.world_size = size;
+  options.store = std::move(store);
+  options.key_prefix = "test/" + name;
+  options.device = device;
+  options.connect_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(TimeLeft(deadline));
+  try {
+    return MakeCommunicator(name, options);
+  } catch (const Error& e) {
+    // Backends missing from this build or this machine (no NCCL library, no
+    // NIXL) say so in their construction error.
+    if (e.layer() == "factory" || e.operation().find("load") != std::string::npos) {
+      *unavailable = e.what();
+      return nullptr;
+    }
+    throw;
+  }
 }
 
 void CloseTestCommunicator(Communicator& communicator, Deadline deadline) {
