@@ -18,9 +18,9 @@
 #include <cstdlib>
 
 #include "cuda/runtime.h"
+#include "gpu/support/gpus.h"
 #include "eplb/error.h"
 #include "gpu/support/communicators.h"
-#include "support/dir_store.h"
 #include "gpu/support/experts.h"
 #include "gpu/support/kernels.h"
 #include "gpu/support/workers.h"
@@ -41,14 +41,8 @@ int AdversarialWorker(const test::WorkerContext& ctx) {
   const int runs = ctx.IntParam("runs", 20);
   const auto budget = std::chrono::seconds(ctx.IntParam("budget_s", 20));
   const auto deadline = std::chrono::milliseconds(ctx.IntParam("deadline_ms", 10000));
-  auto store = test::MakeDirStore(ctx.dir + "/store");
-  std::string unavailable;
-  auto comm = test::MakeTestCommunicator(name, store, ctx.rank, ctx.size, device, DeadlineAfter(60s),
-                                         &unavailable);
-  if (!comm) {
-    ctx.WriteResult({{"unavailable", unavailable}});
-    return 0;
-  }
+  auto [store, comm] = test::OpenWorkerCommunicator(ctx, device);
+  if (!comm) return 0;
   cuda::DeviceGuard guard(device);
   cuda::Stream compute(device);
   cuda::Stream work(device);
@@ -146,14 +140,12 @@ bool MustComplete(const std::string& name) { return name.rfind("nccl", 0) != 0; 
 class Adversarial : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Adversarial, MigrationAndAllSmKernelInOppositeOrders) {
-  const int devices = cuda::Probe().devices;
-  if (devices < 2) {
-    GTEST_SKIP() << "needs 2 GPUs, found " << devices
-                 << (devices == 0 ? " (" + cuda::Probe().reason + ")" : "");
-  }
+  EPLB_REQUIRE_GPUS(2);
   const std::string name = GetParam();
+  // 20 runs; 3 for NCCL, where a run can last until the deadline and the
+  // kernel's budget ($EPLB_ADVERSARIAL_RUNS overrides both).
   const char* runs_env = std::getenv("EPLB_ADVERSARIAL_RUNS");
-  const int runs = runs_env ? std::atoi(runs_env) : 20;
+  const int runs = runs_env ? std::atoi(runs_env) : MustComplete(name) ? 20 : 3;
   auto outcomes = test::RunWorkers(
       "adversarial", 2,
       {{"communicator", name}, {"runs", std::to_string(runs)}, {"budget_s", "20"}, {"deadline_ms", "10000"}},

@@ -11,6 +11,7 @@
 #include "comm/execute_timing.h"
 #include "cuda/peer_copy.h"
 #include "cuda/runtime.h"
+#include "gpu/support/gpus.h"
 #include "support/dir_store.h"
 #include "gpu/support/experts.h"
 #include "gpu/support/workers.h"
@@ -82,11 +83,7 @@ double BestLimit(bool both_ways) {
 }
 
 TEST(CudaIpcBandwidth, ReachesTheCopyEngineLimit) {
-  const int devices = cuda::Probe().devices;
-  if (devices < 2) {
-    GTEST_SKIP() << "needs 2 GPUs, found " << devices
-                 << (devices == 0 ? " (" + cuda::Probe().reason + ")" : "");
-  }
+  EPLB_REQUIRE_GPUS(2);
   const double limit_both = BestLimit(true);
   const double limit_one = BestLimit(false);
   auto outcomes = test::RunWorkers("bandwidth", 2, {}, 300s);

@@ -9,6 +9,7 @@
 
 #include "comm/cuda_ipc/cuda_ipc.h"
 #include "cuda/runtime.h"
+#include "gpu/support/gpus.h"
 #include "eplb/error.h"
 #include "gpu/support/communicators.h"
 #include "support/dir_store.h"
@@ -41,14 +42,8 @@ EPLB_GPU_WORKER(check, CheckWorker);
 int MigrationWorker(const test::WorkerContext& ctx) {
   const int device = DeviceOf(ctx.rank);
   const std::string name = ctx.Param("communicator");
-  auto store = test::MakeDirStore(ctx.dir + "/store");
-  std::string unavailable;
-  auto comm = test::MakeTestCommunicator(name, store, ctx.rank, ctx.size, device, DeadlineAfter(60s),
-                                         &unavailable);
-  if (!comm) {
-    ctx.WriteResult({{"unavailable", unavailable}});
-    return 0;
-  }
+  auto [store, comm] = test::OpenWorkerCommunicator(ctx, device);
+  if (!comm) return 0;
   cuda::DeviceGuard guard(device);
   cuda::Stream stream(device);
   test::ExpertSlots slots(device, kExperts, kExpertBytes, kLeadBytes);
@@ -144,13 +139,8 @@ EPLB_GPU_WORKER(peer_exit, PeerExitWorker);
 
 // --- tests (the parent process) ---------------------------------------------
 
-#define REQUIRE_GPU()                                                                 \
-  do {                                                                                \
-    if (cuda::Probe().devices == 0) GTEST_SKIP() << "no GPU: " << cuda::Probe().reason; \
-  } while (0)
-
 TEST(CudaIpc, StartupCheckOpensPeerHandles) {
-  REQUIRE_GPU();
+  EPLB_REQUIRE_GPUS(1);
   auto outcomes = test::RunWorkers("check", 2, {}, 120s);
   for (const auto& o : outcomes) {
     ASSERT_EQ(o.exit_code, 0) << test::Describe(outcomes);
@@ -163,7 +153,7 @@ TEST(CudaIpc, StartupCheckOpensPeerHandles) {
 class Migration : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Migration, MovesDeviceWeightsBetweenProcesses) {
-  REQUIRE_GPU();
+  EPLB_REQUIRE_GPUS(1);
   const std::string name = GetParam();
   auto outcomes = test::RunWorkers("migration", 2,
                                    {{"communicator", name}, {"stall", name == "cuda_ipc" ? "1" : "0"}},
@@ -181,7 +171,7 @@ INSTANTIATE_TEST_SUITE_P(Communicators, Migration, ::testing::ValuesIn(test::Tes
                          [](const auto& info) { return info.param; });
 
 TEST(CudaIpc, DeadPeerIsReportedBeforeTheDeadline) {
-  REQUIRE_GPU();
+  EPLB_REQUIRE_GPUS(1);
   auto outcomes = test::RunWorkers("peer_exit", 2, {}, 120s);
   EXPECT_EQ(outcomes[1].exit_code, 3) << test::Describe(outcomes);
   ASSERT_EQ(outcomes[0].exit_code, 0) << test::Describe(outcomes);

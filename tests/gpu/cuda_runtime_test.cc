@@ -1,6 +1,7 @@
 // The CUDA RAII layer on a real GPU: buffers, streams, events, and waits
 // that end at their deadline with an error naming the operation.
 #include "cuda/runtime.h"
+#include "gpu/support/gpus.h"
 
 #include <gtest/gtest.h>
 
@@ -16,13 +17,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-#define REQUIRE_GPU()                                                            \
-  do {                                                                           \
-    if (cuda::Probe().devices == 0) GTEST_SKIP() << "no GPU: " << cuda::Probe().reason; \
-  } while (0)
-
 TEST(CudaRuntime, ReportsDevices) {
-  REQUIRE_GPU();
+  EPLB_REQUIRE_GPUS(1);
   auto available = cuda::Probe();
   EXPECT_GT(available.devices, 0);
   EXPECT_TRUE(available.reason.empty());
@@ -33,7 +29,7 @@ TEST(CudaRuntime, ReportsDevices) {
 }
 
 TEST(CudaRuntime, CopiesThroughPinnedAndDeviceBuffers) {
-  REQUIRE_GPU();
+  EPLB_REQUIRE_GPUS(1);
   const size_t words = 3 << 20;
   cuda::DeviceBuffer device(0, words * 4);
   cuda::PinnedBuffer host(words * 4);
@@ -51,7 +47,7 @@ TEST(CudaRuntime, CopiesThroughPinnedAndDeviceBuffers) {
 }
 
 TEST(CudaRuntime, ErrorsNameTheOperation) {
-  REQUIRE_GPU();
+  EPLB_REQUIRE_GPUS(1);
   try {
     cuda::DeviceBuffer huge(0, size_t{1} << 50);  // a petabyte
     FAIL() << "allocated a petabyte";
@@ -66,7 +62,7 @@ TEST(CudaRuntime, ErrorsNameTheOperation) {
 // Event::Wait end at its 50 ms deadline with TimeoutError, and a later wait
 // with time to spare succeed.
 TEST(CudaRuntime, EventWaitEndsAtDeadline) {
-  REQUIRE_GPU();
+  EPLB_REQUIRE_GPUS(1);
   cuda::DeviceGuard guard(0);
   cuda::Stream stream(0);
   cuda::DeviceBuffer flags(0, 2 * sizeof(unsigned long long));

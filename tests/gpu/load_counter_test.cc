@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cuda/runtime.h"
+#include "gpu/support/gpus.h"
 #include "eplb/error.h"
 #include "eplb/placement.h"
 
@@ -103,34 +104,29 @@ void CheckAgainstCpu(int experts, int slots, int64_t tokens, int k, IndexType ty
   for (int64_t v : logical) ASSERT_EQ(v, 0);
 }
 
-#define REQUIRE_GPU()                                                                 \
-  do {                                                                                \
-    if (cuda::Probe().devices == 0) GTEST_SKIP() << "no GPU: " << cuda::Probe().reason; \
-  } while (0)
-
 TEST(LoadCounter, DeepSeekShapeInt64) {
-  REQUIRE_GPU();
+  EPLB_REQUIRE_GPUS(1);
   CheckAgainstCpu(256, 288, 8192, 8, IndexType::kInt64, 1);
 }
 
 TEST(LoadCounter, DeepSeekShapeInt32) {
-  REQUIRE_GPU();
+  EPLB_REQUIRE_GPUS(1);
   CheckAgainstCpu(256, 288, 4099, 8, IndexType::kInt32, 2);
 }
 
 // Too many experts for the shared-memory histogram: the global-atomics path.
 TEST(LoadCounter, ManyExpertsUseGlobalCounters) {
-  REQUIRE_GPU();
+  EPLB_REQUIRE_GPUS(1);
   CheckAgainstCpu(8000, 9600, 3000, 6, IndexType::kInt64, 3);
 }
 
 TEST(LoadCounter, ZeroTokensCountNothing) {
-  REQUIRE_GPU();
+  EPLB_REQUIRE_GPUS(1);
   CheckAgainstCpu(16, 32, 0, 4, IndexType::kInt32, 4);
 }
 
 TEST(LoadCounter, RejectsMismatchedMaps) {
-  REQUIRE_GPU();
+  EPLB_REQUIRE_GPUS(1);
   DeviceLoadCounter counter(0, 1, 16, 32);
   DeviceExpertMap map{nullptr, nullptr, 17, 2, 32};
   TopkIds topk{nullptr, IndexType::kInt32, 0, 1};

@@ -6,6 +6,7 @@
 #include "comm/cuda_ipc/cuda_ipc.h"
 #include "eplb/communicator_factory.h"
 #include "eplb/error.h"
+#include "support/dir_store.h"
 
 namespace eplb::test {
 
@@ -40,6 +41,16 @@ std::unique_ptr<Communicator> MakeTestCommunicator(const std::string& name,
 
 void CloseTestCommunicator(Communicator& communicator, Deadline deadline) {
   if (communicator.name() == "cuda_ipc") CloseCudaIpcCommunicator(communicator, deadline);
+}
+
+WorkerCommunicator OpenWorkerCommunicator(const WorkerContext& ctx, int device) {
+  WorkerCommunicator w;
+  w.store = MakeDirStore(ctx.dir + "/store");
+  std::string unavailable;
+  w.communicator = MakeTestCommunicator(ctx.Param("communicator"), w.store, ctx.rank, ctx.size, device,
+                                        DeadlineAfter(std::chrono::seconds(60)), &unavailable);
+  if (!w.communicator) ctx.WriteResult({{"unavailable", unavailable}});
+  return w;
 }
 
 std::vector<std::string> TestCommunicatorNames() {

@@ -9,6 +9,7 @@
 
 #include "eplb/communicator.h"
 #include "eplb/store.h"
+#include "gpu/support/workers.h"
 
 namespace eplb::test {
 
@@ -23,6 +24,16 @@ std::unique_ptr<Communicator> MakeTestCommunicator(const std::string& name,
 // Lets every rank free its registered memory safely afterwards (cuda_ipc
 // unmaps its peers' memory and waits for them to do the same). Collective.
 void CloseTestCommunicator(Communicator& communicator, Deadline deadline);
+
+// For a worker: the store of its run and communicator
+// ctx.Param("communicator") on `device`. When that communicator is not
+// available, records {"unavailable": why} as the worker's result and leaves
+// `communicator` null.
+struct WorkerCommunicator {
+  std::shared_ptr<Store> store;
+  std::unique_ptr<Communicator> communicator;
+};
+WorkerCommunicator OpenWorkerCommunicator(const WorkerContext& ctx, int device);
 
 // Names from $EPLB_GPU_COMMUNICATORS (comma-separated), else "cuda_ipc".
 std::vector<std::string> TestCommunicatorNames();
