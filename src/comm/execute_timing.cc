@@ -16,6 +16,17 @@ ExecuteTimes TimeExecutes(Communicator& communicator, std::span<const Transfer> 
   return times;
 }
 
+std::vector<Transfer> BulkExchange(int size, int experts, uint64_t expert_bytes, bool one_way) {
+  std::vector<Transfer> transfers;
+  for (int dst = 0; dst < (one_way ? 1 : size); ++dst) {
+    const int src = (dst + 1) % size;
+    for (int e = 0; e < experts; ++e) {
+      transfers.push_back({src, 0, e * expert_bytes, dst, 1, e * expert_bytes, expert_bytes});
+    }
+  }
+  return transfers;
+}
+
 uint64_t BytesInto(std::span<const Transfer> transfers, int rank) {
   uint64_t bytes = 0;
   for (const Transfer& t : transfers) bytes += t.dst_rank == rank ? t.bytes : 0;

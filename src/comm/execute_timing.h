@@ -24,6 +24,12 @@ struct ExecuteTimes {
 ExecuteTimes TimeExecutes(Communicator& communicator, std::span<const Transfer> transfers, int warmup,
                           int iterations, std::chrono::milliseconds deadline_each);
 
+// A whole layer moving: rank d pulls `experts` pieces of `expert_bytes`
+// from rank (d + 1) % size, region 0 (weights) -> region 1 (staging), same
+// offsets; with `one_way`, only rank 0 pulls. The bench's and the GPU
+// suite's bandwidth pattern.
+std::vector<Transfer> BulkExchange(int size, int experts, uint64_t expert_bytes, bool one_way);
+
 // Bytes the transfers move into `rank`.
 uint64_t BytesInto(std::span<const Transfer> transfers, int rank);
 

@@ -82,9 +82,38 @@ PeerCopyResult MeasurePeerCopy(const PeerCopySetup& s) {
   return result;
 }
 
+double PeerCopyLimit(int gpu_a, int gpu_b, size_t piece_bytes, int pieces, bool both_ways,
+                     int iterations, std::string* log) {
+  double best = 0;
+  for (int variant = 0; variant < 3; ++variant) {
+    PeerCopySetup setup;
+    setup.gpu_a = gpu_a;
+    setup.gpu_b = gpu_b;
+    setup.both_ways = both_ways;
+    setup.iterations = iterations;
+    setup.piece_bytes = variant == 2 ? piece_bytes * pieces : piece_bytes;
+    setup.pieces = variant == 2 ? 1 : pieces;
+    setup.streams_per_destination = variant == 1 ? 2 : 1;
+    const PeerCopyResult r = MeasurePeerCopy(setup);
+    best = std::max(best, r.gbps_per_gpu);
+    if (log != nullptr) {
+      *log += fmt::format("copy-engine limit, {}, {}: {}\n", both_ways ? "both ways" : "one way",
+                          variant == 2 ? fmt::format("one copy of {} MiB", (piece_bytes * pieces) >> 20)
+                                       : fmt::format("{} x {} MiB on {} stream(s)", pieces,
+                                                     piece_bytes >> 20, setup.streams_per_destination),
+                          r.describe());
+    }
+  }
+  return best;
+}
+
 #else  // !EPLB_HAVE_CUDA
 
 PeerCopyResult MeasurePeerCopy(const PeerCopySetup&) {
+  throw Error("cuda", "measure peer copy", "eplb was built without CUDA");
+}
+
+double PeerCopyLimit(int, int, size_t, int, bool, int, std::string*) {
   throw Error("cuda", "measure peer copy", "eplb was built without CUDA");
 }
 

@@ -30,4 +30,11 @@ struct PeerCopyResult {
 // Throws eplb::Error (layer "cuda") when CUDA, a GPU or memory is missing.
 PeerCopyResult MeasurePeerCopy(const PeerCopySetup& setup);
 
+// The limit a communicator moving `pieces` x `piece_bytes` into each GPU is
+// compared with: the best of the same pieces on 1 and on 2 streams per
+// destination and of one copy of all the bytes. Each measurement is
+// described in `log` (one line each) when given.
+double PeerCopyLimit(int gpu_a, int gpu_b, size_t piece_bytes, int pieces, bool both_ways,
+                     int iterations, std::string* log = nullptr);
+
 }  // namespace eplb::cuda

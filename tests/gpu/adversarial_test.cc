@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdlib>
 
+#include "comm/execute_timing.h"
 #include "cuda/runtime.h"
 #include "gpu/support/gpus.h"
 #include "eplb/error.h"
@@ -68,7 +69,7 @@ int AdversarialWorker(const test::WorkerContext& ctx) {
 
   test::ExpertSlots slots(device, kExperts, kExpertBytes);
   slots.Register(*comm, DeadlineAfter(60s));
-  const auto transfers = test::BulkTransfers(ctx.size, kExperts, kExpertBytes, /*one_way=*/false);
+  const auto transfers = BulkExchange(ctx.size, kExperts, kExpertBytes, /*one_way=*/false);
 
   nlohmann::json records = nlohmann::json::array();
   int completed = 0;

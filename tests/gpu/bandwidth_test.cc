@@ -44,7 +44,7 @@ int BandwidthWorker(const test::WorkerContext& ctx) {
     auto comm = MakeCudaIpcCommunicator(options, streams);
     slots.Register(*comm, DeadlineAfter(60s));
     for (bool one_way : {false, true}) {
-      const auto transfers = test::BulkTransfers(ctx.size, kExperts, kExpertBytes, one_way);
+      const auto transfers = BulkExchange(ctx.size, kExperts, kExpertBytes, one_way);
       slots.Prepare(ctx.rank, streams, stream.get(), DeadlineAfter(30s));
       auto times = TimeExecutes(*comm, transfers, 3, kIterations, 10s);
       const uint64_t wrong = slots.CountWrong(transfers, ctx.rank, streams, stream.get(), DeadlineAfter(30s));
@@ -61,31 +61,12 @@ int BandwidthWorker(const test::WorkerContext& ctx) {
 }
 EPLB_GPU_WORKER(bandwidth, BandwidthWorker);
 
-double BestLimit(bool both_ways) {
-  double best = 0;
-  for (int streams : {1, 2}) {
-    cuda::PeerCopySetup setup;
-    setup.both_ways = both_ways;
-    setup.streams_per_destination = streams;
-    auto r = cuda::MeasurePeerCopy(setup);
-    std::printf("copy-engine limit, %s, 8 x 44 MiB on %d stream(s): %s\n",
-                both_ways ? "both ways" : "one way", streams, r.describe().c_str());
-    best = std::max(best, r.gbps_per_gpu);
-  }
-  cuda::PeerCopySetup one_piece;
-  one_piece.both_ways = both_ways;
-  one_piece.piece_bytes = kExperts * kExpertBytes;
-  one_piece.pieces = 1;
-  auto r = cuda::MeasurePeerCopy(one_piece);
-  std::printf("copy-engine limit, %s, one 352 MiB copy: %s\n", both_ways ? "both ways" : "one way",
-              r.describe().c_str());
-  return std::max(best, r.gbps_per_gpu);
-}
-
 TEST(CudaIpcBandwidth, ReachesTheCopyEngineLimit) {
   EPLB_REQUIRE_GPUS(2);
-  const double limit_both = BestLimit(true);
-  const double limit_one = BestLimit(false);
+  std::string log;
+  const double limit_both = cuda::PeerCopyLimit(0, 1, kExpertBytes, kExperts, true, kIterations, &log);
+  const double limit_one = cuda::PeerCopyLimit(0, 1, kExpertBytes, kExperts, false, kIterations, &log);
+  std::printf("%s", log.c_str());
   auto outcomes = test::RunWorkers("bandwidth", 2, {}, 300s);
   for (const auto& o : outcomes) ASSERT_EQ(o.exit_code, 0) << test::Describe(outcomes);
   const std::string default_streams = std::to_string(kDefaultCudaIpcCopyStreams);

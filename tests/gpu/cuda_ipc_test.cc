@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "comm/cuda_ipc/cuda_ipc.h"
+#include "comm/execute_timing.h"
 #include "cuda/runtime.h"
 #include "gpu/support/gpus.h"
 #include "eplb/error.h"
@@ -122,7 +123,7 @@ int PeerExitWorker(const test::WorkerContext& ctx) {
   test::ExpertSlots slots(device, 2, 1 << 20);
   slots.Register(*comm, DeadlineAfter(60s));
   if (ctx.rank == 1) std::_Exit(3);
-  auto transfers = test::BulkTransfers(ctx.size, 2, 1 << 20, /*one_way=*/true);
+  auto transfers = BulkExchange(ctx.size, 2, 1 << 20, /*one_way=*/true);
   const auto start = Clock::now();
   try {
     comm->Execute(transfers, DeadlineAfter(20s));

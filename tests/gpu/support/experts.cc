@@ -105,15 +105,4 @@ std::vector<Transfer> ExchangeTransfers(int size, int experts, size_t expert_byt
   return transfers;
 }
 
-std::vector<Transfer> BulkTransfers(int size, int experts, size_t expert_bytes, bool one_way) {
-  std::vector<Transfer> transfers;
-  for (int dst = 0; dst < (one_way ? 1 : size); ++dst) {
-    const int src = (dst + 1) % size;
-    for (int e = 0; e < experts; ++e) {
-      transfers.push_back({src, 0, e * expert_bytes, dst, 1, e * expert_bytes, expert_bytes});
-    }
-  }
-  return transfers;
-}
-
 }  // namespace eplb::test

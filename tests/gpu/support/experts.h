@@ -55,8 +55,4 @@ class ExpertSlots {
 std::vector<Transfer> ExchangeTransfers(int size, int experts, size_t expert_bytes, int per_rank,
                                         int round, bool odd);
 
-// Rank r pulls everything from rank (r + 1) % size only when `one_way` is
-// false; with `one_way`, only rank 0 pulls (from rank 1).
-std::vector<Transfer> BulkTransfers(int size, int experts, size_t expert_bytes, bool one_way);
-
 }  // namespace eplb::test
