@@ -35,7 +35,8 @@ struct WorkerCommunicator {
 };
 WorkerCommunicator OpenWorkerCommunicator(const WorkerContext& ctx, int device);
 
-// Names from $EPLB_GPU_COMMUNICATORS (comma-separated), else "cuda_ipc".
+// Names from $EPLB_GPU_COMMUNICATORS (comma-separated) at build time (ctest
+// lists the tests then), else cuda_ipc, nccl_stateless, nixl and gloo.
 std::vector<std::string> TestCommunicatorNames();
 
 }  // namespace eplb::test
