@@ -7,7 +7,7 @@
 #include "comm/cuda_driver.h"
 #include "eplb/detect.h"
 #include "eplb/error.h"
-#include "support/dir_store.h"
+#include "eplb/bootstrap.h"
 #include "support/paths.h"
 
 namespace eplb {
@@ -17,7 +17,7 @@ CommunicatorOptions Options() {
   CommunicatorOptions o;
   o.rank = 0;
   o.world_size = 1;
-  o.store = test::MakeDirStore(test::MakeTempDir("eplb-factory-"));
+  o.store = MakeFileStore(test::MakeTempDir("eplb-factory-"));
   o.connect_timeout = std::chrono::seconds(5);
   return o;
 }
@@ -47,6 +47,13 @@ TEST(MakeCommunicator, RejectsBadNamesAndOptions) {
   o = Options();
   o.connect_timeout = std::chrono::milliseconds(0);
   EXPECT_THROW(MakeCommunicator("nccl_stateless", o), InvalidArgument);
+}
+
+TEST(MakeCommunicator, GlooIsAlwaysThere) {
+  auto comm = MakeCommunicator("gloo", Options());
+  EXPECT_EQ(comm->name(), "gloo");
+  EXPECT_EQ(comm->size(), 1);
+  comm->Execute({}, DeadlineAfter(std::chrono::seconds(1)));
 }
 
 TEST(MakeCommunicator, NcclNeedsTheEngineCommunicator) {

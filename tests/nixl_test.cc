@@ -7,7 +7,7 @@
 #include "eplb/communicator_factory.h"
 #include "eplb/detect.h"
 #include "eplb/error.h"
-#include "support/dir_store.h"
+#include "eplb/bootstrap.h"
 #include "support/fork_ranks.h"
 #include "support/paths.h"
 #include "support/transfer_pattern.h"
@@ -51,7 +51,7 @@ std::unique_ptr<Communicator> MakeNixl(int rank, std::shared_ptr<Store> store) {
 
 TEST(NixlCommunicator, MigratesBetweenTwoProcesses) {
   SKIP_WITHOUT_NIXL();
-  auto store = test::MakeDirStore(test::MakeTempDir("eplb-nixl-"));
+  auto store = MakeFileStore(test::MakeTempDir("eplb-nixl-"));
   auto out = test::ForkRanks(
       2,
       [&](int rank) -> std::string {
@@ -73,7 +73,7 @@ TEST(NixlCommunicator, MigratesBetweenTwoProcesses) {
 
 TEST(NixlCommunicator, TimesOutWhenThePeerNeverExecutes) {
   SKIP_WITHOUT_NIXL();
-  auto store = test::MakeDirStore(test::MakeTempDir("eplb-nixl-timeout-"));
+  auto store = MakeFileStore(test::MakeTempDir("eplb-nixl-timeout-"));
   auto out = test::ForkRanks(
       2,
       [&](int rank) -> std::string {

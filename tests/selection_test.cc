@@ -11,7 +11,7 @@
 #include <thread>
 
 #include "eplb/error.h"
-#include "support/dir_store.h"
+#include "eplb/bootstrap.h"
 #include "support/paths.h"
 
 namespace eplb {
@@ -120,7 +120,7 @@ TEST(LogSelection, OneInfoLine) {
 }
 
 TEST(AgreeOnSelection, SameChoiceEverywhere) {
-  auto store = test::MakeDirStore(test::MakeTempDir("eplb-agree-"));
+  auto store = MakeFileStore(test::MakeTempDir("eplb-agree-"));
   Selection gloo{"gloo", "nixl not found"};
   std::thread other([&] { AgreeOnSelection(*store, "job", 1, 2, gloo, DeadlineAfter(5s)); });
   EXPECT_NO_THROW(AgreeOnSelection(*store, "job", 0, 2, gloo, DeadlineAfter(5s)));
@@ -128,7 +128,7 @@ TEST(AgreeOnSelection, SameChoiceEverywhere) {
 }
 
 TEST(AgreeOnSelection, DifferentChoiceNamesTheRank) {
-  auto store = test::MakeDirStore(test::MakeTempDir("eplb-agree-"));
+  auto store = MakeFileStore(test::MakeTempDir("eplb-agree-"));
   store->SetString("job/communicator/1", "gloo");
   store->SetString("job/communicator/2", "nixl");
   try {
@@ -143,7 +143,7 @@ TEST(AgreeOnSelection, DifferentChoiceNamesTheRank) {
 }
 
 TEST(AgreeOnSelection, SilentRankTimesOut) {
-  auto store = test::MakeDirStore(test::MakeTempDir("eplb-agree-"));
+  auto store = MakeFileStore(test::MakeTempDir("eplb-agree-"));
   auto start = Clock::now();
   try {
     AgreeOnSelection(*store, "job", 0, 2, {"gloo", "nixl not found"}, DeadlineAfter(200ms));

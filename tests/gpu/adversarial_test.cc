@@ -132,7 +132,7 @@ int AdversarialWorker(const test::WorkerContext& ctx) {
                    {"runs", records}});
   return 0;
 }
-EPLB_GPU_WORKER(adversarial, AdversarialWorker);
+EPLB_TEST_WORKER(adversarial) { return AdversarialWorker(test::GpuWorkerContext(args)); }
 
 // Communicators that must never deadlock with kernels: one-sided copy-engine
 // or NIC transfers, or host threads. NCCL's kernels can.

@@ -12,7 +12,6 @@
 #include "cuda/peer_copy.h"
 #include "cuda/runtime.h"
 #include "gpu/support/gpus.h"
-#include "support/dir_store.h"
 #include "gpu/support/experts.h"
 #include "gpu/support/workers.h"
 
@@ -29,7 +28,7 @@ const int kStreamChoices[] = {1, 2, 4};
 
 int BandwidthWorker(const test::WorkerContext& ctx) {
   const int device = ctx.rank;
-  auto store = test::MakeDirStore(ctx.dir + "/store");
+  auto store = ctx.store;
   cuda::DeviceGuard guard(device);
   cuda::Stream stream(device);
   test::ExpertSlots slots(device, kExperts, kExpertBytes);
@@ -59,7 +58,7 @@ int BandwidthWorker(const test::WorkerContext& ctx) {
   ctx.WriteResult(result);
   return 0;
 }
-EPLB_GPU_WORKER(bandwidth, BandwidthWorker);
+EPLB_TEST_WORKER(bandwidth) { return BandwidthWorker(test::GpuWorkerContext(args)); }
 
 TEST(CudaIpcBandwidth, ReachesTheCopyEngineLimit) {
   EPLB_REQUIRE_GPUS(2);

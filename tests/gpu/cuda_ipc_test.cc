@@ -13,7 +13,6 @@
 #include "gpu/support/gpus.h"
 #include "eplb/error.h"
 #include "gpu/support/communicators.h"
-#include "support/dir_store.h"
 #include "gpu/support/experts.h"
 #include "gpu/support/workers.h"
 
@@ -33,12 +32,12 @@ int DeviceOf(int rank) { return rank % cuda::Probe().devices; }
 // --- workers (run in child processes) ---------------------------------------
 
 int CheckWorker(const test::WorkerContext& ctx) {
-  auto store = test::MakeDirStore(ctx.dir + "/store");
+  auto store = ctx.store;
   auto check = CudaIpcUsable(*store, ctx.rank, ctx.size, DeviceOf(ctx.rank), "test", DeadlineAfter(60s));
   ctx.WriteResult({{"usable", check.usable}, {"reason", check.reason}});
   return 0;
 }
-EPLB_GPU_WORKER(check, CheckWorker);
+EPLB_TEST_WORKER(check) { return CheckWorker(test::GpuWorkerContext(args)); }
 
 int MigrationWorker(const test::WorkerContext& ctx) {
   const int device = DeviceOf(ctx.rank);
@@ -107,13 +106,13 @@ int MigrationWorker(const test::WorkerContext& ctx) {
   ctx.WriteResult(result);
   return 0;
 }
-EPLB_GPU_WORKER(migration, MigrationWorker);
+EPLB_TEST_WORKER(migration) { return MigrationWorker(test::GpuWorkerContext(args)); }
 
 // Rank 1 exits after registering; rank 0, pulling from it, must fail well
 // before its 20 s deadline with an error naming rank 1.
 int PeerExitWorker(const test::WorkerContext& ctx) {
   const int device = DeviceOf(ctx.rank);
-  auto store = test::MakeDirStore(ctx.dir + "/store");
+  auto store = ctx.store;
   CommunicatorOptions options;
   options.store = store;
   options.rank = ctx.rank;
@@ -136,7 +135,7 @@ int PeerExitWorker(const test::WorkerContext& ctx) {
   }
   return 0;
 }
-EPLB_GPU_WORKER(peer_exit, PeerExitWorker);
+EPLB_TEST_WORKER(peer_exit) { return PeerExitWorker(test::GpuWorkerContext(args)); }
 
 // --- tests (the parent process) ---------------------------------------------
 

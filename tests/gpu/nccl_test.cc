@@ -17,7 +17,7 @@
 #include "comm/nccl/nccl_api.h"
 #include "eplb/communicator_factory.h"
 #include "eplb/error.h"
-#include "support/dir_store.h"
+#include "eplb/bootstrap.h"
 #include "support/fork_ranks.h"
 #include "support/paths.h"
 #include "support/transfer_pattern.h"
@@ -128,7 +128,7 @@ class NcclGpu : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(NcclGpu, MigratesDeviceMemoryBothWays) {
   SKIP_WITHOUT_TWO_GPUS();
-  auto store = test::MakeDirStore(test::MakeTempDir("eplb-nccl-"));
+  auto store = MakeFileStore(test::MakeTempDir("eplb-nccl-"));
   const std::string name = GetParam();
   auto out = test::ForkRanks(
       2,
@@ -152,7 +152,7 @@ TEST_P(NcclGpu, MigratesDeviceMemoryBothWays) {
 
 TEST_P(NcclGpu, TimesOutWhenPeerNeverPosts) {
   SKIP_WITHOUT_TWO_GPUS();
-  auto store = test::MakeDirStore(test::MakeTempDir("eplb-nccl-timeout-"));
+  auto store = MakeFileStore(test::MakeTempDir("eplb-nccl-timeout-"));
   const std::string name = GetParam();
   constexpr auto kDeadline = 3s;
   auto out = test::ForkRanks(

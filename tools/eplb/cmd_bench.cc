@@ -33,13 +33,8 @@
 #include "eplb/selection.h"
 #include "io/files.h"
 
-#if __has_include("eplb/bootstrap.h") && __has_include("io/process.h")
-#define EPLB_BENCH_HAS_BOOTSTRAP 1
 #include "eplb/bootstrap.h"
 #include "io/process.h"
-#else
-#define EPLB_BENCH_HAS_BOOTSTRAP 0
-#endif
 
 namespace eplb::cli {
 namespace {
@@ -132,8 +127,6 @@ class BenchBuffers {
 #endif
 };
 
-#if EPLB_BENCH_HAS_BOOTSTRAP
-
 // Worker mode: one rank of one communicator's measurement.
 int RunWorker(const BenchArgs& a, const std::string& name) {
   nlohmann::json result;
@@ -197,8 +190,6 @@ nlohmann::json RunPair(const BenchArgs& a, const std::string& name, const std::s
   return results;
 }
 
-#endif  // EPLB_BENCH_HAS_BOOTSTRAP
-
 // Why a communicator cannot be measured here, or "" when it can.
 std::string WhySkipped(const std::string& name, const cuda::Availability& gpus) {
   if (name == "nccl") return "needs the engine's NCCL communicator; nccl_stateless measures NCCL";
@@ -211,9 +202,6 @@ std::string WhySkipped(const std::string& name, const cuda::Availability& gpus) 
 }
 
 int RunBench(const BenchArgs& a) {
-#if !EPLB_BENCH_HAS_BOOTSTRAP
-  throw Error("bench", "start", "this build has no bootstrap layer (file store, processes) to run ranks");
-#else
   if (a.experts < 1 || a.expert_mib <= 0 || a.iterations < 1 || a.warmup < 0 || a.timeout_s < 1) {
     throw InvalidArgument("bench: --experts, --expert-mib, --iterations and --timeout-s must be positive");
   }
@@ -316,7 +304,6 @@ int RunBench(const BenchArgs& a) {
                 on_gpus ? fmt::format("{:.2f}", row["one_way_ratio"].get<double>()).c_str() : "-");
   }
   return failed ? 1 : 0;
-#endif
 }
 
 }  // namespace

@@ -6,7 +6,6 @@
 #include "comm/cuda_ipc/cuda_ipc.h"
 #include "eplb/communicator_factory.h"
 #include "eplb/error.h"
-#include "support/dir_store.h"
 
 namespace eplb::test {
 
@@ -45,7 +44,7 @@ void CloseTestCommunicator(Communicator& communicator, Deadline deadline) {
 
 WorkerCommunicator OpenWorkerCommunicator(const WorkerContext& ctx, int device) {
   WorkerCommunicator w;
-  w.store = MakeDirStore(ctx.dir + "/store");
+  w.store = ctx.store;
   std::string unavailable;
   w.communicator = MakeTestCommunicator(ctx.Param("communicator"), w.store, ctx.rank, ctx.size, device,
                                         DeadlineAfter(std::chrono::seconds(60)), &unavailable);

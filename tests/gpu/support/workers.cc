@@ -1,77 +1,19 @@
 #include "gpu/support/workers.h"
 
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <gtest/gtest.h>
-#include <thread>
 
 #include "support/paths.h"
-
-extern char** environ;
+#include "support/worker_util.h"
 
 namespace eplb::test {
+
 namespace {
-
-std::map<std::string, WorkerFunction>& Registry() {
-  static std::map<std::string, WorkerFunction> registry;
-  return registry;
-}
-
-std::string Env(const char* name) {
-  const char* value = std::getenv(name);
-  return value ? value : "";
-}
-
-// Runs the worker named in the environment before any test, then exits.
-class WorkerEnvironment : public ::testing::Environment {
- public:
-  void SetUp() override {
-    const std::string name = Env("EPLB_TEST_WORKER");
-    if (name.empty()) return;
-    WorkerContext context;
-    context.name = name;
-    context.rank = std::atoi(Env("EPLB_TEST_RANK").c_str());
-    context.size = std::atoi(Env("EPLB_TEST_WORLD_SIZE").c_str());
-    context.dir = Env("EPLB_TEST_DIR");
-    for (char** e = environ; *e != nullptr; ++e) {
-      std::string entry = *e;
-      const std::string prefix = "EPLB_TEST_PARAM_";
-      if (entry.rfind(prefix, 0) != 0) continue;
-      auto eq = entry.find('=');
-      context.params[entry.substr(prefix.size(), eq - prefix.size())] = entry.substr(eq + 1);
-    }
-    int code = 1;
-    auto it = Registry().find(name);
-    if (it == Registry().end()) {
-      std::fprintf(stderr, "worker %s: not registered in this binary\n", name.c_str());
-    } else {
-      try {
-        code = it->second(context);
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "worker %s rank %d failed: %s\n", name.c_str(), context.rank, e.what());
-        code = 1;
-      }
-    }
-    std::fflush(stdout);
-    std::fflush(stderr);
-    std::_Exit(code);
-  }
-};
-
-[[maybe_unused]] ::testing::Environment* const worker_environment =
-    ::testing::AddGlobalTestEnvironment(new WorkerEnvironment);
+constexpr const char* kResultsFlag = "--results=";
 
 std::string ResultPath(const std::string& dir, int rank) {
   return dir + "/result-" + std::to_string(rank) + ".json";
 }
-
 }  // namespace
 
 std::string WorkerContext::Param(const std::string& key, const std::string& fallback) const {
@@ -85,13 +27,27 @@ int WorkerContext::IntParam(const std::string& key, int fallback) const {
 }
 
 void WorkerContext::WriteResult(const nlohmann::json& result) const {
-  const std::string path = ResultPath(dir, rank);
+  const std::string path = ResultPath(results_dir, rank);
   std::ofstream(path + ".tmp") << result.dump(2);
   std::filesystem::rename(path + ".tmp", path);
 }
 
-WorkerRegistration::WorkerRegistration(const std::string& name, WorkerFunction function) {
-  Registry()[name] = std::move(function);
+WorkerContext GpuWorkerContext(const std::vector<std::string>& args) {
+  WorkerRank joined = JoinRun();
+  WorkerContext ctx;
+  ctx.rank = joined.env.rank;
+  ctx.size = joined.env.world_size;
+  ctx.store = joined.store;
+  for (const auto& arg : args) {
+    if (arg.rfind(kResultsFlag, 0) == 0) {
+      ctx.results_dir = arg.substr(std::string(kResultsFlag).size());
+      continue;
+    }
+    auto eq = arg.find('=');
+    if (eq != std::string::npos) ctx.params[arg.substr(0, eq)] = arg.substr(eq + 1);
+  }
+  Require(!ctx.results_dir.empty(), "worker started without " + std::string(kResultsFlag));
+  return ctx;
 }
 
 void Require(bool condition, const std::string& message) {
@@ -101,67 +57,24 @@ void Require(bool condition, const std::string& message) {
 std::vector<WorkerOutcome> RunWorkers(const std::string& name, int size,
                                       const std::map<std::string, std::string>& params,
                                       std::chrono::seconds timeout) {
-  const std::string dir = MakeTempDir("eplb-gpu-" + name + "-");
-  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
-  // GoogleTest sets up environments (where the worker runs) only when some
-  // test is selected: select the calling test; the worker exits before it.
-  const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
-  if (test == nullptr) throw std::runtime_error("RunWorkers must be called from a test");
-  std::string filter = std::string("--gtest_filter=") + test->test_suite_name() + "." + test->name();
-  std::vector<pid_t> pids(size, -1);
-  for (int rank = 0; rank < size; ++rank) {
-    std::vector<std::string> env;
-    for (char** e = environ; *e != nullptr; ++e) {
-      if (std::string(*e).rfind("EPLB_TEST_", 0) != 0) env.emplace_back(*e);
-    }
-    env.push_back("EPLB_TEST_WORKER=" + name);
-    env.push_back("EPLB_TEST_RANK=" + std::to_string(rank));
-    env.push_back("EPLB_TEST_WORLD_SIZE=" + std::to_string(size));
-    env.push_back("EPLB_TEST_DIR=" + dir);
-    for (const auto& [key, value] : params) env.push_back("EPLB_TEST_PARAM_" + key + "=" + value);
-    std::vector<char*> envp;
-    for (auto& s : env) envp.push_back(s.data());
-    envp.push_back(nullptr);
-    std::vector<char*> argv = {const_cast<char*>(self.c_str()), filter.data(), nullptr};
-    pid_t pid = -1;
-    if (posix_spawn(&pid, self.c_str(), nullptr, nullptr, argv.data(), envp.data()) != 0) {
-      throw std::runtime_error("posix_spawn " + self + " failed");
-    }
-    pids[rank] = pid;
-  }
-  std::vector<WorkerOutcome> outcomes(size);
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  int running = size;
-  while (running > 0) {
-    for (int rank = 0; rank < size; ++rank) {
-      if (pids[rank] < 0) continue;
-      int status = 0;
-      pid_t done = waitpid(pids[rank], &status, WNOHANG);
-      if (done == pids[rank]) {
-        outcomes[rank].exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-        pids[rank] = -1;
-        --running;
-      }
-    }
-    if (running > 0 && std::chrono::steady_clock::now() > deadline) {
-      for (int rank = 0; rank < size; ++rank) {
-        if (pids[rank] < 0) continue;
-        kill(pids[rank], SIGKILL);
-        waitpid(pids[rank], nullptr, 0);
-        outcomes[rank].timed_out = true;
-        pids[rank] = -1;
-      }
-      running = 0;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  for (int rank = 0; rank < size; ++rank) {
-    outcomes[rank].rank = rank;
-    std::ifstream in(ResultPath(dir, rank));
-    if (in) outcomes[rank].result = nlohmann::json::parse(in, nullptr, false);
+  const std::string results = MakeTempDir("eplb-gpu-results-");
+  std::vector<std::string> args = {kResultsFlag + results};
+  for (const auto& [key, value] : params) args.push_back(key + "=" + value);
+  RankGroup group(Ranks(name, size, args));
+  auto exits = group.Wait(DeadlineAfter(timeout));
+  std::vector<WorkerOutcome> outcomes;
+  for (const auto& e : exits) {
+    WorkerOutcome o;
+    o.rank = e.rank;
+    o.timed_out = e.timed_out;
+    o.exit_code = e.status.exited ? e.status.code : -1;
+    o.stderr_text = e.stderr_text;
+    std::ifstream in(ResultPath(results, e.rank));
+    if (in) o.result = nlohmann::json::parse(in, nullptr, false);
+    outcomes.push_back(std::move(o));
   }
   std::error_code ignored;
-  std::filesystem::remove_all(dir, ignored);
+  std::filesystem::remove_all(results, ignored);
   return outcomes;
 }
 
@@ -170,6 +83,11 @@ std::string Describe(const std::vector<WorkerOutcome>& outcomes) {
   for (const auto& o : outcomes) {
     s += "rank " + std::to_string(o.rank) + ": exit " + std::to_string(o.exit_code) +
          (o.timed_out ? " (timed out, killed)" : "") + " result " + o.result.dump() + "\n";
+    if (o.exit_code != 0 && !o.stderr_text.empty()) {
+      const size_t keep = 3000;
+      s += o.stderr_text.size() > keep ? o.stderr_text.substr(o.stderr_text.size() - keep) : o.stderr_text;
+      s += "\n";
+    }
   }
   return s;
 }
