@@ -68,7 +68,7 @@ int AdversarialWorker(const test::WorkerContext& ctx) {
   std::vector<int> outcome_host(sms);
 
   test::ExpertSlots slots(device, kExperts, kExpertBytes);
-  slots.Register(*comm, DeadlineAfter(60s));
+  if (!test::RegisterDeviceSlots(slots, *comm, ctx)) return 0;
   const auto transfers = BulkExchange(ctx.size, kExperts, kExpertBytes, /*one_way=*/false);
 
   nlohmann::json records = nlohmann::json::array();

@@ -47,7 +47,7 @@ int MigrationWorker(const test::WorkerContext& ctx) {
   cuda::DeviceGuard guard(device);
   cuda::Stream stream(device);
   test::ExpertSlots slots(device, kExperts, kExpertBytes, kLeadBytes);
-  slots.Register(*comm, DeadlineAfter(60s));
+  if (!test::RegisterDeviceSlots(slots, *comm, ctx)) return 0;
   nlohmann::json result = {{"device", cuda::DeviceName(device)}};
 
   // Host memory is refused, without breaking the communicator.

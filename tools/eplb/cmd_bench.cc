@@ -152,6 +152,10 @@ int RunWorker(const BenchArgs& a, const std::string& name) {
           {"gbps", in > 0 ? in / times.median() / 1e9 : 0.0}};
     }
     result["ok"] = true;
+  } catch (const InvalidArgument& e) {
+    // The backend refuses this setup (e.g. device memory): not a failure of
+    // the measurement.
+    result = {{"ok", false}, {"unsupported", true}, {"error", e.what()}};
   } catch (const std::exception& e) {
     result = {{"ok", false}, {"error", e.what()}};
   }
@@ -249,7 +253,7 @@ int RunBench(const BenchArgs& a) {
       const auto& bad = results[0]["ok"].get<bool>() ? results[1] : results[0];
       const std::string error = bad.value("error", std::string("failed"));
       // Backends absent from this machine or build are skipped, not failed.
-      const bool absent = error.find("load") != std::string::npos ||
+      const bool absent = bad.value("unsupported", false) || error.find("load") != std::string::npos ||
                           error.find("not contain") != std::string::npos ||
                           error.find("built without") != std::string::npos;
       row[absent ? "skipped" : "error"] = error;

@@ -52,6 +52,16 @@ WorkerCommunicator OpenWorkerCommunicator(const WorkerContext& ctx, int device) 
   return w;
 }
 
+bool RegisterDeviceSlots(ExpertSlots& slots, Communicator& communicator, const WorkerContext& ctx) {
+  try {
+    slots.Register(communicator, DeadlineAfter(std::chrono::seconds(60)));
+    return true;
+  } catch (const InvalidArgument& e) {
+    ctx.WriteResult({{"unavailable", std::string(communicator.name()) + " refuses device memory: " + e.what()}});
+    return false;
+  }
+}
+
 std::vector<std::string> TestCommunicatorNames() {
   const char* env = std::getenv("EPLB_GPU_COMMUNICATORS");
   std::vector<std::string> names;

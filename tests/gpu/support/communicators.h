@@ -9,6 +9,7 @@
 
 #include "eplb/communicator.h"
 #include "eplb/store.h"
+#include "gpu/support/experts.h"
 #include "gpu/support/workers.h"
 
 namespace eplb::test {
@@ -34,6 +35,11 @@ struct WorkerCommunicator {
   std::unique_ptr<Communicator> communicator;
 };
 WorkerCommunicator OpenWorkerCommunicator(const WorkerContext& ctx, int device);
+
+// Registers `slots` (device memory) with the worker's communicator. False,
+// with {"unavailable": why} recorded as the worker's result, when the backend
+// refuses device memory (InvalidArgument: gloo until its staging is built).
+bool RegisterDeviceSlots(ExpertSlots& slots, Communicator& communicator, const WorkerContext& ctx);
 
 // Names from $EPLB_GPU_COMMUNICATORS (comma-separated) at build time (ctest
 // lists the tests then), else cuda_ipc, nccl_stateless, nixl and gloo.
