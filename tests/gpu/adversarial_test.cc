@@ -166,6 +166,14 @@ TEST_P(Adversarial, MigrationAndAllSmKernelInOppositeOrders) {
                 runs, worst);
     if (MustComplete(name)) {
       EXPECT_EQ(o.result["completed"].get<int>(), runs) << o.result.dump(2);
+    } else {
+      // Report exactly what happened in each run.
+      for (const auto& r : o.result["runs"]) {
+        std::printf("  %s rank %d run %d: execute %.3f s: %s; kernel: %d blocks met, %d gave up; run %.3f s\n",
+                    name.c_str(), o.rank, r["run"].get<int>(), r["execute_s"].get<double>(),
+                    r["execute"].get<std::string>().c_str(), r["blocks_met"].get<int>(),
+                    r["blocks_gave_up"].get<int>(), r["total_s"].get<double>());
+      }
     }
   }
 }
