@@ -6,6 +6,7 @@
 #include <map>
 #include <thread>
 
+#include "bootstrap/gloo_store.h"
 #include "eplb/bootstrap.h"
 #include "eplb/error.h"
 #include "io/process.h"
@@ -162,6 +163,7 @@ TEST(PrefixStore, KeysLiveUnderThePrefix) {
   EXPECT_EQ(run1->GetString("k", DeadlineAfter(1s)), "one");
   EXPECT_EQ(run2->GetString("k", DeadlineAfter(1s)), "two");
   EXPECT_EQ(base->GetString("eplb/run1/k", DeadlineAfter(1s)), "one");
+  EXPECT_EQ(run1->kind(), "file");
   EXPECT_THROW(run2->Get("other", DeadlineAfter(10ms)), TimeoutError);
 }
 
@@ -173,6 +175,31 @@ TEST(PrefixStore, RunStoreUsesTheRunId) {
   auto store = OpenRunStore("", env);
   store->SetString("x", "1");
   EXPECT_EQ(MakeFileStore(dir)->GetString("eplb/r7/x", DeadlineAfter(1s)), "1");
+}
+
+TEST(GlooStoreAdapter, GlooRendezvousKeysGoThroughAnyStoreUnderOneDeadline) {
+  auto store = MakeFileStore(test::MakeTempDir("eplb-adapter-"));
+  bootstrap::GlooStoreAdapter adapter(*store, "ctx/", DeadlineAfter(3s));
+  adapter.set("rank_0", {'a', 'b'});
+  EXPECT_EQ(store->GetString("ctx/rank_0", DeadlineAfter(1s)), "ab");
+  EXPECT_EQ(adapter.get("rank_0"), (std::vector<char>{'a', 'b'}));
+  // Gloo's own short timeout does not cut a wait that the deadline allows.
+  std::thread writer([&] {
+    std::this_thread::sleep_for(200ms);
+    store->SetString("ctx/1", "addr");
+  });
+  EXPECT_NO_THROW(adapter.wait({"1"}, std::chrono::milliseconds(10)));
+  writer.join();
+  // A key that never comes fails at the deadline, naming it.
+  bootstrap::GlooStoreAdapter soon(*store, "ctx/", DeadlineAfter(200ms));
+  auto start = Clock::now();
+  try {
+    soon.get("2");
+    FAIL() << "got a key nobody set";
+  } catch (const TimeoutError& e) {
+    EXPECT_NE(std::string(e.what()).find("'ctx/2'"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(Clock::now() - start, 1s);
 }
 
 TEST(RedisStore, RealServer) {

@@ -13,8 +13,9 @@ namespace eplb::bootstrap {
 
 // Gloo's store interface over an eplb::Store, every key under `prefix`. Gloo
 // calls get() and wait() without a deadline of its own (or with a relative
-// timeout); the adapter bounds every one of them by `deadline`, so a rendezvous
-// cannot outlive it. Missing keys surface as eplb::TimeoutError.
+// timeout, which is ignored); the adapter bounds every one of them by
+// `deadline`, so a rendezvous cannot outlive it, and a slow but timely peer
+// cannot fail it early. Missing keys surface as eplb::TimeoutError.
 class GlooStoreAdapter : public gloo::rendezvous::Store {
  public:
   GlooStoreAdapter(eplb::Store& store, std::string prefix, Deadline deadline)

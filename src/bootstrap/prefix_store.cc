@@ -9,7 +9,8 @@ class PrefixStore final : public Store {
  public:
   PrefixStore(std::shared_ptr<Store> base, std::string prefix)
       : base_(std::move(base)), prefix_(std::move(prefix)) {}
-  std::string_view kind() const override { return "prefix"; }
+  // A view of the same store: its kind is the base's ("file", "redis").
+  std::string_view kind() const override { return base_->kind(); }
   void Set(const std::string& key, std::span<const uint8_t> value) override {
     base_->Set(prefix_ + key, value);
   }
