@@ -470,11 +470,15 @@ void Balancer::State::Connect(const std::string& new_label, Deadline deadline) {
   if (async() && IsNcclFamily(comm->name()))
     throw InvalidArgument("balancer: the " + std::string(comm->name()) +
                           " communicator cannot be used in async mode");
+  // One executor per staging buffer: the cycle thread stages into one while
+  // the engine thread commits out of the other, and two executors share no
+  // state (one executor's buffers share its copier and bookkeeping).
   MigrationOptions mo;
   mo.ranks_per_node = cfg.ranks_per_node;
+  mo.staging_layers = 1;
   for (size_t x = 0; x < scheduled.size(); ++x)
-    executors.push_back(std::make_unique<MigrationExecutor>(*comm, weights, spr, links.make_copier(),
-                                                            mo, deadline));
+    executors.push_back(std::make_unique<MigrationExecutor>(*comm, *control, weights, spr,
+                                                            links.make_copier(), mo, deadline));
 }
 
 void Balancer::State::Publish() { published = std::make_shared<const Placement>(current); }
