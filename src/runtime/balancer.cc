@@ -33,6 +33,7 @@
 #include "eplb/error.h"
 #include "eplb/gloo.h"
 #include "eplb/policy.h"
+#include "runtime/device_load.h"
 #include "runtime/load_window.h"
 
 namespace eplb {
@@ -317,6 +318,9 @@ struct Balancer::State {
   std::unique_ptr<Policy> policy;
   std::vector<LayerWeights> weights;
   runtime::LoadWindow window;
+#if EPLB_HAVE_CUDA
+  std::unique_ptr<runtime::DeviceLoad> device_load;  // engine thread
+#endif
   int64_t first_trigger = 0;
   std::function<void(const CommitEvent&)> on_commit;
   std::function<void(const CycleReport&)> on_cycle;
@@ -436,6 +440,13 @@ Balancer::State::State(BalancerLinks l, std::vector<LayerWeights> w, const Balan
                                                : std::min(cfg.window_steps, cfg.step_interval);
   current = std::move(initial);
   current.Derive();
+  if (cfg.device >= 0) {
+#if EPLB_HAVE_CUDA
+    device_load = std::make_unique<runtime::DeviceLoad>(cfg.device, current);
+#else
+    fail("config.device is set but eplb was built without CUDA");
+#endif
+  }
   versions.assign(cfg.num_layers, 0);
   scheduled.resize(async() ? cfg.staging_layers : 1);
   Publish();
@@ -516,6 +527,10 @@ void Balancer::State::ApplyCommitLocked(const Staged& st, double seconds, int64_
     live.commit_seconds_max = std::max(live.commit_seconds_max, seconds);
   }
   pending_commits.push_back(CommitEvent{st.cycle, l, at_step, seconds, st.roll_forward});
+#if EPLB_HAVE_CUDA
+  // Engine thread (every commit is): the device maps follow on its stream.
+  if (device_load) device_load->Upload(current, l);
+#endif
 }
 
 // A cycle ended well at `at_step` (the same step on every rank).
@@ -563,6 +578,9 @@ void Balancer::State::CommitScheduled(int x, int64_t at_step) {
 }
 
 void Balancer::State::StepEngine() {
+#if EPLB_HAVE_CUDA
+  if (device_load) device_load->EndStep(window, WaitDeadline());
+#endif
   window.CloseStep();
   std::vector<int> to_commit;
   int64_t now_step;
@@ -1217,6 +1235,29 @@ Balancer::~Balancer() = default;
 void Balancer::RecordLoad(int layer, std::span<const int64_t> counts) { s_->window.Add(layer, counts); }
 
 void Balancer::Step() { s_->StepEngine(); }
+
+LoadMatrix Balancer::window_load() const {
+  LoadMatrix m(s_->cfg.num_layers, s_->cfg.num_experts);
+  auto sum = s_->window.sum();
+  for (size_t i = 0; i < sum.size(); ++i) m.values[i] = static_cast<double>(sum[i]);
+  return m;
+}
+
+#if EPLB_HAVE_CUDA
+void Balancer::RecordTopK(int layer, const TopkIds& topk, void* stream, int32_t* physical_ids) {
+  if (!s_->device_load)
+    throw InvalidArgument("RecordTopK: the balancer has no CUDA device (BalancerConfig::device)");
+  s_->device_load->Record(layer, topk, stream, physical_ids);
+}
+
+DeviceExpertMap Balancer::device_map(int layer) const {
+  if (!s_->device_load)
+    throw InvalidArgument("device_map: the balancer has no CUDA device (BalancerConfig::device)");
+  if (layer < 0 || layer >= s_->cfg.num_layers)
+    throw InvalidArgument("device_map: layer " + std::to_string(layer) + " out of range");
+  return s_->device_load->map(layer);
+}
+#endif
 
 std::shared_ptr<const Placement> Balancer::placement() const {
   std::lock_guard<std::mutex> lock(s_->mu);
