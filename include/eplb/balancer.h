@@ -128,9 +128,14 @@ struct BalancerLinks {
 // (async mode refuses NCCL-family communicators), logs the choice once
 // ("eplb: communicator gloo (nixl not found)"), checks that every rank chose
 // the same, and builds communicators with MakeCommunicator and control groups
-// over Gloo. Host memory copier. Throws InvalidArgument / Error / TimeoutError.
+// over Gloo. Weights in host memory: device = -1 (memcpy copier). Weights on
+// CUDA device `device`: copies on a stream of the copier's own
+// (MakeCudaCopier), communicators told the device, and the rule's cuda_ipc
+// step checked for real (CudaIpcUsable, collective). Throws InvalidArgument /
+// Error / TimeoutError.
 BalancerLinks MakeBalancerLinks(std::shared_ptr<Store> store, int rank, int world_size,
-                                const SelectionRequest& request, Deadline deadline);
+                                const SelectionRequest& request, Deadline deadline,
+                                int device = -1);
 
 // A layer switched to its new placement on this rank.
 struct CommitEvent {

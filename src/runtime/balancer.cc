@@ -29,6 +29,8 @@
 #include <optional>
 #include <thread>
 
+#include "comm/cuda_ipc/cuda_ipc.h"
+#include "cuda/cuda_copier.h"
 #include "eplb/communicator_factory.h"
 #include "eplb/error.h"
 #include "eplb/gloo.h"
@@ -181,7 +183,7 @@ const char* BalancerModeName(BalancerMode mode) {
 // --- links --------------------------------------------------------------------
 
 BalancerLinks MakeBalancerLinks(std::shared_ptr<Store> store, int rank, int world_size,
-                                const SelectionRequest& request, Deadline deadline) {
+                                const SelectionRequest& request, Deadline deadline, int device) {
   if (!store) throw InvalidArgument("balancer links: no store");
   if (rank < 0 || rank >= world_size)
     throw InvalidArgument("balancer links: rank " + std::to_string(rank) + " outside [0, " +
@@ -190,17 +192,23 @@ BalancerLinks MakeBalancerLinks(std::shared_ptr<Store> store, int rank, int worl
   links.store = store;
   links.rank = rank;
   links.world_size = world_size;
-  links.selection = SelectCommunicator(request, SelectionFacts::Detect());
+  SelectionFacts facts = SelectionFacts::Detect();
+  if (device >= 0)
+    facts.cuda_ipc_check = [&] {
+      return CudaIpcUsable(*store, rank, world_size, device, "balancer-links/cuda_ipc", deadline);
+    };
+  links.selection = SelectCommunicator(request, facts);
   LogSelection(links.selection);
   AgreeOnSelection(*store, "balancer-links", rank, world_size, links.selection, deadline);
   const std::string name = links.selection.name;
-  links.make_communicator = [store, rank, world_size, name](const std::string& group,
-                                                             Deadline d) {
+  links.make_communicator = [store, rank, world_size, name, device](const std::string& group,
+                                                                     Deadline d) {
     CommunicatorOptions o;
     o.rank = rank;
     o.world_size = world_size;
     o.store = store;
     o.key_prefix = group;
+    o.device = device;
     o.connect_timeout = std::max(TimeLeft(d), std::chrono::milliseconds(1));
     return MakeCommunicator(name, o);
   };
@@ -212,7 +220,11 @@ BalancerLinks MakeBalancerLinks(std::shared_ptr<Store> store, int rank, int worl
     o.name = group;
     return ConnectGlooControlGroup(o, d);
   };
-  links.make_copier = [] { return MakeHostCopier(); };
+  if (device >= 0) {
+    links.make_copier = [device] { return MakeCudaCopier(device); };
+  } else {
+    links.make_copier = [] { return MakeHostCopier(); };
+  }
   return links;
 }
 
@@ -389,6 +401,13 @@ struct Balancer::State {
   void WaitFor(Pred pred);  // cycle thread, mu held via lock
   void ApplyCommitLocked(const Staged& st, double seconds, int64_t at_step);
   void FinishCycleLocked(int64_t at_step);
+  BalancerMetrics MetricsLocked() const {
+    BalancerMetrics m = metrics;
+    m.step = step;
+    m.cycle_in_progress = cycle_active;
+    m.steps_to_next_rebalance = std::max<int64_t>(0, TriggerStep(next_trigger_index) - step);
+    return m;
+  }
   int FollowBlame(int64_t cycle, int blamed, std::string* chain);
 };
 
@@ -661,6 +680,14 @@ void Balancer::State::StepEngine() {
     for (auto& r : pending_reports) reports.push_back(r);
     pending_commits.clear();
     pending_reports.clear();
+  }
+  if (!reports.empty()) {
+    BalancerMetrics m;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      m = MetricsLocked();
+    }
+    spdlog::info("eplb: rank {}: {}", me, FormatMetricsLine(m));
   }
   if (on_commit)
     for (const auto& c : commits) on_commit(c);
@@ -1276,11 +1303,7 @@ bool Balancer::idle() const {
 
 BalancerMetrics Balancer::metrics() const {
   std::lock_guard<std::mutex> lock(s_->mu);
-  BalancerMetrics m = s_->metrics;
-  m.step = s_->step;
-  m.cycle_in_progress = s_->cycle_active;
-  m.steps_to_next_rebalance = std::max<int64_t>(0, s_->TriggerStep(s_->next_trigger_index) - s_->step);
-  return m;
+  return s_->MetricsLocked();
 }
 
 void Balancer::set_on_commit(std::function<void(const CommitEvent&)> f) { s_->on_commit = std::move(f); }
