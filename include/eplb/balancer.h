@@ -20,7 +20,8 @@
 // publishes the new maps at its end. Async mode (the default) runs it on a
 // background thread: Step() never waits on a transfer; it only commits a
 // layer whose staging every rank has finished, at a step every rank agreed
-// on, so all ranks switch layer k at the same step. Staging is bounded to
+// on (one layer per step at most), so all ranks switch layer k at the same
+// step. Staging is bounded to
 // `staging_layers` (1 or 2) layers.
 //
 // Failures. Every cross-rank wait takes `deadline`. A rank that stalls or

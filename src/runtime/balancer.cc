@@ -345,6 +345,7 @@ struct Balancer::State {
   std::string label;
   bool failed_since_rebuild = false;  // cycle thread
   std::optional<Doubt> doubt;         // cycle thread
+  int64_t last_commit_step = -1;      // cycle thread: the step of the cycle's last scheduled commit
 
   mutable std::mutex mu;
   std::condition_variable cv;
@@ -995,7 +996,10 @@ void Balancer::State::MigrateLayerAsync(int x, int layer, const Placement& cur,
       throw Error("balancer", fmt::format("commit of MoE layer {}", layer),
                   "this rank's engine passed its proposed step before the agreement arrived", me);
     }
-    st.step = agreed.proposal;
+    // One layer per step, so a step pauses for one commit copy at most: the
+    // previous layer's step is the same on every rank, so this is too.
+    st.step = std::max(agreed.proposal, last_commit_step + 1);
+    last_commit_step = st.step;
     scheduled[x] = std::move(st);
     floor_step = -1;
   }
@@ -1115,6 +1119,7 @@ void Balancer::State::RunCycle(Request req) {
       live.trigger_step = req.trigger_step;
       live_start = Clock::now();
       ++metrics.cycles_started;
+      last_commit_step = -1;
     }
     where = "handshake";
     Resolve(states);

@@ -380,7 +380,7 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
   int64_t step = 0;
   bool draining = false;
   for (;;) {
-    const bool migrating = !balancer.idle();
+    bool migrating = !balancer.idle();
     const auto t0 = Clock::now();
     const auto checks_before = check_time;
     auto maps = balancer.placement();
@@ -424,10 +424,13 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
     std::array<int64_t, 2> sync{routed, (!balancer.idle() || step + 1 < o.steps) ? 1 : 0};
     const auto a0 = Clock::now();
     engine->AllReduceSum(std::span<int64_t>(sync), DeadlineAfter(std::chrono::seconds(60)));
+    const int64_t started = balancer.metrics().cycles_started;
     const auto c0 = Clock::now();
-    (migrating ? reduce_during : reduce_outside).push_back(Ms(c0 - a0));
     balancer.Step();
     const auto c1 = Clock::now();
+    // Sync mode migrates inside the Step() that starts a cycle.
+    if (balancer.metrics().cycles_started != started) migrating = true;
+    (migrating ? reduce_during : reduce_outside).push_back(Ms(c0 - a0));
     const double busy = Ms(c1 - t0 - (check_time - checks_before));
     const double call = Ms(c1 - c0 - (check_time - checks_before));
     (migrating ? during : outside).push_back(busy);
