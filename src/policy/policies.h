@@ -8,5 +8,7 @@
 namespace eplb {
 
 std::unique_ptr<Policy> MakeDeepSeekPolicy();
+std::unique_ptr<Policy> MakeBalancedPolicy();  // balanced.cc
+std::unique_ptr<Policy> MakeLocalityPolicy();  // locality.cc
 
 }  // namespace eplb

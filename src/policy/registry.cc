@@ -16,6 +16,8 @@ struct PolicyEntry {
 
 constexpr PolicyEntry kPolicies[] = {
     {"deepseek", MakeDeepSeekPolicy},
+    {"balanced", MakeBalancedPolicy},
+    {"locality", MakeLocalityPolicy},
 };
 
 }  // namespace
