@@ -18,6 +18,7 @@ constexpr PolicyEntry kPolicies[] = {
     {"deepseek", MakeDeepSeekPolicy},
     {"balanced", MakeBalancedPolicy},
     {"locality", MakeLocalityPolicy},
+    {"movement", [] { return MakeMovementPolicy(); }},
 };
 
 }  // namespace
