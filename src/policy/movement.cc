@@ -92,8 +92,12 @@ class Repair {
 
   void RecomputeLoads() {
     std::fill(load_.begin(), load_.end(), 0.0);
+    slot_w_.resize(item_.size());
     for (int r = 0; r < P_; ++r)
-      for (int k = 0; k < S_; ++k) load_[r] += Weight(item_[r * S_ + k]);
+      for (int k = 0; k < S_; ++k) {
+        slot_w_[r * S_ + k] = Weight(item_[r * S_ + k]);
+        load_[r] += slot_w_[r * S_ + k];
+      }
   }
 
   // Wire cost of rank r gaining / losing one copy of e.
@@ -114,19 +118,41 @@ class Repair {
     if (a.score < best.score || (a.score == best.score && a.peak < best.peak)) best = a;
   }
 
+  // Ranks by load, lightest first (index on ties): the first `n`.
+  std::vector<int> Lightest(int n) const {
+    std::vector<int> ranks(P_);
+    std::iota(ranks.begin(), ranks.end(), 0);
+    n = std::min(n, P_);
+    std::partial_sort(ranks.begin(), ranks.begin() + n, ranks.end(), [&](int a, int b) {
+      return load_[a] < load_[b] || (load_[a] == load_[b] && a < b);
+    });
+    ranks.resize(n);
+    return ranks;
+  }
+
+  // Swap partners: the eight lightest ranks, where the heaviest rank's load
+  // can go, and every rank that held one of h's experts before, where one
+  // may go back for free.
   void ConsiderSwaps(int h, double target, Action& best) const {
     const double lh = load_[h];
-    for (int r = 0; r < P_; ++r) {
+    std::vector<int> partners = Lightest(8);
+    std::vector<char> listed(P_, 0);
+    for (int r : partners) listed[r] = 1;
+    for (int i = 0; i < S_; ++i)
+      for (int r = 0; r < P_; ++r)
+        if (!listed[r] && prev_has_[Cell(r, item_[h * S_ + i])]) listed[r] = 1, partners.push_back(r);
+    for (int r : partners) {
       const double gap = lh - load_[r];
       if (r == h || gap <= eps_) continue;
       for (int i = 0; i < S_; ++i) {
         const int a = item_[h * S_ + i];
-        const double wa = Weight(a);
+        const double wa = slot_w_[h * S_ + i];
+        if (wa <= eps_) continue;
         for (int j = 0; j < S_; ++j) {
+          const double d = wa - slot_w_[r * S_ + j];
+          if (d <= eps_ || d >= gap - eps_) continue;
           const int b = item_[r * S_ + j];
           if (a == b) continue;
-          const double d = wa - Weight(b);
-          if (d <= eps_ || d >= gap - eps_) continue;
           const double peak = std::max(lh - d, load_[r] + d);
           const int cost = Leave(h, a) + Arrive(r, a) + Leave(r, b) + Arrive(h, b);
           Action act{Action::kSwap, h, i, r, j, cost, peak, Score(cost, peak, lh, target)};
@@ -141,18 +167,23 @@ class Repair {
   void ConsiderReplicas(int h, double target, Action& best) const {
     const double lh = load_[h];
     // Candidate ranks: the four lightest, and those that held y before.
-    std::vector<int> light(P_);
-    std::iota(light.begin(), light.end(), 0);
-    const int k_light = std::min(P_, 4);
-    std::partial_sort(light.begin(), light.begin() + k_light, light.end(), [&](int a, int b) {
-      return load_[a] < load_[b] || (load_[a] == load_[b] && a < b);
-    });
-    light.resize(k_light);
-    for (int i = 0; i < S_; ++i) {
-      const int y = item_[h * S_ + i];
-      bool seen = false;
-      for (int k = 0; k < i; ++k) seen |= item_[h * S_ + k] == y;
-      if (seen || W_[y] <= eps_) continue;
+    const std::vector<int> light = Lightest(4);
+    // The three heaviest distinct experts of h.
+    int ys[3], n_ys = 0;
+    for (int pick = 0; pick < 3; ++pick) {
+      int best_i = -1;
+      for (int i = 0; i < S_; ++i) {
+        const int e = item_[h * S_ + i];
+        bool taken = false;
+        for (int k = 0; k < n_ys; ++k) taken |= ys[k] == e;
+        if (!taken && (best_i < 0 || slot_w_[h * S_ + i] > slot_w_[h * S_ + best_i])) best_i = i;
+      }
+      if (best_i < 0) break;
+      ys[n_ys++] = item_[h * S_ + best_i];
+    }
+    for (int t = 0; t < n_ys; ++t) {
+      const int y = ys[t];
+      if (W_[y] <= eps_) continue;
       std::vector<int> ranks = light;
       for (int r = 0; r < P_; ++r)
         if (prev_has_[Cell(r, y)] && std::find(ranks.begin(), ranks.end(), r) == ranks.end())
@@ -160,10 +191,18 @@ class Repair {
       const double dy = W_[y] / (count_[y] + 1) - Weight(y);
       for (int r : ranks) {
         if (has_[Cell(r, y)] != 0) continue;
-        for (int j = 0; j < S_; ++j) {
-          const int x = item_[r * S_ + j];
+        // The spare replica whose removal raises its expert's replicas least.
+        int j = -1;
+        double j_new = kInf;
+        for (int k = 0; k < S_; ++k) {
+          const int x = item_[r * S_ + k];
           if (x == y || count_[x] < 2) continue;
           const double wx_new = W_[x] / (count_[x] - 1);
+          if (wx_new < j_new) j = k, j_new = wx_new;
+        }
+        if (j >= 0) {
+          const int x = item_[r * S_ + j];
+          const double wx_new = j_new;
           const double dx = wx_new - Weight(x);
           double peak = 0;
           for (int q = 0; q < P_; ++q) {
@@ -207,6 +246,7 @@ class Repair {
   std::vector<int32_t> item_;
   std::vector<int> count_;
   std::vector<double> load_;
+  std::vector<double> slot_w_;  // weight of each slot's replica
   std::vector<uint8_t> prev_has_;
   std::vector<uint16_t> has_;
   int transfers_ = 0;
@@ -263,23 +303,24 @@ int Relabel(const packing::RankBins& best, std::span<const int32_t> previous, in
   const int P = best.num_ranks, S = best.slots;
   std::vector<int64_t> prev_stamp(num_experts, -1);
   std::vector<double> cost(static_cast<size_t>(P) * P, 0.0);
-  std::vector<int> distinct(P, 0);
+  // The distinct experts of each rank of `best`.
+  std::vector<int32_t> distinct_items;
+  std::vector<int> first(P + 1, 0);
   std::vector<int64_t> seen(num_experts, -1);
   for (int i = 0; i < P; ++i) {
+    first[i] = static_cast<int>(distinct_items.size());
     const int32_t* items = best.items_of(i);
     for (int k = 0; k < S; ++k)
-      if (seen[items[k]] != i) seen[items[k]] = i, ++distinct[i];
+      if (seen[items[k]] != i) seen[items[k]] = i, distinct_items.push_back(items[k]);
   }
+  first[P] = static_cast<int>(distinct_items.size());
+  std::vector<int> distinct(P);
+  for (int i = 0; i < P; ++i) distinct[i] = first[i + 1] - first[i];
   for (int j = 0; j < P; ++j) {
     for (int k = 0; k < S; ++k) prev_stamp[previous[j * S + k]] = j;
     for (int i = 0; i < P; ++i) {
-      const int32_t* items = best.items_of(i);
       int overlap = 0;
-      for (int k = 0; k < S; ++k) {
-        bool dup = false;
-        for (int m = 0; m < k; ++m) dup |= items[m] == items[k];
-        overlap += !dup && prev_stamp[items[k]] == j;
-      }
+      for (int k = first[i]; k < first[i + 1]; ++k) overlap += prev_stamp[distinct_items[k]] == j;
       cost[static_cast<size_t>(i) * P + j] = -overlap;
     }
   }
