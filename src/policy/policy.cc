@@ -56,9 +56,9 @@ void ValidatePolicyInput(const PolicyInput& in) {
   for (int l = 0; l < load.num_layers; ++l) {
     double total = 0;
     for (double v : load.layer(l)) total += v;
-    if (total > FLT_MAX)
+    if (total > FLT_MAX / 2)
       Fail("load: layer " + S(l) + " totals " + std::to_string(total) +
-           " tokens, beyond float32 range (" + std::to_string(FLT_MAX) + ")");
+           " tokens, beyond float32 range (at most " + std::to_string(FLT_MAX / 2) + ")");
   }
 
   if (in.previous != nullptr) {
