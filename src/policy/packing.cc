@@ -1,6 +1,7 @@
 #include "policy/packing.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -176,17 +177,23 @@ void RankBins::SwapItems(int a, int i, int b, int j) {
 
 void ReplicasByWeight(std::span<const int> counts, std::span<const double> w,
                       std::vector<int32_t>& order) {
-  struct Key {
-    double w;
-    int32_t e;
-  };
-  std::vector<Key> keys(counts.size());
-  for (size_t e = 0; e < counts.size(); ++e) keys[e] = {w[e], static_cast<int32_t>(e)};
-  std::sort(keys.begin(), keys.end(),
-            [](const Key& a, const Key& b) { return a.w > b.w || (a.w == b.w && a.e < b.e); });
+  // Sort 64-bit keys: the bits of a non-negative double order like its value,
+  // so ~bits orders by decreasing weight; the low bits carry the expert id
+  // (ascending on ties). The mantissa bits they replace are far below any
+  // difference of loads that matters, and the order stays deterministic.
+  const size_t n = counts.size();
+  int id_bits = 1;
+  while ((size_t{1} << id_bits) < n) ++id_bits;
+  const uint64_t id_mask = (uint64_t{1} << id_bits) - 1;
+  std::vector<uint64_t> keys(n);
+  for (size_t e = 0; e < n; ++e)
+    keys[e] = (~std::bit_cast<uint64_t>(w[e]) & ~id_mask) | static_cast<uint64_t>(e);
+  std::sort(keys.begin(), keys.end());
   order.clear();
-  for (const Key& k : keys)
-    for (int c = 0; c < counts[k.e]; ++c) order.push_back(k.e);
+  for (uint64_t k : keys) {
+    const int32_t e = static_cast<int32_t>(k & id_mask);
+    for (int c = 0; c < counts[e]; ++c) order.push_back(e);
+  }
 }
 
 void PackGreedy(std::span<const int32_t> order, std::span<const double> w,
@@ -199,7 +206,6 @@ void PackGreedy(std::span<const int32_t> order, std::span<const double> w,
   // caches its lightest rank with room (kFull when the block is full), and
   // only the block that took a replica is rescanned.
   constexpr int kBlock = 8;
-  constexpr int32_t kNoExpert = -2;  // matches no mark
   const int blocks_per_node = (rpn + kBlock - 1) / kBlock;
   const int blocks = nodes * blocks_per_node;
   std::vector<int> block_first(blocks + 1), block_min(blocks);
@@ -208,9 +214,9 @@ void PackGreedy(std::span<const int32_t> order, std::span<const double> w,
     for (int k = 0; k < blocks_per_node; ++k)
       block_first[n * blocks_per_node + k] = n * rpn + std::min(rpn, k * kBlock);
   block_first[blocks] = bins.num_ranks;
-  auto block_last = [&](int b) {
-    return (b + 1) % blocks_per_node == 0 ? (b / blocks_per_node + 1) * rpn : block_first[b + 1];
-  };
+  std::vector<int> block_end(blocks);
+  for (int b = 0; b < blocks; ++b)
+    block_end[b] = (b + 1) % blocks_per_node == 0 ? (b / blocks_per_node + 1) * rpn : block_first[b + 1];
   // Replicas of one expert are adjacent in `order`; mark[r] == e says rank r
   // already holds e. The lightest rank rarely does (it would have gained that
   // replica's weight); then the block's lightest other rank is taken.
@@ -220,13 +226,19 @@ void PackGreedy(std::span<const int32_t> order, std::span<const double> w,
   auto lightest_rank = [&](int b, int32_t skip) {
     int best = -1;
     double best_load = kFull;
-    for (int r = block_first[b], last = block_last(b); r < last; ++r)
+    for (int r = block_first[b], last = block_end[b]; r < last; ++r)
       if (fill[r] < S && mark[r] != skip && load[r] < best_load) best = r, best_load = load[r];
     return best;
   };
   auto rescan = [&](int b) {
-    block_min[b] = lightest_rank(b, kNoExpert);
-    block_min_load[b] = block_min[b] < 0 ? kFull : load[block_min[b]];
+    int best = -1;
+    double best_load = kFull;
+    for (int r = block_first[b], last = block_end[b]; r < last; ++r) {
+      const double l = fill[r] < S ? load[r] : kFull;
+      if (l < best_load) best = r, best_load = l;
+    }
+    block_min[b] = best;
+    block_min_load[b] = best_load;
   };
   for (int b = 0; b < blocks; ++b) rescan(b);
   auto lightest_block = [&](int first, int last) {
@@ -269,8 +281,11 @@ double HomeGain(const std::vector<int>& home, int32_t a, double wa, int na, int3
 }
 
 // First index of the ascending weights[0, n) that is >= x.
+// A rank holds a handful of items: counting beats a binary search.
 int LowerBound(const double* weights, int n, double x) {
-  return static_cast<int>(std::lower_bound(weights, weights + n, x) - weights);
+  int count = 0;
+  for (int k = 0; k < n; ++k) count += weights[k] < x;
+  return count;
 }
 
 // A swap of an item of h with one of another rank that leaves both at or
@@ -283,17 +298,23 @@ Swap FitSwap(const std::vector<int>* home, int h, double goal, double eps,
   const double* hw = bins.weights_of(h);
   const int nh = bins.node_of(h);
   Swap fallback;
+  // The ranks with the most room are where a fit is likeliest; a few suffice.
+  constexpr int kPartners = 8;
+  int tried = 0;
   for (int r : by_load) {  // most room first
     const double room = goal - bins.load[r];
-    if (room < excess) break;
+    if (room < excess || tried++ == kPartners) break;
     const int32_t* ri = bins.items_of(r);
     const double* rw = bins.weights_of(r);
     const int nr = bins.node_of(r);
     const bool cross = home != nullptr && nr != nh;
+    // Partners of item i weigh within [wa - room, wa - excess]; both bounds
+    // fall as i does, so the first candidate j only moves down.
+    int j0 = S;
     for (int i = S - 1; i >= 0 && hw[i] >= excess; --i) {
-      // Partners weigh within [wa - room, wa - excess].
-      const double hi_w = hw[i] - excess;
-      for (int j = LowerBound(rw, S, hw[i] - room); j < S && rw[j] <= hi_w; ++j) {
+      const double lo_w = hw[i] - room, hi_w = hw[i] - excess;
+      while (j0 > 0 && rw[j0 - 1] >= lo_w) --j0;
+      for (int j = j0; j < S && rw[j] <= hi_w; ++j) {
         if (hw[i] - rw[j] <= eps) continue;
         if (!cross || HomeGain(*home, hi[i], hw[i], nh, ri[j], rw[j], nr) >= -eps)
           return {i, r, j, 0};
@@ -316,17 +337,22 @@ Swap LevelSwap(const std::vector<int>* home, bool neutral_only, int h, double ep
   const int nh = bins.node_of(h);
   Swap best;
   best.peak = lh;
+  // The lightest ranks level h best; a few suffice.
+  constexpr int kPartners = 8;
+  int tried = 0;
   for (int r : by_load) {  // lightest first
     const double lr = bins.load[r];
     const double gap = lh - lr;
     // No swap with r, or any heavier rank, goes below (lh + lr) / 2.
-    if (gap <= eps || (lh + lr) / 2 >= best.peak) break;
+    if (gap <= eps || (lh + lr) / 2 >= best.peak || tried++ == kPartners) break;
     const int32_t* ri = bins.items_of(r);
     const double* rw = bins.weights_of(r);
     const int nr = bins.node_of(r);
     const bool check = neutral_only && home != nullptr && nr != nh;
+    int j = S;  // first partner at or above the level point; falls with i
     for (int i = S - 1; i >= 0 && hw[i] > eps; --i) {
-      const int j = LowerBound(rw, S, hw[i] - gap / 2);  // the partner that levels h and r
+      const double level = hw[i] - gap / 2;  // the partner that levels h and r
+      while (j > 0 && rw[j - 1] >= level) --j;
       for (int k = std::max(0, j - 1); k <= std::min(S - 1, j); ++k) {
         const double d = hw[i] - rw[k];
         if (d <= eps || d >= gap - eps) continue;
@@ -345,6 +371,7 @@ Swap LevelSwap(const std::vector<int>* home, bool neutral_only, int h, double ep
 void RefineSwaps(const std::vector<int>* home, double goal, int max_iterations,
                  RankBins& bins) {
   const double eps = bins.TotalLoad() * kRelEps + 1e-300;
+  const int P = bins.num_ranks;
   // Ranks by load ascending (index on ties); after a swap only two ranks
   // move, so one insertion pass restores the order.
   std::vector<int> by_load(bins.num_ranks);
@@ -357,14 +384,16 @@ void RefineSwaps(const std::vector<int>* home, double goal, int max_iterations,
     const int h = by_load.back();
     if (bins.load[h] <= goal) break;
     Swap s = FitSwap(home, h, goal, eps, by_load, bins);
-    if (s.i < 0 && home != nullptr)
-      s = LevelSwap(home, /*neutral_only=*/true, h, eps, by_load, bins);
     if (s.i < 0) s = LevelSwap(home, /*neutral_only=*/false, h, eps, by_load, bins);
     if (s.i < 0) break;
     bins.SwapItems(h, s.i, s.r, s.j);
-    for (size_t i = 1; i < by_load.size(); ++i)
-      for (size_t j = i; j > 0 && lighter(by_load[j], by_load[j - 1]); --j)
-        std::swap(by_load[j], by_load[j - 1]);
+    // h got lighter, r heavier: move each to its place.
+    for (int moved : {h, s.r}) {
+      int i = static_cast<int>(std::find(by_load.begin(), by_load.end(), moved) - by_load.begin());
+      for (; i > 0 && lighter(by_load[i], by_load[i - 1]); --i) std::swap(by_load[i], by_load[i - 1]);
+      for (; i + 1 < P && lighter(by_load[i + 1], by_load[i]); ++i)
+        std::swap(by_load[i], by_load[i + 1]);
+    }
   }
 }
 
