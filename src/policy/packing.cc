@@ -33,42 +33,6 @@ void SortRank(int32_t* items, double* weights, int n) {
 
 }  // namespace
 
-void ReplicaCounts(std::span<const double> load, int num_slots, std::vector<int>& counts) {
-  const int n = static_cast<int>(load.size());
-  const int extra = num_slots - n;
-  counts.assign(n, 1);
-  if (extra <= 0) return;
-  // Max-heap on load per replica; on equal values fewer replicas first (so an
-  // all-zero layer spreads its spare slots round-robin), then lower index.
-  struct Entry {
-    double per_replica;
-    int count;
-    int expert;
-  };
-  auto worse = [](const Entry& a, const Entry& b) {
-    if (a.per_replica != b.per_replica) return a.per_replica < b.per_replica;
-    if (a.count != b.count) return a.count > b.count;
-    return a.expert > b.expert;
-  };
-  std::vector<Entry> heap(n);
-  for (int e = 0; e < n; ++e) heap[e] = {load[e], 1, e};
-  // Only the `extra` heaviest experts can win a spare slot: any other expert
-  // has `extra` experts at least as heavy ahead of it at every step.
-  if (extra < n) {
-    std::nth_element(heap.begin(), heap.begin() + extra, heap.end(),
-                     [&](const Entry& a, const Entry& b) { return worse(b, a); });
-    heap.resize(extra);
-  }
-  std::make_heap(heap.begin(), heap.end(), worse);
-  for (int k = 0; k < extra; ++k) {
-    std::pop_heap(heap.begin(), heap.end(), worse);
-    Entry& top = heap.back();
-    top.count = ++counts[top.expert];
-    top.per_replica = load[top.expert] / top.count;
-    std::push_heap(heap.begin(), heap.end(), worse);
-  }
-}
-
 void HomeNodes(std::span<const double> load, int num_groups, int num_nodes,
                std::vector<int>& home) {
   const int num_experts = static_cast<int>(load.size());
@@ -175,25 +139,96 @@ void RankBins::SwapItems(int a, int i, int b, int j) {
   SortRank(bp, bw, slots);
 }
 
-void ReplicasByWeight(std::span<const int> counts, std::span<const double> w,
-                      std::vector<int32_t>& order) {
-  // Sort 64-bit keys: the bits of a non-negative double order like its value,
-  // so ~bits orders by decreasing weight; the low bits carry the expert id
-  // (ascending on ties). The mantissa bits they replace are far below any
-  // difference of loads that matters, and the order stays deterministic.
-  const size_t n = counts.size();
-  int id_bits = 1;
-  while ((size_t{1} << id_bits) < n) ++id_bits;
-  const uint64_t id_mask = (uint64_t{1} << id_bits) - 1;
-  std::vector<uint64_t> keys(n);
-  for (size_t e = 0; e < n; ++e)
-    keys[e] = (~std::bit_cast<uint64_t>(w[e]) & ~id_mask) | static_cast<uint64_t>(e);
-  std::sort(keys.begin(), keys.end());
-  order.clear();
-  for (uint64_t k : keys) {
-    const int32_t e = static_cast<int32_t>(k & id_mask);
-    for (int c = 0; c < counts[e]; ++c) order.push_back(e);
+namespace {
+
+// Expert ids by decreasing load (id ascending among loads equal to a relative
+// 4e-9). Keys: the bits of a non-negative double order like its value, so
+// ~bits orders by decreasing load; a stable LSD radix sort on the top 40 bits
+// (sign, exponent, 28 mantissa bits) keeps equal keys in id order. No
+// comparisons, so no branch mispredictions on real loads.
+void ExpertsByLoad(std::span<const double> load, std::vector<int32_t>& ids) {
+  const size_t n = load.size();
+  std::vector<uint64_t> keys(n), tmp(n);
+  std::vector<int32_t> tmp_ids(n);
+  ids.resize(n);
+  for (size_t e = 0; e < n; ++e) {
+    keys[e] = ~std::bit_cast<uint64_t>(load[e]);
+    ids[e] = static_cast<int32_t>(e);
   }
+  for (int shift = 24; shift < 64; shift += 8) {
+    size_t bucket[257] = {};
+    for (size_t i = 0; i < n; ++i) ++bucket[((keys[i] >> shift) & 0xff) + 1];
+    for (int d = 0; d < 256; ++d) bucket[d + 1] += bucket[d];
+    for (size_t i = 0; i < n; ++i) {
+      const size_t at = bucket[(keys[i] >> shift) & 0xff]++;
+      tmp[at] = keys[i];
+      tmp_ids[at] = ids[i];
+    }
+    keys.swap(tmp);
+    ids.swap(tmp_ids);
+  }
+}
+
+}  // namespace
+
+void Replicas(std::span<const double> load, int num_slots, std::vector<int>& counts,
+              std::vector<double>& weight, std::vector<int32_t>& order) {
+  const int n = static_cast<int>(load.size());
+  std::vector<int32_t> by_load;
+  ExpertsByLoad(load, by_load);
+  counts.assign(n, 1);
+  // Spare slots, one at a time, to the largest load per replica; on equal
+  // values fewer replicas first (an all-zero layer spreads its spare slots
+  // round-robin), then the lower id. Only the `extra` heaviest experts can
+  // win one: any other has `extra` experts at least as heavy ahead of it at
+  // every step.
+  const int extra = num_slots - n;
+  struct Entry {
+    double per_replica;
+    int count;
+    int expert;
+  };
+  auto worse = [](const Entry& a, const Entry& b) {
+    if (a.per_replica != b.per_replica) return a.per_replica < b.per_replica;
+    if (a.count != b.count) return a.count > b.count;
+    return a.expert > b.expert;
+  };
+  std::vector<Entry> heap;
+  for (int k = 0; k < std::min(extra, n); ++k) heap.push_back({load[by_load[k]], 1, by_load[k]});
+  // Experts tied with the last candidate may win instead of it: take them too.
+  for (int k = std::min(extra, n); k < n && !heap.empty() && load[by_load[k]] >= heap.back().per_replica; ++k)
+    heap.push_back({load[by_load[k]], 1, by_load[k]});
+  std::make_heap(heap.begin(), heap.end(), worse);
+  for (int k = 0; k < extra && !heap.empty(); ++k) {
+    std::pop_heap(heap.begin(), heap.end(), worse);
+    Entry& top = heap.back();
+    top.count = ++counts[top.expert];
+    top.per_replica = load[top.expert] / top.count;
+    std::push_heap(heap.begin(), heap.end(), worse);
+  }
+  weight.resize(n);
+  for (int e = 0; e < n; ++e) weight[e] = load[e] / counts[e];
+  // Replicated experts, by decreasing weight (few: insertion sort), merged
+  // with the single-replica ones, already in decreasing weight.
+  auto heavier = [&](int32_t a, int32_t b) {
+    return weight[a] > weight[b] || (weight[a] == weight[b] && a < b);
+  };
+  std::vector<int32_t> replicated;
+  for (const Entry& entry : heap)
+    if (counts[entry.expert] > 1) replicated.push_back(entry.expert);
+  std::sort(replicated.begin(), replicated.end(), heavier);
+  order.clear();
+  size_t next = 0;
+  for (int32_t e : by_load) {
+    if (counts[e] > 1) continue;
+    while (next < replicated.size() && heavier(replicated[next], e)) {
+      order.insert(order.end(), counts[replicated[next]], replicated[next]);
+      ++next;
+    }
+    order.push_back(e);
+  }
+  for (; next < replicated.size(); ++next)
+    order.insert(order.end(), counts[replicated[next]], replicated[next]);
 }
 
 void PackGreedy(std::span<const int32_t> order, std::span<const double> w,
@@ -314,7 +349,8 @@ Swap FitSwap(const std::vector<int>* home, int h, double goal, double eps,
     for (int i = S - 1; i >= 0 && hw[i] >= excess; --i) {
       const double lo_w = hw[i] - room, hi_w = hw[i] - excess;
       while (j0 > 0 && rw[j0 - 1] >= lo_w) --j0;
-      for (int j = j0; j < S && rw[j] <= hi_w; ++j) {
+      // A few candidates per item: enough to find a home-neutral one.
+      for (int j = j0, n = 0; j < S && rw[j] <= hi_w && n < 3; ++j, ++n) {
         if (hw[i] - rw[j] <= eps) continue;
         if (!cross || HomeGain(*home, hi[i], hw[i], nh, ri[j], rw[j], nr) >= -eps)
           return {i, r, j, 0};
@@ -437,11 +473,7 @@ bool LocalityApplies(int num_groups, int num_nodes) {
 
 void BalanceLayer(std::span<const double> load, int num_slots, int num_ranks, int num_groups,
                   int num_nodes, const BalanceOptions& options, Workspace& ws) {
-  const int num_experts = static_cast<int>(load.size());
-  ReplicaCounts(load, num_slots, ws.counts);
-  ws.weight.resize(num_experts);
-  for (int e = 0; e < num_experts; ++e) ws.weight[e] = load[e] / ws.counts[e];
-  ReplicasByWeight(ws.counts, ws.weight, ws.order);
+  Replicas(load, num_slots, ws.counts, ws.weight, ws.order);
   const bool locality = options.keep_locality && LocalityApplies(num_groups, num_nodes);
   ws.bins.Reset(num_ranks, num_slots / num_ranks, locality ? num_ranks / num_nodes : num_ranks);
   const double mean = std::accumulate(load.begin(), load.end(), 0.0) / num_ranks;

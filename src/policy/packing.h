@@ -19,8 +19,10 @@ namespace eplb::packing {
 // to the expert with the largest load per replica (on equal values the one
 // with fewer replicas, then the lowest index). This minimises the largest
 // replica load, which bounds balance whatever the packing: a layer cannot
-// beat mean / max(mean, max W/c).
-void ReplicaCounts(std::span<const double> load, int num_slots, std::vector<int>& counts);
+// beat mean / max(mean, max W/c). Also gives each expert's load per replica
+// (`weight`) and the replicas, one entry each, by decreasing weight (`order`).
+void Replicas(std::span<const double> load, int num_slots, std::vector<int>& counts,
+              std::vector<double>& weight, std::vector<int32_t>& order);
 
 // Node of each expert's group when groups are packed onto nodes as DeepSeek's
 // hierarchical step does (heaviest group first onto the lightest node with
@@ -61,11 +63,6 @@ struct RankBins {
   // Swaps item i of rank a with item j of rank b, keeping loads and order.
   void SwapItems(int a, int i, int b, int j);
 };
-
-// Replicas (one entry per replica, expert ids) in decreasing weight, expert
-// id ascending on ties.
-void ReplicasByWeight(std::span<const int> counts, std::span<const double> w,
-                      std::vector<int32_t>& order);
 
 // Greedy packing in decreasing weight: each replica to the lightest rank with
 // room, one not already holding that expert where possible. With `home`
