@@ -7,6 +7,7 @@
 #include <numeric>
 #include <utility>
 
+double g_small = 0.005;
 namespace eplb::packing {
 
 namespace {
@@ -437,15 +438,19 @@ void RestoreLocality(const std::vector<int>& home, double ceiling, RankBins& bin
   const int S = bins.slots;
   const int rpn = bins.ranks_per_node;
   ceiling = std::max(ceiling, bins.MaxLoad());
-  const double eps = bins.TotalLoad() * kRelEps;
+  const double total = bins.TotalLoad();
+  const double eps = total * kRelEps;
+  // Replicas under 0.5% of a mean rank load are not worth a search: all of
+  // them together move little load.
+  const double small = total / bins.num_ranks * g_small;
   int budget = bins.num_ranks * S;  // swaps; each one strictly raises home-served load
   for (int r = 0; r < bins.num_ranks && budget > 0; ++r) {
     const int nr = bins.node_of(r);
     for (int i = 0; i < S && budget > 0; ++i) {
       const int32_t a = bins.items_of(r)[i];
       const int ha = home[a];
-      if (ha == nr) continue;
       const double wa = bins.weights_of(r)[i];
+      if (ha == nr || wa < small) continue;
       // A partner b weighs at most wa + (ceiling - load[r]) and at least
       // wa - (ceiling - load[s]).
       const double b_max = wa + ceiling - bins.load[r];
