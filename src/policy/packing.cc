@@ -7,7 +7,6 @@
 #include <numeric>
 #include <utility>
 
-double g_small = 0.005;
 namespace eplb::packing {
 
 namespace {
@@ -442,7 +441,7 @@ void RestoreLocality(const std::vector<int>& home, double ceiling, RankBins& bin
   const double eps = total * kRelEps;
   // Replicas under 0.5% of a mean rank load are not worth a search: all of
   // them together move little load.
-  const double small = total / bins.num_ranks * g_small;
+  const double small = total / bins.num_ranks * 0.005;
   int budget = bins.num_ranks * S;  // swaps; each one strictly raises home-served load
   for (int r = 0; r < bins.num_ranks && budget > 0; ++r) {
     const int nr = bins.node_of(r);
