@@ -14,12 +14,13 @@
 // i goes to pack i. All arithmetic is float32, as in the reference.
 //
 // Speed: one workspace per call and no allocation per layer. Every choice
-// ("next item", "lightest pack with room", "heaviest expert per replica") is
-// the minimum of a tournament tree over 64-bit keys that order like
+// ("heaviest expert per replica", "next replica to place", "lightest rank with
+// room") is the minimum of a tournament tree over 64-bit keys that order like
 // (float32 load, index); updating a leaf recomputes its path with compares
 // and conditional moves only. Real loads make comparison sorts and heaps
 // mispredict about every other branch; these trees have no data-dependent
-// branch, so a layer costs O((E + R) log R) at a steady pace.
+// branch, so a layer costs O((E + R) log R) at a steady pace. Step 3 does
+// not sort at all: it drains the tree step 2 leaves behind (ReplicaOrder).
 #include <algorithm>
 #include <bit>
 #include <cstdint>
@@ -106,8 +107,11 @@ struct Workspace {
     replica_pack.resize(spn);
     replica_rank.resize(spn);
     visit.resize(items);
+    extra_head.resize(epn);
+    extra_next.resize(spn);
+    pending.resize(spn);
     keys.resize(std::max({items, packs, epn}));
-    item_tree.resize(2 * MinTree::LeavesFor(items));
+    item_tree.resize(2 * MinTree::LeavesFor(s.groups));
     pack_tree.resize(2 * MinTree::LeavesFor(packs));
     expert_tree.resize(2 * MinTree::LeavesFor(epn));
     filled.resize(packs);
@@ -122,39 +126,25 @@ struct Workspace {
   std::vector<float> replica_load;                  // [R / N]
   std::vector<int32_t> replica_pack, replica_rank;  // [R / N]
   std::vector<int32_t> visit;                       // items in packing order
+  std::vector<int32_t> extra_head, extra_next, pending;  // ReplicaOrder
   std::vector<uint64_t> keys;
   std::vector<uint64_t> item_tree, pack_tree, expert_tree;
   std::vector<int32_t> filled;  // items per pack
 };
 
-// Assigns n items to num_packs packs of n / num_packs items each: pack[i] and
-// rank[i] (the item's position in its pack, in placement order).
-void BalancedPacking(const float* load, int n, int num_packs, int32_t* pack, int32_t* rank,
-                     Workspace& ws) {
+// Places n items, visited in the order `visit`, into num_packs packs of
+// n / num_packs items: each to the lightest pack with room, the lowest pack
+// index among equals. pack[i], rank[i]: item i's pack and its position there.
+void PackInOrder(const float* load, const int32_t* visit, int n, int num_packs, int32_t* pack,
+                 int32_t* rank, Workspace& ws) {
   const int capacity = n / num_packs;
-  if (capacity == 1) {  // the reference's special case: item i to pack i
-    for (int i = 0; i < n; ++i) {
-      pack[i] = i;
-      rank[i] = 0;
-    }
-    return;
-  }
-  // Visiting order: heaviest first, lowest index among equal loads.
   uint64_t* keys = ws.keys.data();
-  for (int i = 0; i < n; ++i) keys[i] = HeaviestFirst(load[i], i);
-  MinTree items;
-  items.Build(ws.item_tree.data(), keys, n);
-  int32_t* visit = ws.visit.data();
-  for (int k = 0; k < n; ++k) {
-    visit[k] = IndexOf(items.Min());
-    items.Set(visit[k], MinTree::kEmpty);
-  }
-  // Packs with room, lightest first; a pack's key carries its float32 load.
   int32_t* filled = ws.filled.data();
   for (int p = 0; p < num_packs; ++p) {
     filled[p] = 0;
     keys[p] = LightestFirst(0.0f, p);
   }
+  // Packs with room, lightest first; a pack's key carries its float32 load.
   MinTree packs;
   packs.Build(ws.pack_tree.data(), keys, num_packs);
   for (int k = 0; k < n; ++k) {
@@ -168,20 +158,42 @@ void BalancedPacking(const float* load, int n, int num_packs, int32_t* pack, int
   }
 }
 
+// Balanced packing of step 1 (groups onto nodes): n items into num_packs
+// packs of n / num_packs, visited heaviest first, lowest index among equals.
+void BalancedPacking(const float* load, int n, int num_packs, int32_t* pack, int32_t* rank,
+                     Workspace& ws) {
+  if (n == num_packs) {  // the reference's special case: item i to pack i
+    for (int i = 0; i < n; ++i) {
+      pack[i] = i;
+      rank[i] = 0;
+    }
+    return;
+  }
+  uint64_t* keys = ws.keys.data();
+  for (int i = 0; i < n; ++i) keys[i] = HeaviestFirst(load[i], i);
+  MinTree items;
+  items.Build(ws.item_tree.data(), keys, n);
+  int32_t* visit = ws.visit.data();
+  for (int k = 0; k < n; ++k) {
+    visit[k] = IndexOf(items.Min());
+    items.Set(visit[k], MinTree::kEmpty);
+  }
+  PackInOrder(load, visit, n, num_packs, pack, rank, ws);
+}
+
 // Replicates n experts (loads `load`) into `slots` replicas: the first n
 // replicas are the experts themselves; each further one goes to the expert
 // with the highest load per replica (float32 load / count), the first such
-// expert on ties.
+// expert on ties. Leaves `experts` keyed by each expert's final load per
+// replica, which is what step 3 orders replicas by.
 void ReplicateExperts(const float* load, int n, int slots, int32_t* phy2mlog, int32_t* count,
-                      Workspace& ws) {
+                      MinTree& experts, Workspace& ws) {
   uint64_t* keys = ws.keys.data();
   for (int m = 0; m < n; ++m) {
     phy2mlog[m] = m;
     count[m] = 1;
     keys[m] = HeaviestFirst(load[m], m);
   }
-  if (slots == n) return;
-  MinTree experts;
   experts.Build(ws.expert_tree.data(), keys, n);
   for (int s = n; s < slots; ++s) {
     const int m = IndexOf(experts.Min());
@@ -189,6 +201,44 @@ void ReplicateExperts(const float* load, int n, int slots, int32_t* phy2mlog, in
     ++count[m];
     experts.Set(m, HeaviestFirst(load[m] / static_cast<float>(count[m]), m));
   }
+}
+
+// Step 3's visiting order of a node's replicas: load per replica descending,
+// replica index ascending among equals. Replica m < n is expert m's first, so
+// draining `experts` yields the first replicas in order; an expert's further
+// replicas (indices >= n) carry the same load and follow every first replica
+// of that load, in index order.
+void ReplicaOrder(MinTree& experts, int n, int slots, const int32_t* phy2mlog,
+                  const int32_t* count, Workspace& ws) {
+  int32_t* visit = ws.visit.data();
+  int32_t* extra_head = ws.extra_head.data();  // expert -> its first further replica
+  int32_t* extra_next = ws.extra_next.data();  // replica -> the expert's next one
+  for (int m = 0; m < n; ++m) extra_head[m] = -1;
+  for (int r = slots - 1; r >= n; --r) {
+    extra_next[r] = extra_head[phy2mlog[r]];
+    extra_head[phy2mlog[r]] = r;
+  }
+  int32_t* pending = ws.pending.data();  // further replicas of the current load
+  int num_pending = 0, k = 0;
+  uint64_t pending_load = 0;
+  auto flush = [&] {
+    // Usually one expert's list, already ascending; several only on exact ties.
+    std::sort(pending, pending + num_pending);
+    for (int i = 0; i < num_pending; ++i) visit[k++] = pending[i];
+    num_pending = 0;
+  };
+  for (int i = 0; i < n; ++i) {
+    const uint64_t key = experts.Min();
+    const int m = IndexOf(key);
+    experts.Set(m, MinTree::kEmpty);
+    if (num_pending > 0 && (key >> 32) != pending_load) flush();
+    visit[k++] = m;
+    if (count[m] > 1) {
+      pending_load = key >> 32;
+      for (int r = extra_head[m]; r >= 0; r = extra_next[r]) pending[num_pending++] = r;
+    }
+  }
+  flush();
 }
 
 // One layer: loads in, phy2log [R] out.
@@ -226,15 +276,25 @@ void RebalanceLayer(const Shape& s, std::span<const double> layer_load, int32_t*
     // Step 2: replicas inside the node.
     int32_t* count = ws.count.data();
     int32_t* phy2mlog = ws.phy2mlog.data();
-    ReplicateExperts(node_load, epn, spn, phy2mlog, count, ws);
+    MinTree experts;
+    ReplicateExperts(node_load, epn, spn, phy2mlog, count, experts, ws);
     // Step 3: the node's replicas onto its ranks.
     float* replica_load = ws.replica_load.data();
     for (int i = 0; i < spn; ++i) {
       const int m = phy2mlog[i];
       replica_load[i] = node_load[m] / static_cast<float>(count[m]);
     }
-    BalancedPacking(replica_load, spn, s.ranks_per_node(), ws.replica_pack.data(),
-                    ws.replica_rank.data(), ws);
+    int32_t* pack = ws.replica_pack.data();
+    int32_t* rank = ws.replica_rank.data();
+    if (slots_per_rank == 1) {  // the reference's special case: replica i on rank i
+      for (int i = 0; i < spn; ++i) {
+        pack[i] = i;
+        rank[i] = 0;
+      }
+    } else {
+      ReplicaOrder(experts, epn, spn, phy2mlog, count, ws);
+      PackInOrder(replica_load, ws.visit.data(), spn, s.ranks_per_node(), pack, rank, ws);
+    }
     int32_t* node_phy2log = phy2log + n * spn;
     for (int i = 0; i < spn; ++i) {
       const int slot = ws.replica_pack[i] * slots_per_rank + ws.replica_rank[i];

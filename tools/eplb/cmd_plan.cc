@@ -37,7 +37,7 @@ struct PlanOptions {
   std::string policy = "deepseek";
   bool list_policies = false;
   bool json = false;
-  int repeat = 10;
+  int repeat = 50;
 };
 
 json BalancednessToJson(const Balancedness& b) {
