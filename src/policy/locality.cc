@@ -12,12 +12,12 @@ namespace eplb {
 namespace {
 
 // Balance comes first: refinement runs until the heaviest rank is within
-// 0.25% of the mean; then swaps back home may take any rank up to 0.5% over
-// the mean (balancedness 0.995). Greedy packing keeps a replica home while the
-// home node's lightest rank is within 10% of a mean rank load of the lightest
-// rank anywhere.
+// 0.5% of the mean rank load (balancedness 0.995); swaps back home then keep
+// every rank under that ceiling. Greedy packing keeps a replica home while the
+// home node's lightest rank is within 5% of a mean rank load of the lightest
+// rank anywhere (more slack keeps more home but costs refinement time).
 constexpr packing::BalanceOptions kOptions{
-    .keep_locality = true, .goal = 2.5e-3, .slack = 0.1, .ceiling = 5e-3};
+    .keep_locality = true, .goal = 5e-3, .slack = 0.05, .ceiling = 5e-3};
 
 class LocalityPolicy final : public Policy {
  public:
