@@ -302,6 +302,9 @@ void PackGreedy(std::span<const int32_t> order, std::span<const double> w,
 
 namespace {
 
+// Partner ranks a swap search looks at: the lightest quarter, at least 8.
+int Partners(int num_ranks) { return std::max(8, num_ranks / 4); }
+
 struct Swap {
   int i = -1, r = -1, j = -1;  // item i of the heaviest rank <-> item j of rank r
   double peak = 0;
@@ -334,11 +337,11 @@ Swap FitSwap(const std::vector<int>* home, int h, double goal, double eps,
   const int nh = bins.node_of(h);
   Swap fallback;
   // The ranks with the most room are where a fit is likeliest; a few suffice.
-  constexpr int kPartners = 8;
+  const int partners = Partners(bins.num_ranks);
   int tried = 0;
   for (int r : by_load) {  // most room first
     const double room = goal - bins.load[r];
-    if (room < excess || tried++ == kPartners) break;
+    if (room < excess || tried++ == partners) break;
     const int32_t* ri = bins.items_of(r);
     const double* rw = bins.weights_of(r);
     const int nr = bins.node_of(r);
@@ -365,7 +368,7 @@ Swap FitSwap(const std::vector<int>* home, int h, double goal, double eps,
 // max(load[h] - d, load[r] + d), d = wa - wb in (0, gap).
 // `neutral_only`: only swaps that keep or raise the load served on home nodes.
 Swap LevelSwap(const std::vector<int>* home, bool neutral_only, int h, double eps,
-               const std::vector<int>& by_load, const RankBins& bins) {
+               const std::vector<int>& by_load, int partners, const RankBins& bins) {
   const int S = bins.slots;
   const double lh = bins.load[h];
   const int32_t* hi = bins.items_of(h);
@@ -373,14 +376,13 @@ Swap LevelSwap(const std::vector<int>* home, bool neutral_only, int h, double ep
   const int nh = bins.node_of(h);
   Swap best;
   best.peak = lh;
-  // The lightest ranks level h best; a few suffice.
-  constexpr int kPartners = 8;
+  // The lightest `partners` ranks, which level h best.
   int tried = 0;
   for (int r : by_load) {  // lightest first
     const double lr = bins.load[r];
     const double gap = lh - lr;
     // No swap with r, or any heavier rank, goes below (lh + lr) / 2.
-    if (gap <= eps || (lh + lr) / 2 >= best.peak || tried++ == kPartners) break;
+    if (gap <= eps || (lh + lr) / 2 >= best.peak || tried++ == partners) break;
     const int32_t* ri = bins.items_of(r);
     const double* rw = bins.weights_of(r);
     const int nr = bins.node_of(r);
@@ -420,7 +422,8 @@ void RefineSwaps(const std::vector<int>* home, double goal, int max_iterations,
     const int h = by_load.back();
     if (bins.load[h] <= goal) break;
     Swap s = FitSwap(home, h, goal, eps, by_load, bins);
-    if (s.i < 0) s = LevelSwap(home, /*neutral_only=*/false, h, eps, by_load, bins);
+    if (s.i < 0) s = LevelSwap(home, /*neutral_only=*/false, h, eps, by_load, Partners(P), bins);
+    if (s.i < 0) s = LevelSwap(home, /*neutral_only=*/false, h, eps, by_load, P, bins);
     if (s.i < 0) break;
     bins.SwapItems(h, s.i, s.r, s.j);
     // h got lighter, r heavier: move each to its place.
