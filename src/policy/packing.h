@@ -84,8 +84,8 @@ void RefineSwaps(const std::vector<int>* home, double goal, int max_iterations,
                  RankBins& bins);
 
 // Locality repair: swaps that bring a replica back to its home node without
-// raising any rank above `ceiling` (or above the heaviest rank, if heavier).
-// Items must be sorted.
+// raising any rank above `ceiling` (or above the heaviest rank, if heavier),
+// at most num_ranks / 2 of them. Items must be sorted.
 void RestoreLocality(const std::vector<int>& home, double ceiling, RankBins& bins);
 
 // How BalanceLayer trades balance for locality.
