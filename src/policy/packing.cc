@@ -268,9 +268,13 @@ void PackGreedy(std::span<const int32_t> order, std::span<const double> w,
   auto rescan = [&](int b) {
     int best = -1;
     double best_load = kFull;
+    // Written to compile to conditional moves: which rank is lightest is
+    // data, and a branch on it mispredicts about every other time.
     for (int r = block_first[b], last = block_end[b]; r < last; ++r) {
       const double l = fill[r] < S ? load[r] : kFull;
-      if (l < best_load) best = r, best_load = l;
+      const bool lighter = l < best_load;
+      best = lighter ? r : best;
+      best_load = lighter ? l : best_load;
     }
     block_min[b] = best;
     block_min_load[b] = best_load;
@@ -278,8 +282,12 @@ void PackGreedy(std::span<const int32_t> order, std::span<const double> w,
   for (int b = 0; b < blocks; ++b) rescan(b);
   auto lightest_block = [&](int first, int last) {
     int best = first;
-    for (int b = first + 1; b < last; ++b)
-      if (block_min_load[b] < block_min_load[best]) best = b;
+    double best_load = block_min_load[first];
+    for (int b = first + 1; b < last; ++b) {
+      const bool lighter = block_min_load[b] < best_load;
+      best = lighter ? b : best;
+      best_load = lighter ? block_min_load[b] : best_load;
+    }
     return best;
   };
   for (int32_t e : order) {
@@ -464,8 +472,9 @@ void RestoreLocality(const std::vector<int>& home, double ceiling, RankBins& bin
       for (int s = ha * rpn; s < (ha + 1) * rpn; ++s) {
         const int32_t* si = bins.items_of(s);
         const double* sw = bins.weights_of(s);
-        for (int j = LowerBound(sw, S, wa - (ceiling - bins.load[s])); j < S && sw[j] <= b_max;
-             ++j) {
+        const double b_min = wa - (ceiling - bins.load[s]);
+        if (sw[S - 1] < b_min || sw[0] > b_max) continue;  // no partner on s
+        for (int j = LowerBound(sw, S, b_min); j < S && sw[j] <= b_max; ++j) {
           const double gain = HomeGain(home, a, wa, nr, si[j], sw[j], ha);
           if (gain > best_gain) best_gain = gain, best_s = s, best_j = j;
         }
