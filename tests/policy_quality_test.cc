@@ -237,6 +237,22 @@ TEST(NewPolicies, AllZeroLayerStillGetsAValidPlacement) {
   }
 }
 
+TEST(NewPolicies, ManyRanksAndExpertsTakeTheLargeShapePaths) {
+  // 2048 ranks x 2048 experts: past the [rank][expert] tables and the rank
+  // relabelling limit, so the scanning fallbacks run.
+  LoadMatrix a = Skewed(1, 2048, 11u), b = Skewed(1, 2048, 12u);
+  const Shape shape{4096, 1, 1, 2048};
+  for (const std::string& name : {"balanced", "locality", "movement"}) {
+    auto policy = MakePolicy(name);
+    Placement first = ComputePlacement(*policy, Input(a, shape));
+    Placement next = ComputePlacement(*policy, Input(b, shape, &first));
+    EXPECT_NO_THROW(next.Validate()) << name;
+    const double best =
+        ComputeBalancedness(b, ComputePlacement(*MakePolicy("balanced"), Input(b, shape))).mean;
+    EXPECT_GE(ComputeBalancedness(b, next).mean, best * 0.995 - 1e-12) << name;
+  }
+}
+
 TEST(MovementPolicy, SendsNothingWhenThePlacementInForceIsGoodEnough) {
   const LoadMatrix& load = Load("deepseek-v3-prefill_in1024.json");
   const Shape shape{288, 8, 1, 32};

@@ -31,6 +31,10 @@ namespace {
 
 constexpr packing::BalanceOptions kBest{.goal = 5e-4};
 constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr size_t kMaxRepairCells = size_t{1} << 22;
+// The assignment is O(ranks^3): past this many ranks the best placement keeps
+// its own rank order.
+constexpr int kMaxRelabelRanks = 512;
 
 // One layer's state during repair: items per rank and what each rank held
 // before, so every action's wire cost is known exactly.
@@ -152,7 +156,8 @@ class Repair {
           const double d = wa - slot_w_[r * S_ + j];
           if (d <= eps_ || d >= gap - eps_) continue;
           const int b = item_[r * S_ + j];
-          if (a == b) continue;
+          // No swap that gives a rank a second copy of an expert it holds.
+          if (a == b || has_[Cell(r, a)] != 0 || has_[Cell(h, b)] != 0) continue;
           const double peak = std::max(lh - d, load_[r] + d);
           const int cost = Leave(h, a) + Arrive(r, a) + Leave(r, b) + Arrive(h, b);
           Action act{Action::kSwap, h, i, r, j, cost, peak, Score(cost, peak, lh, target)};
@@ -301,8 +306,6 @@ std::vector<int> Assign(const std::vector<double>& cost, int n) {
 int Relabel(const packing::RankBins& best, std::span<const int32_t> previous, int num_experts,
             std::vector<int32_t>& out) {
   const int P = best.num_ranks, S = best.slots;
-  std::vector<int64_t> prev_stamp(num_experts, -1);
-  std::vector<double> cost(static_cast<size_t>(P) * P, 0.0);
   // The distinct experts of each rank of `best`.
   std::vector<int32_t> distinct_items;
   std::vector<int> first(P + 1, 0);
@@ -314,22 +317,34 @@ int Relabel(const packing::RankBins& best, std::span<const int32_t> previous, in
       if (seen[items[k]] != i) seen[items[k]] = i, distinct_items.push_back(items[k]);
   }
   first[P] = static_cast<int>(distinct_items.size());
-  std::vector<int> distinct(P);
-  for (int i = 0; i < P; ++i) distinct[i] = first[i + 1] - first[i];
-  for (int j = 0; j < P; ++j) {
-    for (int k = 0; k < S; ++k) prev_stamp[previous[j * S + k]] = j;
-    for (int i = 0; i < P; ++i) {
-      int overlap = 0;
-      for (int k = first[i]; k < first[i + 1]; ++k) overlap += prev_stamp[distinct_items[k]] == j;
-      cost[static_cast<size_t>(i) * P + j] = -overlap;
+  // overlap(i, j): distinct experts of best rank i that previous rank j held.
+  std::vector<int64_t> prev_stamp(num_experts, -1);
+  auto overlap = [&](int i, int j) {
+    int n = 0;
+    for (int k = first[i]; k < first[i + 1]; ++k) n += prev_stamp[distinct_items[k]] == j;
+    return n;
+  };
+  std::vector<int> to(P);
+  std::iota(to.begin(), to.end(), 0);
+  if (P <= kMaxRelabelRanks) {
+    std::vector<double> cost(static_cast<size_t>(P) * P, 0.0);
+    for (int j = 0; j < P; ++j) {
+      for (int k = 0; k < S; ++k) prev_stamp[previous[j * S + k]] = j;
+      for (int i = 0; i < P; ++i) cost[static_cast<size_t>(i) * P + j] = -overlap(i, j);
     }
+    to = Assign(cost, P);
   }
-  const std::vector<int> to = Assign(cost, P);
+  // Experts sent: each rank's distinct experts that its previous self lacked.
+  std::vector<int> from(P);
+  for (int i = 0; i < P; ++i) from[to[i]] = i;
   out.assign(static_cast<size_t>(P) * S, -1);
   int sends = 0;
-  for (int i = 0; i < P; ++i) {
-    std::copy(best.items_of(i), best.items_of(i) + S, out.begin() + static_cast<size_t>(to[i]) * S);
-    sends += distinct[i] + static_cast<int>(cost[static_cast<size_t>(i) * P + to[i]]);
+  std::fill(prev_stamp.begin(), prev_stamp.end(), -1);
+  for (int j = 0; j < P; ++j) {
+    for (int k = 0; k < S; ++k) prev_stamp[previous[j * S + k]] = j;
+    const int i = from[j];
+    sends += (first[i + 1] - first[i]) - overlap(i, j);
+    std::copy(best.items_of(i), best.items_of(i) + S, out.begin() + static_cast<size_t>(j) * S);
   }
   return sends;
 }
@@ -365,10 +380,20 @@ class MovementPolicy final : public Policy {
       // balancedness >= best * (1 - tolerance)  <=>  max <= best_max / (1 - tolerance)
       const double target = std::max(best_max / (1 - tolerance_), mean);
       const int relabel_sends = Relabel(ws.bins, prev.layer_phy2log(l), load.num_experts, relabeled);
-      Repair repair(w, prev.layer_phy2log(l), in.num_ranks);
-      const bool repaired = repair.Run(target, 8 * in.num_ranks);
+      // Repair keeps [rank][expert] tables; past kMaxRepairCells (absurd
+      // shapes) only the relabelled best placement is offered.
+      const bool small = static_cast<size_t>(in.num_ranks) * load.num_experts <= kMaxRepairCells;
+      std::vector<int32_t> repaired_items;
+      bool repaired = false;
+      int repair_sends = 0;
+      if (small) {
+        Repair repair(w, prev.layer_phy2log(l), in.num_ranks);
+        repaired = repair.Run(target, 8 * in.num_ranks);
+        repair_sends = repair.transfers();
+        repaired_items = repair.items();
+      }
       const std::vector<int32_t>& chosen =
-          repaired && repair.transfers() <= relabel_sends ? repair.items() : relabeled;
+          repaired && repair_sends <= relabel_sends ? repaired_items : relabeled;
       std::copy(chosen.begin(), chosen.end(), out.layer_phy2log(l).begin());
     }
     out.Derive();

@@ -90,8 +90,12 @@ void HomeNodes(std::span<const double> load, int num_groups, int num_nodes,
   for (int e = 0; e < num_experts; ++e) home[e] = node_of_group[e / group_size];
 }
 
-void RankBins::Reset(int ranks, int slots_per_rank, int ranks_per_node_) {
+void RankBins::Reset(int ranks, int slots_per_rank, int ranks_per_node_, int experts) {
   num_ranks = ranks;
+  num_experts = experts;
+  // The [rank][expert] table only where it is small; else copies_of scans.
+  const size_t cells = static_cast<size_t>(ranks) * experts;
+  copies.assign(cells <= kMaxCopiesTable ? cells : 0, 0);
   slots = slots_per_rank;
   ranks_per_node = ranks_per_node_;
   item.assign(static_cast<size_t>(ranks) * slots_per_rank, -1);
@@ -105,6 +109,14 @@ void RankBins::Add(int rank, int expert, double w) {
   item[k] = expert;
   weight[k] = w;
   load[rank] += w;
+  if (!copies.empty()) ++copies[static_cast<size_t>(rank) * num_experts + expert];
+}
+
+int RankBins::copies_of(int rank, int expert) const {
+  if (!copies.empty()) return copies[static_cast<size_t>(rank) * num_experts + expert];
+  int n = 0;
+  for (int k = 0; k < fill[rank]; ++k) n += items_of(rank)[k] == expert;
+  return n;
 }
 
 int RankBins::HeaviestRank() const {
@@ -131,6 +143,12 @@ void RankBins::SwapItems(int a, int i, int b, int j) {
   double* aw = weights_of(a);
   double* bw = weights_of(b);
   const double d = aw[i] - bw[j];
+  if (!copies.empty()) {
+    --copies[static_cast<size_t>(a) * num_experts + ap[i]];
+    --copies[static_cast<size_t>(b) * num_experts + bp[j]];
+    ++copies[static_cast<size_t>(a) * num_experts + bp[j]];
+    ++copies[static_cast<size_t>(b) * num_experts + ap[i]];
+  }
   std::swap(ap[i], bp[j]);
   std::swap(aw[i], bw[j]);
   load[a] -= d;
@@ -310,6 +328,14 @@ void PackGreedy(std::span<const int32_t> order, std::span<const double> w,
 
 namespace {
 
+// Whether swapping item i of rank a with item j of rank b leaves no rank with
+// two replicas of one expert it did not have before: a second copy on a rank
+// serves nothing the first could not, and takes a slot from another expert.
+bool Distinct(const RankBins& bins, int a, int i, int b, int j) {
+  const int32_t x = bins.items_of(a)[i], y = bins.items_of(b)[j];
+  return bins.copies_of(b, x) == 0 && bins.copies_of(a, y) == 0;
+}
+
 // Partner ranks a swap search looks at: the lightest quarter, at least 8.
 int Partners(int num_ranks) { return std::max(8, num_ranks / 4); }
 
@@ -363,9 +389,10 @@ Swap FitSwap(const std::vector<int>* home, int h, double goal, double eps,
       // A few candidates per item: enough to find a home-neutral one.
       for (int j = j0, n = 0; j < S && rw[j] <= hi_w && n < 3; ++j, ++n) {
         if (hw[i] - rw[j] <= eps) continue;
-        if (!cross || HomeGain(*home, hi[i], hw[i], nh, ri[j], rw[j], nr) >= -eps)
-          return {i, r, j, 0};
-        if (fallback.i < 0) fallback = {i, r, j, 0};
+        const bool neutral = !cross || HomeGain(*home, hi[i], hw[i], nh, ri[j], rw[j], nr) >= -eps;
+        if ((!neutral && fallback.i >= 0) || !Distinct(bins, h, i, r, j)) continue;
+        if (neutral) return {i, r, j, 0};
+        fallback = {i, r, j, 0};
       }
     }
   }
@@ -405,6 +432,7 @@ Swap LevelSwap(const std::vector<int>* home, bool neutral_only, int h, double ep
         const double peak = std::max(lh - d, lr + d);
         if (peak >= best.peak) continue;
         if (check && HomeGain(*home, hi[i], hw[i], nh, ri[k], rw[k], nr) < -eps) continue;
+        if (!Distinct(bins, h, i, r, k)) continue;
         best = {i, r, k, peak};
       }
     }
@@ -476,7 +504,8 @@ void RestoreLocality(const std::vector<int>& home, double ceiling, RankBins& bin
         if (sw[S - 1] < b_min || sw[0] > b_max) continue;  // no partner on s
         for (int j = LowerBound(sw, S, b_min); j < S && sw[j] <= b_max; ++j) {
           const double gain = HomeGain(home, a, wa, nr, si[j], sw[j], ha);
-          if (gain > best_gain) best_gain = gain, best_s = s, best_j = j;
+          if (gain > best_gain && Distinct(bins, r, i, s, j))
+            best_gain = gain, best_s = s, best_j = j;
         }
       }
       if (best_s < 0) continue;
@@ -494,7 +523,8 @@ void BalanceLayer(std::span<const double> load, int num_slots, int num_ranks, in
                   int num_nodes, const BalanceOptions& options, Workspace& ws) {
   Replicas(load, num_slots, ws.counts, ws.weight, ws.order);
   const bool locality = options.keep_locality && LocalityApplies(num_groups, num_nodes);
-  ws.bins.Reset(num_ranks, num_slots / num_ranks, locality ? num_ranks / num_nodes : num_ranks);
+  ws.bins.Reset(num_ranks, num_slots / num_ranks, locality ? num_ranks / num_nodes : num_ranks,
+                static_cast<int>(load.size()));
   const double mean = std::accumulate(load.begin(), load.end(), 0.0) / num_ranks;
   const std::vector<int>* home = nullptr;
   if (locality) {

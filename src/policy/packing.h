@@ -42,8 +42,14 @@ struct RankBins {
   std::vector<double> weight; // [rank][slot] weight of that item
   std::vector<int> fill;      // items placed on each rank
   std::vector<double> load;   // sum of item weights on each rank
+  int num_experts = 0;
+  // [rank][expert] replicas of that expert on that rank, kept while the
+  // table has at most kMaxCopiesTable cells (else empty).
+  static constexpr size_t kMaxCopiesTable = size_t{1} << 22;
+  std::vector<uint16_t> copies;
 
-  void Reset(int ranks, int slots_per_rank, int ranks_per_node_);
+  void Reset(int ranks, int slots_per_rank, int ranks_per_node_, int experts);
+  int copies_of(int rank, int expert) const;
   int node_of(int rank) const { return rank / ranks_per_node; }
   int32_t* items_of(int rank) { return item.data() + static_cast<size_t>(rank) * slots; }
   const int32_t* items_of(int rank) const {
