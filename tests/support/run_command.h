@@ -1,5 +1,5 @@
-// Runs a real process for tests: argv in, exit status and both output
-// streams out. The child is killed if it outlives the deadline.
+// Runs a real process for tests (through io::Process): argv in, exit status
+// and both output streams out. The child is killed if it outlives the deadline.
 #pragma once
 
 #include <chrono>
