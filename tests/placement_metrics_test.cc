@@ -8,6 +8,7 @@
 #include "eplb/placement.h"
 #include "eplb/policy.h"
 #include "eplb/sequence.h"
+#include "eplb/transfer_plan.h"
 
 namespace eplb {
 namespace {
@@ -55,6 +56,37 @@ TEST(Transfers, CountExpertsARankGains) {
   EXPECT_EQ(CountTransfersPerLayer(before, after), std::vector<int64_t>({1}));
   Placement other = Placement::FromPhy2Log(1, 4, 3, {0, 1, 2, 3, 0, 1});
   EXPECT_THROW(CountTransfers(before, other), InvalidArgument);
+}
+
+TEST(Transfers, EqualTheWireMovesOfTheTransferPlan) {
+  // Two placements of skewed loads: the count is what the migration plan
+  // sends over the wire (transfer_plan.h), layer by layer.
+  LoadMatrix a(3, 16), b(3, 16);
+  for (int l = 0; l < 3; ++l)
+    for (int e = 0; e < 16; ++e) {
+      a.at(l, e) = (e * 7 + l * 3) % 11 + (e == l ? 40 : 1);
+      b.at(l, e) = (e * 5 + l) % 13 + (e == 15 - l ? 50 : 1);
+    }
+  auto policy = MakePolicy("balanced");
+  PolicyInput in;
+  in.num_replicas = 24;
+  in.num_groups = 4;
+  in.num_nodes = 2;
+  in.num_ranks = 4;
+  in.load = &a;
+  Placement before = ComputePlacement(*policy, in);
+  in.load = &b;
+  in.previous = &before;
+  Placement after = ComputePlacement(*MakePolicy("deepseek"), in);
+  const std::vector<int64_t> counts = CountTransfersPerLayer(before, after);
+  const std::vector<LayerPlan> plan = PlanMigration(before, after, PlanOptions{});
+  ASSERT_EQ(plan.size(), 3u);
+  int64_t total = 0;
+  for (int l = 0; l < 3; ++l) {
+    EXPECT_EQ(counts[l], plan[l].total.experts_received) << "layer " << l;
+    total += counts[l];
+  }
+  EXPECT_GT(total, 0);
 }
 
 TEST(Sequence, ChainsPlacementsAndCountsTransfers) {

@@ -1,7 +1,9 @@
 // What a change of placement costs on the wire. An expert "moves" when a
 // rank gains an expert it did not hold: its weights must arrive from another
 // rank. A rank that keeps an expert (in any slot) or adds a second copy of an
-// expert it already holds copies locally, for free.
+// expert it already holds copies locally, for free. The same count as the
+// wire moves of the migration plan (transfer_plan.h, experts_received), without
+// planning senders: what policies and simulations compare.
 #pragma once
 
 #include <cstdint>
