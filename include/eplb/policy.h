@@ -25,9 +25,21 @@ struct PolicyInput {
   const Placement* previous = nullptr;
 };
 
+// Sizes beyond these are rejected as absurd (a typo, not a deployment): the
+// largest models served with EP today have ~60 MoE layers, 256-384 experts
+// and a few hundred slots per layer.
+inline constexpr long long kMaxLayers = 4096;
+inline constexpr long long kMaxExperts = 1 << 16;
+inline constexpr long long kMaxSlots = 1 << 20;  // per layer
+inline constexpr long long kMaxRanks = 1 << 16;
+inline constexpr long long kMaxPlacementEntries = 1 << 26;  // layers x slots
+inline constexpr long long kMaxLog2PhyEntries = 1 << 27;    // worst-case log2phy
+
 // Throws InvalidArgument naming the problem: E % groups != 0, R < E,
 // R % ranks != 0, ranks % nodes != 0 where hierarchical applies, sizes out of
-// range, a previous placement of another shape, or a bad load.
+// range, a previous placement of another shape, or a bad load (empty, ragged,
+// negative / NaN / infinite, or a layer total beyond float32 range). An
+// all-zero layer is valid.
 void ValidatePolicyInput(const PolicyInput& in);
 
 class Policy {

@@ -19,7 +19,7 @@ namespace eplb {
 class Store {
  public:
   virtual ~Store() = default;
-  virtual std::string_view kind() const = 0;  // "file", "redis", "prefix", ...
+  virtual std::string_view kind() const = 0;  // "file", "redis", ...
   virtual void Set(const std::string& key, std::span<const uint8_t> value) = 0;
   // Throws TimeoutError (layer "store") naming the key when the deadline passes.
   virtual std::vector<uint8_t> Get(const std::string& key, Deadline deadline) = 0;

@@ -1,6 +1,7 @@
 #include "io/files.h"
 
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -28,6 +29,9 @@ static json ParseJson(const std::string& path) {
     return json::parse(text);
   } catch (const json::parse_error& e) {
     throw InvalidArgument(path + ": not valid JSON (" + e.what() + ")");
+  } catch (const json::out_of_range& e) {  // a number beyond double range: 1e999
+    throw InvalidArgument(path + ": a number is infinite (" + e.what() +
+                          "); loads must be finite and non-negative");
   }
 }
 
@@ -69,9 +73,9 @@ LoadMatrix LoadFromJson(const json& m, const std::string& where) {
 static std::optional<int> OptionalInt(const json& obj, const char* key, const std::string& where) {
   if (!obj.contains(key)) return std::nullopt;
   const json& v = obj[key];
-  if (!v.is_number_integer())
-    throw InvalidArgument(where + ": `" + key + "` must be an integer");
-  return v.get<int>();
+  if (!v.is_number_integer() || v.get<int64_t>() < INT32_MIN || v.get<int64_t>() > INT32_MAX)
+    throw InvalidArgument(where + ": `" + key + "` must be an integer in 32-bit range");
+  return static_cast<int>(v.get<int64_t>());
 }
 
 LoadFile ReadLoadFile(const std::string& path) {

@@ -1,0 +1,359 @@
+#include "comm/gloo/mesh.h"
+
+#include <gloo/rendezvous/context.h>
+#include <gloo/transport/tcp/device.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "bootstrap/gloo_store.h"
+#include "eplb/error.h"
+#include "io/sigpipe.h"
+
+namespace eplb::gloo_backend {
+namespace {
+
+constexpr uint32_t kTokenMagic = 0x65706c62;  // "eplb"
+
+// What every rank sends every peer at the start of a step.
+struct SyncToken {
+  uint32_t magic = 0;
+  uint32_t op_code = 0;
+  uint64_t seq = 0;
+  uint64_t check = 0;
+};
+
+// Why a wait failed, before it becomes an eplb error.
+struct Failure {
+  bool timeout = false;
+  int peer = -1;
+  std::string op;      // "the receive of 4096 B from rank 1 (transfer #3)"
+  std::string detail;  // Gloo's message
+};
+
+std::string Ms(Clock::duration d) {
+  return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(d).count()) + " ms";
+}
+
+std::string RankList(const std::vector<int>& ranks) {
+  std::string s;
+  for (size_t i = 0; i < ranks.size(); ++i) s += (i ? ", " : "") + std::to_string(ranks[i]);
+  return s;
+}
+
+const char* Env(const char* name) {
+  const char* v = std::getenv(name);
+  return (v != nullptr && *v != '\0') ? v : nullptr;
+}
+
+}  // namespace
+
+uint64_t Fnv1a(const void* data, size_t bytes, uint64_t seed) {
+  auto* p = static_cast<const uint8_t*>(data);
+  uint64_t h = seed;
+  for (size_t i = 0; i < bytes; ++i) {
+    h ^= p[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+GlooOptions ResolveGlooOptions(const GlooOptions& options) {
+  GlooOptions o = options;
+  if (!o.store) throw InvalidArgument("gloo: no store to rendezvous through");
+  if (o.world_size < 1) throw InvalidArgument("gloo: world size must be at least 1");
+  if (o.rank < 0 || o.rank >= o.world_size) {
+    throw InvalidArgument("gloo: rank " + std::to_string(o.rank) + " outside [0, " +
+                          std::to_string(o.world_size) + ")");
+  }
+  if (o.name.empty()) throw InvalidArgument("gloo: empty group name");
+  if (o.hostname.empty() && o.iface.empty()) {
+    if (const char* v = Env("EPLB_GLOO_IFACE")) {
+      o.iface = v;
+    } else if (const char* v = Env("GLOO_SOCKET_IFNAME")) {
+      o.iface = v;
+    } else if (const char* v = Env("EPLB_GLOO_HOSTNAME")) {
+      o.hostname = v;
+    } else {
+      o.hostname = "127.0.0.1";
+    }
+  }
+  return o;
+}
+
+// --- Ops --------------------------------------------------------------------
+
+std::string Ops::Describe(const Op& op) const {
+  std::string s = std::string(op.send ? "the send of " : "the receive of ") + std::to_string(op.bytes) +
+                  " B " + (op.send ? "to" : "from") + " rank " + std::to_string(op.peer) + " (" +
+                  op.label;
+  if (op.index >= 0) s += " #" + std::to_string(op.index);
+  return s + ")";
+}
+
+void Ops::Send(int peer, uint64_t slot, const void* data, size_t bytes, const char* label,
+               int64_t index) {
+  Op op{context_.createUnboundBuffer(const_cast<void*>(data), bytes), peer, true, bytes, label, index};
+  ops_.push_back(std::move(op));
+  try {
+    ops_.back().buffer->send(peer, slot, 0, bytes);
+  } catch (const std::exception& e) {
+    throw Failure{false, peer, Describe(ops_.back()), e.what()};
+  }
+}
+
+void Ops::Recv(int peer, uint64_t slot, void* data, size_t bytes, const char* label, int64_t index) {
+  Op op{context_.createUnboundBuffer(data, bytes), peer, false, bytes, label, index};
+  ops_.push_back(std::move(op));
+  try {
+    ops_.back().buffer->recv(peer, slot, 0, bytes);
+  } catch (const std::exception& e) {
+    throw Failure{false, peer, Describe(ops_.back()), e.what()};
+  }
+}
+
+void Ops::Wait(Deadline deadline) {
+  for (; waited_ < ops_.size(); ++waited_) {
+    Op& op = ops_[waited_];
+    bool done = false;
+    try {
+      // A zero timeout still checks once (a non-positive wait_for returns the
+      // predicate); Gloo's timeout then closes every connection of the rank.
+      auto left = TimeLeft(deadline);
+      done = op.send ? op.buffer->waitSend(nullptr, left) : op.buffer->waitRecv(nullptr, left);
+    } catch (const std::exception& e) {
+      std::string what = e.what();
+      bool timeout = what.find("Timed out waiting") != std::string::npos;
+      throw Failure{timeout, op.peer, Describe(op), what};
+    }
+    if (!done) throw Failure{false, op.peer, Describe(op), "wait aborted"};
+  }
+}
+
+// --- Mesh -------------------------------------------------------------------
+
+Mesh::Mesh(const GlooOptions& options, Deadline deadline) {
+  GlooOptions o = ResolveGlooOptions(options);
+  store_ = o.store;
+  rank_ = o.rank;
+  size_ = o.world_size;
+  name_ = o.name;
+  gloo::transport::tcp::attr attr;
+  if (!o.iface.empty()) {
+    attr.iface = o.iface;
+  } else {
+    attr.hostname = o.hostname;
+  }
+  try {
+    // The device's I/O thread starts here and inherits SIGPIPE blocked.
+    io::SigpipeBlock no_sigpipe;
+    device_ = gloo::transport::tcp::CreateDevice(attr);
+  } catch (const std::exception& e) {
+    throw Error("gloo", "open_device",
+                "cannot listen on " + (o.iface.empty() ? "host " + o.hostname : "interface " + o.iface) +
+                    ": " + e.what(),
+                rank_);
+  }
+  Connect(0, deadline);
+}
+
+// Destroying the context closes its connections gracefully (data already
+// written is delivered before the peer sees the end of the stream).
+Mesh::~Mesh() = default;
+
+std::string Mesh::Keys(uint64_t generation) const {
+  return name_ + "/g" + std::to_string(generation) + "/";
+}
+
+void Mesh::Connect(uint64_t generation, Deadline deadline) {
+  const std::string keys = Keys(generation);
+  const auto start = Clock::now();
+  // Arrival first, so a rank that never comes is named (Gloo's own rendezvous
+  // would only report a missing key).
+  store_->SetString(keys + "arrived/" + std::to_string(rank_), "1");
+  std::vector<int> missing;
+  for (int r = 0; r < size_; ++r) {
+    if (r == rank_) continue;
+    try {
+      store_->Get(keys + "arrived/" + std::to_string(r), deadline);
+    } catch (const TimeoutError&) {
+      missing.push_back(r);  // later ranks are checked once more at the expired deadline
+    }
+  }
+  if (!missing.empty()) {
+    throw TimeoutError("gloo", "rendezvous",
+                       std::string(missing.size() == 1 ? "rank " : "ranks ") + RankList(missing) +
+                           " did not arrive within " +
+                           Ms(Clock::now() - start) + " (group '" + name_ + "', generation " +
+                           std::to_string(generation) + ", " + std::string(store_->kind()) + " store)",
+                       rank_, missing.size() == 1 ? missing[0] : -1);
+  }
+  auto context = std::make_shared<gloo::rendezvous::Context>(rank_, size_);
+  // Gloo waits up to 5x this for each of the size-1 connections in turn.
+  auto per_pair = TimeLeft(deadline) / (5 * std::max(1, size_ - 1));
+  context->setTimeout(std::max(per_pair, std::chrono::milliseconds(1)));
+  bootstrap::GlooStoreAdapter adapter(*store_, keys + "mesh/", deadline);
+  try {
+    context->connectFullMesh(adapter, device_);
+  } catch (const TimeoutError& e) {
+    throw TimeoutError("gloo", "rendezvous",
+                       "connecting group '" + name_ + "' (generation " + std::to_string(generation) +
+                           "): " + e.what(),
+                       rank_);
+  } catch (const std::exception& e) {
+    bool timeout = std::string_view(e.what()).find("timeout") != std::string_view::npos;
+    std::string detail = "connecting group '" + name_ + "' (generation " + std::to_string(generation) +
+                         ") after " + Ms(Clock::now() - start) + ": " + e.what();
+    if (timeout) throw TimeoutError("gloo", "rendezvous", detail, rank_);
+    throw Error("gloo", "rendezvous", detail, rank_);
+  }
+  context_ = std::move(context);
+  generation_ = generation;
+  if (connected_once_) {
+    ++rebuilds_;
+    spdlog::info("gloo: rank {} rebuilt group '{}' at step {} (generation {}) in {}", rank_, name_,
+                 generation, generation, Ms(Clock::now() - start));
+  }
+  connected_once_ = true;
+}
+
+void Mesh::Leave(uint64_t rejoin_at, int blamed, const std::string& reason) {
+  if (!context_) return;
+  // The note goes first: a peer that sees the closed connections reads it.
+  try {
+    store_->SetString(Keys(generation_) + "left/" + std::to_string(rank_),
+                      std::to_string(rejoin_at) + " " + std::to_string(blamed) + " " + reason);
+  } catch (const std::exception& e) {
+    spdlog::warn("gloo: rank {} could not record leaving group '{}': {}", rank_, name_, e.what());
+  }
+  // Callers have destroyed their ops: nothing holds the transport context
+  // but this, so the connections close here, gracefully.
+  context_.reset();
+}
+
+std::optional<Mesh::Note> Mesh::ReadNote(int peer, Deadline deadline) {
+  std::string text;
+  try {
+    text = store_->GetString(Keys(generation_) + "left/" + std::to_string(peer), deadline);
+  } catch (const TimeoutError&) {
+    return std::nullopt;
+  } catch (const std::exception& e) {
+    spdlog::warn("gloo: rank {} could not read why rank {} left: {}", rank_, peer, e.what());
+    return std::nullopt;
+  }
+  Note note;
+  auto sp1 = text.find(' ');
+  auto sp2 = sp1 == std::string::npos ? sp1 : text.find(' ', sp1 + 1);
+  if (sp2 == std::string::npos) return std::nullopt;
+  try {
+    note.rejoin_at = std::stoull(text.substr(0, sp1));
+    note.blamed = std::stoi(text.substr(sp1 + 1, sp2 - sp1 - 1));
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  note.reason = text.substr(sp2 + 1);
+  return note;
+}
+
+void Mesh::Step(const char* operation, uint32_t op_code, uint64_t check, Deadline deadline,
+                const std::function<void(Ops& ops, uint64_t seq)>& body) {
+  const uint64_t seq = ++seq_;
+  const auto start = Clock::now();
+  bool retried = false;
+  io::SigpipeBlock no_sigpipe;  // sends are written from this thread too
+  for (;;) {
+    if (!context_) Connect(seq, deadline);
+    std::optional<Failure> failure;
+    std::optional<Note> note;
+    std::exception_ptr other;
+    bool in_flight = false;
+    {
+      // Declared before ops: posted buffers point into them.
+      SyncToken mine{kTokenMagic, op_code, seq, check};
+      std::vector<SyncToken> theirs(size_);
+      Ops ops(*context_);
+      try {
+        for (int p = 0; p < size_; ++p) {
+          if (p == rank_) continue;
+          ops.Recv(p, kSyncSlot, &theirs[p], sizeof(SyncToken), "sync token", -1);
+          ops.Send(p, kSyncSlot, &mine, sizeof(SyncToken), "sync token", -1);
+        }
+        ops.Wait(deadline);
+        for (int p = 0; p < size_; ++p) {
+          if (p == rank_) continue;
+          const SyncToken& t = theirs[p];
+          if (t.magic != kTokenMagic || t.seq != seq || t.op_code != op_code) {
+            // Every op posted so far has completed: the connections stay usable.
+            throw Error("gloo", operation,
+                        "out of step with rank " + std::to_string(p) + ": it is at call #" +
+                            std::to_string(t.seq) + " (operation code " + std::to_string(t.op_code) +
+                            "), this rank at call #" + std::to_string(seq) + " (operation code " +
+                            std::to_string(op_code) +
+                            "); every rank must make the same calls in the same order",
+                        rank_, p);
+          }
+          if (t.check != check) {
+            throw Error("gloo", operation,
+                        "rank " + std::to_string(p) +
+                            " called with different arguments (its check value differs: another "
+                            "transfer list or element count); every rank must pass the same",
+                        rank_, p);
+          }
+        }
+        body(ops, seq);
+        ops.Wait(deadline);
+        return;
+      } catch (const Failure& f) {
+        failure = f;
+        // Did the peer leave on purpose? Its note says where it rejoins. A
+        // little grace: it writes the note right after its sockets closed.
+        // Read while ops live, so bytes still arriving on other connections
+        // land where they belong.
+        if (!f.timeout) {
+          note = ReadNote(f.peer, std::min(deadline, Clock::now() + std::chrono::milliseconds(200)));
+        }
+      } catch (...) {
+        other = std::current_exception();
+        in_flight = ops.pending() > 0;
+      }
+    }  // ops destroyed: Gloo no longer touches their memory
+    if (other) {
+      // Thrown with ops in flight: the connections are out of step; leave.
+      if (in_flight) Leave(seq + 1, -1, std::string("error in ") + operation);
+      std::rethrow_exception(other);
+    }
+    const Failure& f = *failure;
+    int blamed = f.peer;
+    std::string detail;
+    if (f.timeout) {
+      detail = "timed out after " + Ms(Clock::now() - start) + " waiting for " + f.op +
+               ": the peer is stalled or gone. Gloo closed this rank's connections; the group "
+               "is rebuilt at the next call";
+    } else {
+      detail = "connection to rank " + std::to_string(f.peer) + " lost during " + f.op + ": " + f.detail;
+      if (note && !retried && generation_ < seq && note->rejoin_at <= seq) {
+        spdlog::info("gloo: rank {} rejoins group '{}' at step {}: rank {} left generation {} ({})", rank_,
+                     name_, seq, f.peer, generation_, note->reason);
+        Leave(seq, -1, "rejoining at step " + std::to_string(seq));
+        retried = true;
+        continue;
+      }
+      if (note) {
+        if (note->blamed >= 0 && note->blamed != rank_) blamed = note->blamed;
+        detail += "; rank " + std::to_string(f.peer) + " left the group: " + note->reason;
+      } else {
+        detail += " (the peer died or closed its connections)";
+      }
+    }
+    std::string reason = f.timeout ? "timed out waiting for rank " + std::to_string(f.peer)
+                                   : "lost its connection to rank " + std::to_string(blamed);
+    reason += " in " + std::string(operation) + " (step " + std::to_string(seq) + ")";
+    Leave(seq + 1, blamed, reason);
+    if (f.timeout) throw TimeoutError("gloo", operation, detail, rank_, blamed);
+    throw Error("gloo", operation, detail, rank_, blamed);
+  }
+}
+
+}  // namespace eplb::gloo_backend

@@ -1,0 +1,140 @@
+// A group of ranks connected by Gloo over TCP, with the lifecycle every Gloo
+// group in eplb needs: rendezvous through an eplb::Store under a deadline,
+// one collective step at a time, and a rebuild after failures that every rank
+// agrees on without a coordinator.
+//
+// Steps. Each collective call is a Step with a sequence number (the same on
+// every rank: the n-th call of the group). A step first swaps a sync token
+// with every peer (the step's number, operation and a check value such as a
+// hash of the transfer list), so ranks that are out of step, or call with
+// different arguments, fail at once with an error instead of exchanging the
+// wrong bytes. The token also touches every connection on every step, which is
+// how a rank learns that a peer has left.
+//
+// Failures and rebuilds. When a wait times out Gloo closes every connection of
+// the rank; when a connection breaks the peer is gone or has left. Either way
+// the rank *leaves* its generation: it writes "left/<rank>" = "<step> <peer>
+// <reason>" under the generation's keys (the step at which it will rendezvous
+// again, the peer it blames), then closes its connections, and throws. Its
+// peers see the closed connections: a peer still inside the same step fails
+// too and leaves for the next step; a peer already in a later step (its part
+// of the failed step had completed) reads the note, sees that the leaver is
+// rendezvousing at this very step, and rebuilds in place, retrying the step.
+// A rank without a context rendezvouses at the start of its next step under
+// generation "g<step>". So after any failure every live rank meets again at
+// the same step, and the group works again from there.
+#pragma once
+
+#include <gloo/context.h>
+#include <gloo/transport/device.h>
+#include <gloo/transport/unbound_buffer.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "eplb/deadline.h"
+#include "eplb/gloo.h"
+#include "eplb/store.h"
+
+namespace eplb::gloo_backend {
+
+// Slot of item `index` of step `seq`. Slot 0 carries sync tokens; a step has
+// kMaxItems slots of its own.
+constexpr uint64_t kSyncSlot = 0;
+constexpr uint64_t kMaxItems = uint64_t{1} << 24;
+inline uint64_t Slot(uint64_t seq, uint64_t index) { return (seq << 24) | index; }
+
+// The sends and receives a step posts. Posting never blocks; Wait does.
+class Ops {
+ public:
+  // Posts a send of `bytes` at `data` to `peer` into `slot` (the receiver
+  // posts Recv with the same slot). `label`/`index` name the item in errors
+  // ("transfer", 12). The memory must stay valid until Wait returns.
+  void Send(int peer, uint64_t slot, const void* data, size_t bytes, const char* label,
+            int64_t index);
+  void Recv(int peer, uint64_t slot, void* data, size_t bytes, const char* label, int64_t index);
+  // Waits for every op posted so far, bounded by `deadline`.
+  void Wait(Deadline deadline);
+
+  size_t pending() const { return ops_.size() - waited_; }
+
+ private:
+  friend class Mesh;
+  struct Op {
+    std::unique_ptr<gloo::transport::UnboundBuffer> buffer;
+    int peer;
+    bool send;
+    size_t bytes;
+    const char* label;
+    int64_t index;
+  };
+  explicit Ops(gloo::Context& context) : context_(context) {}
+  std::string Describe(const Op& op) const;
+
+  gloo::Context& context_;
+  std::vector<Op> ops_;
+  size_t waited_ = 0;
+};
+
+class Mesh {
+ public:
+  // Rendezvous of generation 0 (collective). Throws TimeoutError naming the
+  // ranks that did not arrive by `deadline`.
+  Mesh(const GlooOptions& options, Deadline deadline);
+  ~Mesh();
+  Mesh(const Mesh&) = delete;
+  Mesh& operator=(const Mesh&) = delete;
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  const std::string& name() const { return name_; }
+  // Generation of the current connections (the step that made them).
+  uint64_t generation() const { return generation_; }
+  // Rendezvous made after the first one.
+  int rebuilds() const { return rebuilds_; }
+
+  // Runs one collective step: rebuilds the connections first when they are
+  // gone, swaps sync tokens carrying (operation code, check), then lets `body`
+  // post (and optionally wait for) its ops, then waits for all of them.
+  // `operation` names the step in errors ("execute", "barrier", ...). Throws
+  // TimeoutError / Error (layer "gloo") naming this rank, the peer and the
+  // operation. Not thread-safe: one step at a time.
+  void Step(const char* operation, uint32_t op_code, uint64_t check, Deadline deadline,
+            const std::function<void(Ops& ops, uint64_t seq)>& body);
+
+ private:
+  struct Note {
+    uint64_t rejoin_at = 0;
+    int blamed = -1;
+    std::string reason;
+  };
+  std::string Keys(uint64_t generation) const;
+  void Connect(uint64_t generation, Deadline deadline);
+  void Leave(uint64_t rejoin_at, int blamed, const std::string& reason);
+  std::optional<Note> ReadNote(int peer, Deadline deadline);
+
+  std::shared_ptr<Store> store_;
+  int rank_;
+  int size_;
+  std::string name_;
+  std::shared_ptr<gloo::transport::Device> device_;
+  std::shared_ptr<gloo::Context> context_;  // null after a failure until the next step
+  uint64_t generation_ = 0;
+  uint64_t seq_ = 0;
+  int rebuilds_ = 0;
+  bool connected_once_ = false;
+};
+
+// Options with the environment defaults of GlooOptions applied; throws
+// InvalidArgument on a missing store or a rank outside [0, world_size).
+GlooOptions ResolveGlooOptions(const GlooOptions& options);
+
+// FNV-1a over bytes, for check values.
+uint64_t Fnv1a(const void* data, size_t bytes, uint64_t seed = 14695981039346656037ull);
+
+}  // namespace eplb::gloo_backend

@@ -1,0 +1,78 @@
+#include "comm/nixl/nixl_api.h"
+
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "comm/dynlib.h"
+#include "eplb/error.h"
+
+namespace eplb::nixl {
+
+std::string StatusName(Status s) {
+  switch (s) {
+    case 0: return "success";
+    case 1: return "in progress";
+    case -1: return "invalid parameter";
+    case -2: return "backend error";
+    case -3: return "invalid state";
+    case -4: return "exception";
+    case -5: return "no telemetry";
+    case -6: return "not found";
+  }
+  return "status " + std::to_string(s);
+}
+
+const Api& LoadApi(const std::string& capi_path, const std::string& core_path) {
+  static std::mutex mu;
+  static std::map<std::string, std::unique_ptr<Api>> loaded;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = loaded.find(capi_path);
+  if (it != loaded.end()) return *it->second;
+  if (!core_path.empty()) dyn::Library::Open("nixl", "NIXL core library", {core_path}, /*global=*/true);
+  auto lib = dyn::Library::Open("nixl", "NIXL C API", {capi_path});
+  auto a = std::make_unique<Api>();
+  a->path = lib.path();
+#define EPLB_NIXL_SYM(field, symbol) a->field = lib.Get<decltype(a->field)>(symbol)
+  EPLB_NIXL_SYM(CreateAgent, "nixl_capi_create_agent");
+  EPLB_NIXL_SYM(DestroyAgent, "nixl_capi_destroy_agent");
+  EPLB_NIXL_SYM(GetLocalMd, "nixl_capi_get_local_md");
+  EPLB_NIXL_SYM(LoadRemoteMd, "nixl_capi_load_remote_md");
+  EPLB_NIXL_SYM(InvalidateRemoteMd, "nixl_capi_invalidate_remote_md");
+  EPLB_NIXL_SYM(GetPluginParams, "nixl_capi_get_plugin_params");
+  EPLB_NIXL_SYM(DestroyMemList, "nixl_capi_destroy_mem_list");
+  EPLB_NIXL_SYM(DestroyParams, "nixl_capi_destroy_params");
+  EPLB_NIXL_SYM(CreateBackend, "nixl_capi_create_backend");
+  EPLB_NIXL_SYM(DestroyBackend, "nixl_capi_destroy_backend");
+  EPLB_NIXL_SYM(CreateOptArgs, "nixl_capi_create_opt_args");
+  EPLB_NIXL_SYM(DestroyOptArgs, "nixl_capi_destroy_opt_args");
+  EPLB_NIXL_SYM(OptArgsAddBackend, "nixl_capi_opt_args_add_backend");
+  EPLB_NIXL_SYM(CreateRegDlist, "nixl_capi_create_reg_dlist");
+  EPLB_NIXL_SYM(DestroyRegDlist, "nixl_capi_destroy_reg_dlist");
+  EPLB_NIXL_SYM(RegDlistAddDesc, "nixl_capi_reg_dlist_add_desc");
+  EPLB_NIXL_SYM(RegisterMem, "nixl_capi_register_mem");
+  EPLB_NIXL_SYM(DeregisterMem, "nixl_capi_deregister_mem");
+  EPLB_NIXL_SYM(CreateXferDlist, "nixl_capi_create_xfer_dlist");
+  EPLB_NIXL_SYM(DestroyXferDlist, "nixl_capi_destroy_xfer_dlist");
+  EPLB_NIXL_SYM(XferDlistAddDesc, "nixl_capi_xfer_dlist_add_desc");
+  EPLB_NIXL_SYM(CreateXferReq, "nixl_capi_create_xfer_req");
+  EPLB_NIXL_SYM(PostXferReq, "nixl_capi_post_xfer_req");
+  EPLB_NIXL_SYM(GetXferStatus, "nixl_capi_get_xfer_status");
+  EPLB_NIXL_SYM(ReleaseXferReq, "nixl_capi_release_xfer_req");
+  EPLB_NIXL_SYM(DestroyXferReq, "nixl_capi_destroy_xfer_req");
+  EPLB_NIXL_SYM(GenNotif, "nixl_capi_gen_notif");
+  EPLB_NIXL_SYM(CreateNotifMap, "nixl_capi_create_notif_map");
+  EPLB_NIXL_SYM(DestroyNotifMap, "nixl_capi_destroy_notif_map");
+  EPLB_NIXL_SYM(GetNotifs, "nixl_capi_get_notifs");
+  EPLB_NIXL_SYM(NotifMapSize, "nixl_capi_notif_map_size");
+  EPLB_NIXL_SYM(NotifMapGetAgentAt, "nixl_capi_notif_map_get_agent_at");
+  EPLB_NIXL_SYM(NotifMapGetNotifsSize, "nixl_capi_notif_map_get_notifs_size");
+  EPLB_NIXL_SYM(NotifMapGetNotif, "nixl_capi_notif_map_get_notif");
+  EPLB_NIXL_SYM(NotifMapClear, "nixl_capi_notif_map_clear");
+#undef EPLB_NIXL_SYM
+  const Api& ref = *a;
+  loaded.emplace(capi_path, std::move(a));
+  return ref;
+}
+
+}  // namespace eplb::nixl

@@ -1,0 +1,370 @@
+// nixl communicator (DESIGN.md layer 3): one-sided READs through NIXL (UCX
+// underneath), so the receiver pulls and the sender stays passive, and no
+// GPU kernel or intermediate copy is involved.
+//
+// - Memory is registered with NIXL once, in RegisterRegion.
+// - Metadata (NIXL's agent blob plus this rank's region table) goes through
+//   the store, one key per rank and registration count; peers load it the
+//   first time they need it (again only after new registrations).
+// - Execute, per call ("epoch" e, counted on every rank):
+//     sender   -> each rank that reads from it: notification "e ready"
+//     reader   waits for "e ready", posts the READs, polls them to
+//              completion, then notifies the sender "e done"
+//     sender   waits for "e done" from every reader before returning.
+//   The two notifications are the fence: a reader never reads a slot its
+//   owner has not finished writing, and a sender never returns (and lets its
+//   caller overwrite a slot) while a peer may still be reading it.
+// - Every wait polls with the deadline and ends in TimeoutError naming the
+//   peer and the step; a request still in flight is released (cancelled).
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "comm/backoff.h"
+#include "comm/local_transfers.h"
+#include "comm/nixl/nixl_api.h"
+#include "eplb/communicator_factory.h"
+#include "eplb/detect.h"
+#include "eplb/error.h"
+
+namespace eplb {
+namespace {
+
+using nlohmann::json;
+
+using comm::Backoff;
+
+nixl::MemType TypeOf(MemoryKind k) { return k == MemoryKind::kCuda ? nixl::kVram : nixl::kDram; }
+uint64_t DevOf(const MemoryRegion& r) { return r.kind == MemoryKind::kCuda ? static_cast<uint64_t>(r.device) : 0; }
+
+struct PeerInfo {
+  std::string agent;                 // NIXL agent name
+  std::vector<MemoryRegion> regions;  // base = the peer's address
+  size_t version = 0;                 // registration count the metadata covers
+};
+
+class NixlCommunicator final : public Communicator {
+ public:
+  NixlCommunicator(const CommunicatorOptions& o, const nixl::Api& api)
+      : o_(o), api_(api), peers_(o.world_size) {
+    name_ = fmt::format("eplb-{}-r{}-p{}", o.key_prefix, o.rank, ::getpid());
+    Check(api_.CreateAgent(name_.c_str(), &agent_), "create agent");
+    nixl::MemList mems = nullptr;
+    nixl::Params params = nullptr;
+    Check(api_.GetPluginParams(agent_, "UCX", &mems, &params), "query UCX plugin");
+    nixl::Status s = api_.CreateBackend(agent_, "UCX", params, &backend_);
+    api_.DestroyMemList(mems);
+    api_.DestroyParams(params);
+    Check(s, "create UCX backend");
+    Check(api_.CreateOptArgs(&opt_), "create options");
+    Check(api_.OptArgsAddBackend(opt_, backend_), "select UCX backend");
+    Check(api_.CreateNotifMap(&notifs_), "create notification map");
+    spdlog::debug("eplb nixl: rank {} agent {} ({})", o_.rank, name_, api_.path);
+  }
+
+  ~NixlCommunicator() override {
+    for (auto& [dlist, _] : registered_) {
+      api_.DeregisterMem(agent_, dlist, opt_);
+      api_.DestroyRegDlist(dlist);
+    }
+    if (notifs_) api_.DestroyNotifMap(notifs_);
+    if (opt_) api_.DestroyOptArgs(opt_);
+    if (backend_) api_.DestroyBackend(backend_);
+    if (agent_) api_.DestroyAgent(agent_);
+  }
+
+  std::string_view name() const override { return "nixl"; }
+  int rank() const override { return o_.rank; }
+  int size() const override { return o_.world_size; }
+
+  RegionId RegisterRegion(const MemoryRegion& region, Deadline) override {
+    if (region.base == nullptr || region.bytes == 0)
+      throw InvalidArgument("nixl: cannot register an empty region (base null or 0 bytes)");
+    if (region.kind == MemoryKind::kCuda && region.device < 0)
+      throw InvalidArgument("nixl: a CUDA region needs its device ordinal (MemoryRegion::device)");
+    nixl::RegDlist dlist = nullptr;
+    Check(api_.CreateRegDlist(TypeOf(region.kind), &dlist), "register memory");
+    nixl::Status s = api_.RegDlistAddDesc(dlist, reinterpret_cast<uintptr_t>(region.base), region.bytes,
+                                          DevOf(region), nullptr, 0);
+    if (s == nixl::kSuccess) s = api_.RegisterMem(agent_, dlist, opt_);
+    if (s != nixl::kSuccess) {
+      api_.DestroyRegDlist(dlist);
+      Check(s, fmt::format("register {} bytes of {} memory", region.bytes, MemoryKindName(region.kind)));
+    }
+    registered_.emplace_back(dlist, region);
+    regions_.push_back(region);
+    return static_cast<RegionId>(regions_.size() - 1);
+  }
+
+  void Execute(std::span<const Transfer> transfers, Deadline deadline) override {
+    const uint64_t epoch = ++epoch_;
+    auto ops = comm::SelectLocalOps("nixl", o_.rank, o_.world_size, regions_, transfers);
+    if (ops.empty()) return;
+    Publish();
+    std::set<int> readers, sources;  // who reads from me, whom I read from
+    for (const auto& op : ops) (op.send ? readers : sources).insert(op.peer);
+    for (int p : readers) Connect(p, deadline);
+    for (int p : sources) Connect(p, deadline);
+    for (const auto& op : ops) {
+      if (op.send) continue;
+      const auto& peer = peers_[op.peer];
+      if (static_cast<size_t>(op.peer_region) >= peer.regions.size())
+        throw InvalidArgument(fmt::format("nixl: transfer {}: rank {} has no region {} ({} registered)",
+                                          op.index, op.peer, op.peer_region, peer.regions.size()));
+      const MemoryRegion& r = peer.regions[op.peer_region];
+      if (op.peer_offset > r.bytes || op.bytes > r.bytes - op.peer_offset)
+        throw InvalidArgument(fmt::format("nixl: transfer {}: range past the end of region {} of rank {}",
+                                          op.index, op.peer_region, op.peer));
+    }
+
+    const std::string ready = fmt::format("eplb {} ready", epoch);
+    const std::string done = fmt::format("eplb {} done", epoch);
+    for (int p : readers) Notify(p, ready, "announce ready");
+
+    // Post the READs of each source as soon as it says its memory is ready.
+    struct Pending {
+      int peer;
+      nixl::XferReq req;
+    };
+    std::vector<Pending> pending;
+    auto release_all = [&] {
+      for (auto& x : pending) {
+        if (x.req && api_.ReleaseXferReq(agent_, x.req) == nixl::kSuccess) api_.DestroyXferReq(x.req);
+        x.req = nullptr;  // a request that cannot be cancelled is leaked, never freed under NIXL
+      }
+    };
+    try {
+      for (int s : sources) {
+        WaitFor(s, ready, deadline, "wait for sender ready");
+        // One request per (local kind, remote kind): a NIXL list has one memory type.
+        std::map<std::pair<int, int>, std::pair<nixl::XferDlist, nixl::XferDlist>> lists;
+        for (const auto& op : ops) {
+          if (op.send || op.peer != s) continue;
+          const MemoryRegion& remote = peers_[s].regions[op.peer_region];
+          const MemoryRegion& local = LocalRegionOf(op);
+          auto key = std::make_pair(static_cast<int>(local.kind), static_cast<int>(remote.kind));
+          auto& l = lists[key];
+          if (!l.first) {
+            Check(api_.CreateXferDlist(TypeOf(local.kind), &l.first), "build transfer list", s);
+            Check(api_.CreateXferDlist(TypeOf(remote.kind), &l.second), "build transfer list", s);
+          }
+          Check(api_.XferDlistAddDesc(l.first, reinterpret_cast<uintptr_t>(op.local), op.bytes, DevOf(local)),
+                "build transfer list", s);
+          Check(api_.XferDlistAddDesc(l.second,
+                                      reinterpret_cast<uintptr_t>(remote.base) + op.peer_offset, op.bytes,
+                                      DevOf(remote)),
+                "build transfer list", s);
+        }
+        for (auto& [_, l] : lists) {
+          nixl::XferReq req = nullptr;
+          nixl::Status st = api_.CreateXferReq(agent_, nixl::kRead, l.first, l.second, peers_[s].agent.c_str(),
+                                               &req, opt_);
+          api_.DestroyXferDlist(l.first);
+          api_.DestroyXferDlist(l.second);
+          Check(st, "create READ request", s);
+          pending.push_back({s, req});
+          st = api_.PostXferReq(agent_, req, opt_);
+          if (st != nixl::kSuccess && st != nixl::kInProgress) Check(st, "post READ", s);
+        }
+      }
+      // Poll every request; tell each source when all of its READs landed.
+      std::map<int, int> open;
+      for (const auto& x : pending) open[x.peer]++;
+      Backoff backoff;
+      while (!open.empty()) {
+        bool progressed = false;
+        for (auto& x : pending) {
+          if (!x.req) continue;
+          nixl::Status st = api_.GetXferStatus(agent_, x.req);
+          if (st == nixl::kInProgress) continue;
+          Check(st, "READ", x.peer);
+          Check(api_.ReleaseXferReq(agent_, x.req), "release READ", x.peer);
+          api_.DestroyXferReq(x.req);
+          x.req = nullptr;
+          progressed = true;
+          if (--open[x.peer] == 0) {
+            open.erase(x.peer);
+            Notify(x.peer, done, "acknowledge READ");
+          }
+        }
+        if (open.empty()) break;
+        if (Expired(deadline)) {
+          std::string who;
+          for (const auto& [p, n] : open) who += (who.empty() ? "" : ", ") + std::to_string(p);
+          throw TimeoutError("nixl", "READ",
+                             fmt::format("epoch {}: READs from rank(s) {} not complete at the deadline", epoch, who),
+                             o_.rank, open.begin()->first);
+        }
+        if (!progressed) backoff.Sleep();
+      }
+    } catch (...) {
+      release_all();
+      throw;
+    }
+    // Fence: nobody may still be reading this rank's memory when we return.
+    for (int r : readers) WaitFor(r, done, deadline, "wait for reader to finish");
+  }
+
+ private:
+  void Check(nixl::Status s, const std::string& what, int peer = -1) const {
+    if (s != nixl::kSuccess)
+      throw Error("nixl", what, "NIXL returned " + nixl::StatusName(s) + " (" + api_.path + ")", o_.rank, peer);
+  }
+
+  const MemoryRegion& LocalRegionOf(const comm::LocalOp& op) const {
+    for (const auto& r : regions_) {
+      auto* b = static_cast<uint8_t*>(r.base);
+      if (op.local >= b && op.local + op.bytes <= b + r.bytes) return r;
+    }
+    throw Error("nixl", "resolve local region", "no registered region holds the destination", o_.rank);
+  }
+
+  std::string MdKey(int rank, size_t version) const {
+    return fmt::format("{}/nixl/r{}/v{}", o_.key_prefix, rank, version);
+  }
+
+  // Publishes [8-byte length][JSON region table][NIXL metadata] once per
+  // registration count.
+  void Publish() {
+    if (published_ == regions_.size()) return;
+    void* md = nullptr;
+    size_t md_len = 0;
+    Check(api_.GetLocalMd(agent_, &md, &md_len), "export metadata");
+    json table = json::array();
+    for (const auto& r : regions_)
+      table.push_back({{"addr", reinterpret_cast<uintptr_t>(r.base)},
+                       {"bytes", r.bytes},
+                       {"kind", MemoryKindName(r.kind)},
+                       {"device", r.device}});
+    std::string header = json{{"agent", name_}, {"regions", table}}.dump();
+    std::vector<uint8_t> blob(8 + header.size() + md_len);
+    uint64_t n = header.size();
+    std::memcpy(blob.data(), &n, 8);
+    std::memcpy(blob.data() + 8, header.data(), header.size());
+    std::memcpy(blob.data() + 8 + header.size(), md, md_len);
+    std::free(md);
+    o_.store->Set(MdKey(o_.rank, regions_.size()), blob);
+    published_ = regions_.size();
+  }
+
+  // Loads peer p's metadata for the current registration count (collective
+  // registration makes it the same on every rank).
+  void Connect(int p, Deadline deadline) {
+    PeerInfo& peer = peers_[p];
+    if (peer.version == regions_.size() && !peer.agent.empty()) return;
+    std::vector<uint8_t> blob;
+    try {
+      blob = o_.store->Get(MdKey(p, regions_.size()), deadline);
+    } catch (const TimeoutError& e) {
+      throw TimeoutError("nixl", "fetch peer metadata",
+                         fmt::format("no metadata for {} regions ({})", regions_.size(), e.what()), o_.rank, p);
+    }
+    uint64_t n = 0;
+    if (blob.size() < 8 || (std::memcpy(&n, blob.data(), 8), n > blob.size() - 8))
+      throw Error("nixl", "read peer metadata", "malformed metadata blob", o_.rank, p);
+    json header = json::parse(blob.begin() + 8, blob.begin() + 8 + static_cast<long>(n), nullptr, false);
+    if (header.is_discarded() || !header.contains("regions"))
+      throw Error("nixl", "read peer metadata", "malformed region table", o_.rank, p);
+    if (!peer.agent.empty()) api_.InvalidateRemoteMd(agent_, peer.agent.c_str());
+    char* loaded = nullptr;
+    Check(api_.LoadRemoteMd(agent_, blob.data() + 8 + n, blob.size() - 8 - n, &loaded), "load peer metadata", p);
+    peer.agent = loaded ? loaded : "";
+    std::free(loaded);
+    peer.regions.clear();
+    for (const auto& r : header["regions"]) {
+      MemoryRegion m;
+      m.base = reinterpret_cast<void*>(r.at("addr").get<uintptr_t>());
+      m.bytes = r.at("bytes").get<size_t>();
+      m.kind = r.at("kind").get<std::string>() == "cuda" ? MemoryKind::kCuda : MemoryKind::kHost;
+      m.device = r.at("device").get<int>();
+      peer.regions.push_back(m);
+    }
+    peer.version = regions_.size();
+  }
+
+  void Notify(int p, const std::string& msg, const std::string& step) {
+    Check(api_.GenNotif(agent_, peers_[p].agent.c_str(), msg.data(), msg.size(), opt_), step, p);
+  }
+
+  // Moves NIXL's new notifications into received_, keyed by agent name (a
+  // notification may come from a peer this rank has not loaded yet).
+  void Poll() {
+    Check(api_.GetNotifs(agent_, notifs_, opt_), "read notifications");
+    size_t agents = 0;
+    api_.NotifMapSize(notifs_, &agents);
+    for (size_t i = 0; i < agents; ++i) {
+      const char* who = nullptr;
+      size_t count = 0;
+      if (api_.NotifMapGetAgentAt(notifs_, i, &who) != nixl::kSuccess || !who) continue;
+      api_.NotifMapGetNotifsSize(notifs_, who, &count);
+      for (size_t k = 0; k < count; ++k) {
+        const void* data = nullptr;
+        size_t len = 0;
+        if (api_.NotifMapGetNotif(notifs_, who, k, &data, &len) != nixl::kSuccess) continue;
+        received_.insert({who, std::string(static_cast<const char*>(data), len)});
+      }
+    }
+    api_.NotifMapClear(notifs_);
+  }
+
+  void WaitFor(int p, const std::string& msg, Deadline deadline, const std::string& step) {
+    Backoff backoff;
+    const std::pair<std::string, std::string> wanted{peers_[p].agent, msg};
+    for (;;) {
+      auto it = received_.find(wanted);
+      if (it != received_.end()) {
+        received_.erase(it);
+        return;
+      }
+      if (Expired(deadline))
+        throw TimeoutError("nixl", step, fmt::format("no \"{}\" from the peer by the deadline", msg), o_.rank, p);
+      Poll();
+      if (received_.count(wanted) == 0) backoff.Sleep();
+    }
+  }
+
+  CommunicatorOptions o_;
+  const nixl::Api& api_;
+  std::string name_;
+  nixl::Agent agent_ = nullptr;
+  nixl::Backend backend_ = nullptr;
+  nixl::OptArgs opt_ = nullptr;
+  nixl::NotifMap notifs_ = nullptr;
+  std::vector<std::pair<nixl::RegDlist, MemoryRegion>> registered_;
+  std::vector<MemoryRegion> regions_;
+  size_t published_ = 0;
+  uint64_t epoch_ = 0;
+  std::vector<PeerInfo> peers_;
+  std::multiset<std::pair<std::string, std::string>> received_;  // {agent, message}
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> MakeNixlCommunicator(const CommunicatorOptions& options) {
+  std::string capi = options.nixl_capi_library, core;
+  if (capi.empty()) {
+    NixlDetection d = DetectNixl(SearchEnvironment::FromProcess());
+    if (!d.available) {
+      std::string searched;
+      for (const auto& s : d.searched) searched += (searched.empty() ? "" : ", ") + s;
+      throw Error("nixl", "load NIXL", d.reason + " (searched: " + searched + ")", options.rank);
+    }
+    capi = d.capi_library;
+    core = d.core_library;
+  } else {
+    std::string beside = (std::filesystem::path(capi).parent_path() / "libnixl.so").string();
+    if (std::filesystem::exists(beside)) core = beside;
+  }
+  const nixl::Api& api = nixl::LoadApi(capi, core);
+  return std::make_unique<NixlCommunicator>(options, api);
+}
+
+}  // namespace eplb

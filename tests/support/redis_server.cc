@@ -1,0 +1,105 @@
+#include "support/redis_server.h"
+
+#include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <stdexcept>
+#include <thread>
+
+#include "support/paths.h"
+
+namespace eplb::test {
+namespace {
+
+std::string FindRedisServer() {
+  if (const char* path = std::getenv("PATH")) {
+    std::string p(path);
+    size_t start = 0;
+    while (start <= p.size()) {
+      size_t end = p.find(':', start);
+      if (end == std::string::npos) end = p.size();
+      auto candidate = std::filesystem::path(p.substr(start, end - start)) / "redis-server";
+      if (::access(candidate.c_str(), X_OK) == 0) return candidate.string();
+      start = end + 1;
+    }
+  }
+  for (const char* c : {"/usr/bin/redis-server", "/usr/local/bin/redis-server"}) {
+    if (::access(c, X_OK) == 0) return c;
+  }
+  throw std::runtime_error("redis-server not found in PATH or /usr/bin (run scripts/setup.sh)");
+}
+
+bool Pings(int port) {
+  struct timeval tv = {0, 200000};
+  redisContext* c = redisConnectWithTimeout("127.0.0.1", port, tv);
+  if (c == nullptr) return false;
+  bool ok = false;
+  if (c->err == 0) {
+    auto* reply = static_cast<redisReply*>(redisCommand(c, "PING"));
+    ok = reply != nullptr && reply->type == REDIS_REPLY_STATUS;
+    if (reply) freeReplyObject(reply);
+  }
+  redisFree(c);
+  return ok;
+}
+
+}  // namespace
+
+int FreeLoopbackPort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) throw std::runtime_error("socket failed");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    ::close(fd);
+    throw std::runtime_error("cannot bind a loopback port");
+  }
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+RedisServer::RedisServer() {
+  const std::string exe = FindRedisServer();
+  dir_ = MakeTempDir("eplb-redis-");
+  std::string last_error;
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    port_ = FreeLoopbackPort();
+    io::SpawnOptions spawn;
+    spawn.argv = {exe, "--port", std::to_string(port_), "--bind", "127.0.0.1", "--save", "",
+                  "--appendonly", "no", "--dir", dir_, "--protected-mode", "no", "--loglevel", "warning"};
+    spawn.stdout_path = dir_ + "/redis.log";
+    spawn.stderr_path = dir_ + "/redis.err";
+    process_ = io::Process::Spawn(spawn);
+    auto deadline = DeadlineAfter(std::chrono::seconds(5));
+    while (!Expired(deadline) && process_.Running()) {
+      if (Pings(port_)) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    last_error = process_.Running() ? "no answer to PING within 5 s" : "exited: " + process_.Kill().Describe();
+    process_.Kill();
+  }
+  throw std::runtime_error("could not start redis-server (" + exe + "): " + last_error + "; log in " + dir_);
+}
+
+void RedisServer::Stop() {
+  if (!process_.Running()) return;
+  process_.Signal(SIGTERM);
+  if (!process_.Wait(DeadlineAfter(std::chrono::seconds(5)))) process_.Kill();
+}
+
+RedisServer::~RedisServer() {
+  Stop();
+  std::error_code ec;
+  std::filesystem::remove_all(dir_, ec);
+}
+
+}  // namespace eplb::test
