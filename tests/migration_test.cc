@@ -8,28 +8,41 @@
 #include <cstring>
 #include <random>
 
+#include "eplb/bootstrap.h"
 #include "eplb/error.h"
+#include "eplb/gloo.h"
+#include "support/paths.h"
 
 namespace eplb {
 namespace {
 
-// A communicator of world size 1, where no transfer can exist: a plan for
-// one rank never crosses the wire, so Execute must never see a transfer.
-// (The real backends are exercised by the multi-process tests.)
-class SingleRank final : public Communicator {
- public:
-  std::string_view name() const override { return "single"; }
-  int rank() const override { return 0; }
-  int size() const override { return 1; }
-  RegionId RegisterRegion(const MemoryRegion&, Deadline) override { return next_++; }
-  void Execute(std::span<const Transfer> transfers, Deadline) override {
-    ++executes;
-    if (!transfers.empty()) throw Error("single", "execute", "a transfer on one rank", 0, -1);
-  }
-  int executes = 0;
+using namespace std::chrono_literals;
 
- private:
-  RegionId next_ = 0;
+// A run of one rank: real gloo communicator and control group of world size
+// 1 over a file store. A plan for one rank never crosses the wire.
+struct SingleRank {
+  static GlooOptions Options(std::shared_ptr<Store> store, const char* name) {
+    GlooOptions o;
+    o.store = std::move(store);
+    o.rank = 0;
+    o.world_size = 1;
+    o.name = name;
+    return o;
+  }
+  std::shared_ptr<Store> store = MakeFileStore(test::MakeTempDir("eplb-migration-"));
+  std::unique_ptr<Communicator> comm =
+      ConnectGlooCommunicator(Options(store, "weights"), DeadlineAfter(10s));
+  std::unique_ptr<ControlGroup> control =
+      ConnectGlooControlGroup(Options(store, "control"), DeadlineAfter(10s));
+
+  MigrationExecutor Executor(std::vector<LayerWeights> weights, int slots_per_rank,
+                             int staging_layers = 1) {
+    MigrationOptions options;
+    options.staging_layers = staging_layers;
+    return MigrationExecutor(*comm, *control, std::move(weights), slots_per_rank,
+                             staging_layers == 2 ? MakeThreadedHostCopier() : MakeHostCopier(),
+                             options, DeadlineAfter(10s));
+  }
 };
 
 // Byte i of tensor t of expert e of layer l.
@@ -91,14 +104,18 @@ Placement RandomPlacement(std::mt19937& rng, int layers, int experts, int slots)
   return Placement::FromPhy2Log(layers, experts, 1, std::move(p2l));
 }
 
-TEST(Migration, SingleRankRandomRebalances) {
+// With one staging layer (memcpy) and two (a copier thread, commits
+// overlapping the next layer).
+class MigrationStaging : public testing::TestWithParam<int> {};
+
+TEST_P(MigrationStaging, SingleRankRandomRebalances) {
   std::mt19937 rng(99);
   Model m{3, 12, {64, 40, 8}, 5};
-  SingleRank comm;
-  MigrationExecutor ex(comm, m.Weights(), m.slots, MakeHostCopier(), {},
-                       DeadlineAfter(std::chrono::seconds(5)));
+  SingleRank run;
+  MigrationExecutor ex = run.Executor(m.Weights(), m.slots, GetParam());
   EXPECT_EQ(ex.bytes_per_expert(0), 112u);
-  EXPECT_EQ(ex.staging_bytes(), 112u * 12);  // one layer of this rank's slots
+  // One layer of this rank's slots per staging buffer.
+  EXPECT_EQ(ex.staging_bytes(), 112u * 12 * GetParam());
   Placement cur = RandomPlacement(rng, 3, 7, 12);
   m.Fill(cur);
   for (int round = 0; round < 20; ++round) {
@@ -114,15 +131,51 @@ TEST(Migration, SingleRankRandomRebalances) {
     m.Verify(next);
     cur = next;
   }
-  EXPECT_EQ(comm.executes, 0);  // nothing ever needed the communicator
+}
+
+INSTANTIATE_TEST_SUITE_P(OneAndTwoLayers, MigrationStaging, testing::Values(1, 2));
+
+// Two staging layers: a runtime stages layer 1 while layer 0 awaits its
+// commit, commits them in any order; a Stage beyond two replaces the oldest.
+TEST(Migration, TwoStagedLayersCommitIndependently) {
+  Model m{3, 4, {16}, 0};
+  SingleRank run;
+  MigrationExecutor ex = run.Executor(m.Weights(), m.slots, 2);
+  Placement a = Placement::FromPhy2Log(3, 3, 1, {0, 1, 2, 0, 0, 1, 2, 0, 0, 1, 2, 0});
+  Placement b = Placement::FromPhy2Log(3, 3, 1, {2, 1, 0, 2, 1, 0, 2, 1, 1, 2, 0, 0});
+  m.Fill(a);
+  const auto before = m.storage;
+  auto deadline = DeadlineAfter(5s);
+  LayerPlan p0 = ex.Plan(a, b, 0), p1 = ex.Plan(a, b, 1), p2 = ex.Plan(a, b, 2);
+  ex.Stage(p0, deadline);
+  ex.Stage(p1, deadline);
+  EXPECT_EQ(m.storage, before) << "staging wrote into the weights";
+  ex.Commit(p1);
+  ex.Commit(p0);
+  ex.Stage(p2, deadline);
+  ex.Commit(p2);
+  m.Verify(b);
+  // Back to a: three stages into two buffers drop the first (layer 0).
+  LayerPlan q0 = ex.Plan(b, a, 0), q1 = ex.Plan(b, a, 1), q2 = ex.Plan(b, a, 2);
+  ex.Stage(q0, deadline);
+  ex.Stage(q1, deadline);
+  ex.Stage(q2, deadline);
+  EXPECT_THROW(ex.Commit(q0), Error);
+  ex.Commit(q2);
+  ex.Commit(q1);
+  // Layer 0 still holds b, layers 1 and 2 hold a.
+  Placement mixed = Placement::FromPhy2Log(3, 3, 1, {2, 1, 0, 2, 0, 1, 2, 0, 0, 1, 2, 0});
+  m.Verify(mixed);
+  ex.Stage(q0, deadline);
+  ex.Commit(q0);
+  m.Verify(a);
 }
 
 TEST(Migration, NoChangeWritesNothing) {
   std::mt19937 rng(5);
   Model m{2, 8, {32}, 0};
-  SingleRank comm;
-  MigrationExecutor ex(comm, m.Weights(), m.slots, MakeHostCopier(), {},
-                       DeadlineAfter(std::chrono::seconds(5)));
+  SingleRank run;
+  MigrationExecutor ex = run.Executor(m.Weights(), m.slots);
   Placement p = RandomPlacement(rng, 2, 5, 8);
   m.Fill(p);
   auto before = m.storage;
@@ -132,14 +185,12 @@ TEST(Migration, NoChangeWritesNothing) {
     EXPECT_EQ(r.total.bytes_sent, 0u);
   }
   EXPECT_EQ(m.storage, before);
-  EXPECT_EQ(comm.executes, 0);
 }
 
 TEST(Migration, StageLeavesWeightsUntilCommit) {
   Model m{1, 4, {16, 16}, 0};
-  SingleRank comm;
-  MigrationExecutor ex(comm, m.Weights(), m.slots, MakeHostCopier(), {},
-                       DeadlineAfter(std::chrono::seconds(5)));
+  SingleRank run;
+  MigrationExecutor ex = run.Executor(m.Weights(), m.slots);
   Placement a = Placement::FromPhy2Log(1, 3, 1, {0, 1, 2, 0});
   Placement b = Placement::FromPhy2Log(1, 3, 1, {2, 1, 0, 2});
   m.Fill(a);
@@ -155,7 +206,9 @@ TEST(Migration, StageLeavesWeightsUntilCommit) {
 }
 
 TEST(Migration, RejectsInconsistentWeights) {
-  SingleRank comm;
+  SingleRank run;
+  Communicator& comm = *run.comm;
+  ControlGroup& control = *run.control;
   std::vector<uint8_t> small(100);
   auto make = [&](uint64_t bytes, uint64_t stride, MemoryKind kind) {
     std::vector<LayerWeights> w(1);
@@ -163,17 +216,19 @@ TEST(Migration, RejectsInconsistentWeights) {
     return w;
   };
   auto deadline = DeadlineAfter(std::chrono::seconds(5));
-  EXPECT_THROW(
-      MigrationExecutor(comm, make(30, 0, MemoryKind::kHost), 4, MakeHostCopier(), {}, deadline),
-      InvalidArgument);  // 4 x 30 > 100
-  EXPECT_THROW(
-      MigrationExecutor(comm, make(20, 10, MemoryKind::kHost), 4, MakeHostCopier(), {}, deadline),
-      InvalidArgument);  // stride < bytes
-  EXPECT_THROW(
-      MigrationExecutor(comm, make(20, 0, MemoryKind::kCuda), 4, MakeHostCopier(), {}, deadline),
-      InvalidArgument);  // device memory, host copier
-  EXPECT_THROW(MigrationExecutor(comm, {}, 4, MakeHostCopier(), {}, deadline), InvalidArgument);
-  MigrationExecutor ok(comm, make(25, 0, MemoryKind::kHost), 4, MakeHostCopier(), {}, deadline);
+  EXPECT_THROW(MigrationExecutor(comm, control, make(30, 0, MemoryKind::kHost), 4, MakeHostCopier(),
+                                 {}, deadline),
+               InvalidArgument);  // 4 x 30 > 100
+  EXPECT_THROW(MigrationExecutor(comm, control, make(20, 10, MemoryKind::kHost), 4,
+                                 MakeHostCopier(), {}, deadline),
+               InvalidArgument);  // stride < bytes
+  EXPECT_THROW(MigrationExecutor(comm, control, make(20, 0, MemoryKind::kCuda), 4, MakeHostCopier(),
+                                 {}, deadline),
+               InvalidArgument);  // device memory, host copier
+  EXPECT_THROW(MigrationExecutor(comm, control, {}, 4, MakeHostCopier(), {}, deadline),
+               InvalidArgument);
+  MigrationExecutor ok(comm, control, make(25, 0, MemoryKind::kHost), 4, MakeHostCopier(), {},
+                       deadline);
   // A plan for another shape is refused.
   Placement a = Placement::Identity(1, 4, 8, 1);
   EXPECT_THROW(ok.MigrateLayer(PlanLayer(a, a, 0, {}), deadline), InvalidArgument);

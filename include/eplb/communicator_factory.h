@@ -63,10 +63,11 @@ class ElasticCommunicator : public Communicator {
 
 // --- Backend constructors (one per src/comm/<backend>/) -------------------
 // INTEGRATION POINT: MakeGlooCommunicator is defined by branch `gloo`
-// (src/comm/gloo/) and MakeCudaIpcCommunicator by branch `gpu`
-// (src/comm/cuda_ipc/). Until they are merged, src/comm/pending_backends.cc
-// defines both to throw; delete that file when merging them (the duplicate
-// definitions make the link fail loudly if it is forgotten).
+// (src/comm/gloo/). Until it is merged, src/comm/pending_backends.cc defines
+// it to throw; delete that file when merging it (the duplicate definition
+// makes the link fail loudly if it is forgotten). MakeCudaIpcCommunicator is
+// in src/comm/cuda_ipc/ (throws "built without CUDA" in builds without a
+// toolkit).
 std::unique_ptr<Communicator> MakeGlooCommunicator(const CommunicatorOptions& options);
 std::unique_ptr<Communicator> MakeCudaIpcCommunicator(const CommunicatorOptions& options);
 std::unique_ptr<Communicator> MakeNcclCommunicator(const CommunicatorOptions& options);

@@ -3,22 +3,28 @@
 //
 // Per layer: plan (every rank derives the same one) -> wire transfers from the
 // weights in use into a staging buffer -> local copies and duplicates into
-// staging -> agreement that every rank staged the layer -> commit (staging
-// copied into the changed slots of the weights). Until commit the weights in
-// use are only read, so a failure anywhere before it leaves every rank with the
-// old placement of that layer, intact. Staging holds one layer: the slots of
-// this rank, all tensors.
+// staging -> agreement through the ControlGroup that every rank staged the
+// layer -> commit (staging copied into the changed slots of the weights).
+// Until commit the weights in use are only read, so a failure anywhere before
+// it leaves every rank with the old placement of that layer, intact; a rank
+// that failed tells the others in the agreement, so they fail at once instead
+// of at their deadline. Staging holds one layer (optionally two): the slots
+// of this rank, all tensors.
 //
-// Local copies go through a LocalCopier: memcpy for host memory now; a CUDA
-// stream (cudaMemcpyAsync) plugs in through the same small interface.
+// Local copies (staging fills and commits) go through a LocalCopier: memcpy
+// or a copier thread for host memory now; a CUDA stream (cudaMemcpyAsync)
+// plugs in through the same small interface.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <span>
 #include <vector>
 
 #include "eplb/communicator.h"
+#include "eplb/control_group.h"
 #include "eplb/deadline.h"
 #include "eplb/memory.h"
 #include "eplb/placement.h"
@@ -61,32 +67,49 @@ class LocalCopier {
 // Host memory: memcpy, done when Copy returns.
 std::unique_ptr<LocalCopier> MakeHostCopier();
 
+// Host memory, copied in order by a thread of its own: Copy returns at once
+// (the source must stay valid until Wait), so a commit can overlap the next
+// layer's transfers (MigrationOptions::staging_layers = 2), as a CUDA stream
+// would.
+std::unique_ptr<LocalCopier> MakeThreadedHostCopier();
+
 struct MigrationOptions {
   // Node layout for the sender choice (PlanOptions::ranks_per_node).
   int ranks_per_node = 0;
+  // The agreement after a layer is staged may run this long past the layer's
+  // deadline, so a rank whose transfers timed out can still tell the others.
+  std::chrono::milliseconds agreement_grace{500};
+  // Staging buffers, each one layer of this rank's slots: 1 or 2. With 2,
+  // Migrate commits layer k while layer k+1 is on the wire (the commit copies
+  // run on the copier, so this pays off with an asynchronous copier), and a
+  // runtime may stage a layer while the previous one awaits its commit.
+  int staging_layers = 1;
 };
 
 // What one layer's migration did.
 struct LayerMigrationReport {
   int layer = 0;
-  RankTraffic rank;           // this rank's part
-  RankTraffic total;          // the whole layer, every rank
-  double stage_seconds = 0;   // transfers, local copies and agreement
-  double commit_seconds = 0;  // staging -> weights
+  RankTraffic rank;          // this rank's part
+  RankTraffic total;         // the whole layer, every rank
+  double stage_seconds = 0;  // transfers, local copies and agreement
+  // staging -> weights; in Migrate with two staging layers only the issuing
+  // of the copies (they finish during the next layer's stage).
+  double commit_seconds = 0;
   double seconds() const { return stage_seconds + commit_seconds; }
 };
 
 class MigrationExecutor {
  public:
   // Registers every layer's tensors (layer by layer, tensor by tensor), then
-  // the staging buffer and a small agreement buffer, with `comm`. Collective:
-  // every rank constructs its executor with the same number of layers and
-  // tensors per layer, in the same order. Throws InvalidArgument on
-  // inconsistent weights (too small for slots_per_rank experts, memory of
-  // another kind than the copier's).
-  MigrationExecutor(Communicator& comm, std::vector<LayerWeights> layers, int slots_per_rank,
-                    std::unique_ptr<LocalCopier> copier, const MigrationOptions& options,
-                    Deadline deadline);
+  // the staging buffers, with `comm`. Collective: every rank constructs its
+  // executor with the same number of layers and tensors per layer, in the
+  // same order. `control` (same ranks) carries the agreement before commit.
+  // Both must outlive the executor. Throws InvalidArgument on inconsistent
+  // weights (too small for slots_per_rank experts, memory of another kind
+  // than the copier's) or groups of different sizes.
+  MigrationExecutor(Communicator& comm, ControlGroup& control, std::vector<LayerWeights> layers,
+                    int slots_per_rank, std::unique_ptr<LocalCopier> copier,
+                    const MigrationOptions& options, Deadline deadline);
   ~MigrationExecutor();
   MigrationExecutor(const MigrationExecutor&) = delete;
   MigrationExecutor& operator=(const MigrationExecutor&) = delete;
@@ -95,46 +118,62 @@ class MigrationExecutor {
   int slots_per_rank() const { return slots_per_rank_; }
   // Bytes of one expert of `layer`, every tensor together.
   uint64_t bytes_per_expert(int layer) const;
-  // Bytes of the staging buffer (slots_per_rank experts of the largest layer).
-  uint64_t staging_bytes() const { return staging_.bytes; }
+  // Bytes of staging, all buffers (slots_per_rank experts of the largest
+  // layer, times staging_layers).
+  uint64_t staging_bytes() const;
 
   // The plan of one layer of two placements, with this executor's byte counts.
   LayerPlan Plan(const Placement& old_placement, const Placement& new_placement, int layer) const;
 
-  // Stage and commit one layer. Throws Error / TimeoutError naming the layer
-  // (and the peer, where one is to blame); the layer's weights are then
+  // Stage, agree, commit one layer. Throws Error / TimeoutError naming the
+  // MoE layer (and the peer, where one is to blame: the peer lost in a
+  // transfer, or the rank that failed to stage); the layer's weights are then
   // untouched on this rank. Collective: every rank calls it with the same plan.
+  // A layer that changes on no rank costs nothing: no transfer, no agreement.
   LayerMigrationReport MigrateLayer(const LayerPlan& plan, Deadline deadline);
 
-  // MigrateLayer for every layer in order; stops at the first error (layers
-  // before it are committed, the failing one and those after are not).
+  // MigrateLayer for every layer in order (with two staging layers, the
+  // commit of a layer overlaps the next layer's stage); stops at the first
+  // error (layers before it are committed, the failing one and those after
+  // are not). Returns once every commit is done.
   std::vector<LayerMigrationReport> Migrate(const Placement& old_placement,
                                             const Placement& new_placement, Deadline deadline);
 
-  // The two halves of MigrateLayer, for a runtime that commits at a step
-  // boundary of its own choosing. Stage fills staging (weights only read) and
-  // returns once every rank has staged the layer; Commit then copies it into
-  // the weights. One layer is staged at a time: a later Stage replaces it.
+  // The parts of MigrateLayer, for a runtime that commits at a step boundary
+  // of its own choosing. Stage fills a staging buffer (weights only read;
+  // collective, like MigrateLayer); the caller then makes sure every rank
+  // staged the layer (its own agreement) before Commit copies staging into
+  // the weights and waits for the copies. Up to staging_layers layers are
+  // staged at once; a Stage beyond that replaces the oldest.
   LayerMigrationReport Stage(const LayerPlan& plan, Deadline deadline);
   void Commit(const LayerPlan& plan, LayerMigrationReport* report = nullptr);
 
  private:
+  struct Staging {
+    MemoryRegion memory;
+    RegionId region = -1;
+    int layer = -1;                 // the layer it holds, staged and not committed; -1: free
+    bool commit_in_flight = false;  // commit copies out of it may still run
+  };
   void CheckPlan(const LayerPlan& plan) const;
-  void Agree(const LayerPlan& plan, Deadline deadline);
-  uint8_t* staging_slot(int layer, int tensor, int local_slot) const;
+  LayerMigrationReport StageAndAgree(const LayerPlan& plan, Deadline deadline);
+  void Agree(const LayerPlan& plan, std::exception_ptr failure, Deadline deadline);
+  // Issues the commit copies of a staged layer without waiting for them.
+  void IssueCommit(const LayerPlan& plan);
+  // copier_->Wait, after which no commit is in flight.
+  void WaitForCopies(Deadline deadline);
+  uint8_t* staging_slot(const Staging& s, int layer, int tensor, int local_slot) const;
   uint8_t* weight_slot(int layer, int tensor, int local_slot) const;
 
   Communicator& comm_;
+  ControlGroup& control_;
   std::vector<LayerWeights> layers_;
   int slots_per_rank_;
   std::unique_ptr<LocalCopier> copier_;
   MigrationOptions options_;
-  std::vector<std::vector<WireTensor>> wire_;  // [layer][tensor]
-  MemoryRegion staging_;
-  MemoryRegion votes_;  // [rank] uint32 round tokens
-  RegionId votes_region_ = -1;
-  uint32_t round_ = 0;
-  int staged_layer_ = -1;
+  std::vector<std::vector<WireTensor>> wire_;  // [layer][tensor], dst_region unset
+  std::vector<Staging> staging_;               // staging_layers buffers
+  size_t next_staging_ = 0;                    // the buffer the next Stage fills
 };
 
 }  // namespace eplb

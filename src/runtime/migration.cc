@@ -36,10 +36,12 @@ uint64_t Stride(const ExpertTensor& t) { return t.stride != 0 ? t.stride : t.byt
 
 }  // namespace
 
-MigrationExecutor::MigrationExecutor(Communicator& comm, std::vector<LayerWeights> layers,
-                                     int slots_per_rank, std::unique_ptr<LocalCopier> copier,
+MigrationExecutor::MigrationExecutor(Communicator& comm, ControlGroup& control,
+                                     std::vector<LayerWeights> layers, int slots_per_rank,
+                                     std::unique_ptr<LocalCopier> copier,
                                      const MigrationOptions& options, Deadline deadline)
     : comm_(comm),
+      control_(control),
       layers_(std::move(layers)),
       slots_per_rank_(slots_per_rank),
       copier_(std::move(copier)),
@@ -48,6 +50,12 @@ MigrationExecutor::MigrationExecutor(Communicator& comm, std::vector<LayerWeight
   if (!copier_) fail("no local copier");
   if (slots_per_rank_ <= 0) fail("slots_per_rank must be positive");
   if (layers_.empty()) fail("no layers");
+  if (options_.staging_layers != 1 && options_.staging_layers != 2)
+    fail("staging_layers must be 1 or 2, not " + std::to_string(options_.staging_layers));
+  if (control_.size() != comm_.size() || control_.rank() != comm_.rank())
+    fail("control group (rank " + std::to_string(control_.rank()) + " of " +
+         std::to_string(control_.size()) + ") and communicator (rank " +
+         std::to_string(comm_.rank()) + " of " + std::to_string(comm_.size()) + ") differ");
   uint64_t staging_bytes = 0;
   for (size_t l = 0; l < layers_.size(); ++l) {
     const auto& tensors = layers_[l].tensors;
@@ -72,13 +80,14 @@ MigrationExecutor::MigrationExecutor(Communicator& comm, std::vector<LayerWeight
     staging_bytes = std::max(staging_bytes, layer_bytes * slots_per_rank_);
   }
 
-  staging_ = copier_->Allocate(staging_bytes);
-  votes_ = copier_->Allocate(sizeof(uint32_t) * comm_.size());
+  staging_.resize(options_.staging_layers);
+  size_t allocated = 0;
   try {
+    for (; allocated < staging_.size(); ++allocated)
+      staging_[allocated].memory = copier_->Allocate(staging_bytes);
     wire_.resize(layers_.size());
     // Staging of a layer: [tensor][local slot], tensor t at
     // slots_per_rank * (bytes of tensors before t).
-    std::vector<uint64_t> staging_offsets;
     for (size_t l = 0; l < layers_.size(); ++l) {
       uint64_t offset = 0;
       for (const ExpertTensor& x : layers_[l].tensors) {
@@ -93,20 +102,32 @@ MigrationExecutor::MigrationExecutor(Communicator& comm, std::vector<LayerWeight
         offset += x.bytes_per_expert * slots_per_rank_;
       }
     }
-    const RegionId staging_region = comm_.RegisterRegion(staging_, deadline);
-    for (auto& layer : wire_)
-      for (WireTensor& w : layer) w.dst_region = staging_region;
-    votes_region_ = comm_.RegisterRegion(votes_, deadline);
+    for (Staging& st : staging_) st.region = comm_.RegisterRegion(st.memory, deadline);
   } catch (...) {
-    copier_->Free(staging_);
-    copier_->Free(votes_);
+    for (size_t i = 0; i < allocated; ++i) copier_->Free(staging_[i].memory);
     throw;
   }
 }
 
 MigrationExecutor::~MigrationExecutor() {
-  copier_->Free(staging_);
-  copier_->Free(votes_);
+  // Copies still in flight (a commit after an error) must not outlive staging.
+  try {
+    copier_->Wait(Deadline::max());
+  } catch (const std::exception& e) {
+    spdlog::error("eplb migration: local copies failed at shutdown: {}", e.what());
+  }
+  for (Staging& st : staging_) copier_->Free(st.memory);
+}
+
+void MigrationExecutor::WaitForCopies(Deadline deadline) {
+  copier_->Wait(deadline);
+  for (Staging& st : staging_) st.commit_in_flight = false;
+}
+
+uint64_t MigrationExecutor::staging_bytes() const {
+  uint64_t bytes = 0;
+  for (const Staging& st : staging_) bytes += st.memory.bytes;
+  return bytes;
 }
 
 uint64_t MigrationExecutor::bytes_per_expert(int layer) const {
@@ -115,9 +136,10 @@ uint64_t MigrationExecutor::bytes_per_expert(int layer) const {
   return bytes;
 }
 
-uint8_t* MigrationExecutor::staging_slot(int layer, int tensor, int local_slot) const {
+uint8_t* MigrationExecutor::staging_slot(const Staging& st, int layer, int tensor,
+                                         int local_slot) const {
   const WireTensor& w = wire_[layer][tensor];
-  return static_cast<uint8_t*>(staging_.base) + w.dst_offset + w.dst_stride * local_slot;
+  return static_cast<uint8_t*>(st.memory.base) + w.dst_offset + w.dst_stride * local_slot;
 }
 
 uint8_t* MigrationExecutor::weight_slot(int layer, int tensor, int local_slot) const {
@@ -142,34 +164,39 @@ void MigrationExecutor::CheckPlan(const LayerPlan& plan) const {
                           std::to_string(comm_.size()) + " x " + std::to_string(slots_per_rank_));
 }
 
-// Every rank tells every other that it staged the layer: an all-to-all of
-// round tokens through the communicator. A rank that failed to stage sends
-// nothing, so the others fail too (at the latest at the deadline) and none
-// commits. The token is the round number, the same on every rank, so a stale
-// value from an earlier round can never pass for agreement.
-void MigrationExecutor::Agree(const LayerPlan& plan, Deadline deadline) {
-  const int n = comm_.size(), me = comm_.rank();
-  const uint32_t token = round_;
-  auto* votes = static_cast<uint8_t*>(votes_.base);
-  copier_->Copy(votes + sizeof(uint32_t) * me, &token, sizeof(token));
-  copier_->Wait(deadline);
-  std::vector<Transfer> transfers;
-  transfers.reserve(static_cast<size_t>(n) * (n - 1));
-  for (int src = 0; src < n; ++src)
-    for (int dst = 0; dst < n; ++dst)
-      if (src != dst)
-        transfers.push_back(Transfer{src, votes_region_, sizeof(uint32_t) * src, dst, votes_region_,
-                                     sizeof(uint32_t) * src, sizeof(uint32_t)});
-  comm_.Execute(transfers, deadline);
-  std::vector<uint32_t> got(n);
-  copier_->Copy(got.data(), votes, sizeof(uint32_t) * n);
-  copier_->Wait(deadline);
-  for (int r = 0; r < n; ++r)
-    if (got[r] != token)
-      throw Error("migration", "agree on MoE layer " + std::to_string(plan.layer),
-                  "peer " + std::to_string(r) + " sent round " + std::to_string(got[r]) +
-                      ", expected " + std::to_string(token),
-                  me, r);
+// Every rank tells every other whether it staged the layer (one byte, then
+// its error message): an all-gather on the control group. A rank that failed
+// still takes part, so the others learn it at once and name it; a rank that
+// died or stalls makes the all-gather itself fail. Throws this rank's own
+// failure first, else the first other rank's, else returns: every rank staged.
+void MigrationExecutor::Agree(const LayerPlan& plan, std::exception_ptr failure,
+                              Deadline deadline) {
+  const int me = comm_.rank(), layer = plan.layer;
+  std::vector<uint8_t> blob{failure ? uint8_t{0} : uint8_t{1}};
+  if (failure) {
+    try {
+      std::rethrow_exception(failure);
+    } catch (const std::exception& e) {
+      std::string what = e.what();
+      blob.insert(blob.end(), what.begin(), what.end());
+    }
+  }
+  const Deadline agree_by = std::max(deadline, Clock::now() + options_.agreement_grace);
+  std::vector<std::vector<uint8_t>> all;
+  try {
+    all = control_.AllGather(blob, agree_by);
+  } catch (...) {
+    if (failure) std::rethrow_exception(failure);
+    RethrowNamingLayer(layer, me, "agreement");
+  }
+  if (failure) std::rethrow_exception(failure);
+  for (int r = 0; r < static_cast<int>(all.size()); ++r) {
+    if (r == me || (!all[r].empty() && all[r][0] == 1)) continue;
+    std::string why =
+        all[r].empty() ? std::string("no answer") : std::string(all[r].begin() + 1, all[r].end());
+    throw Error("migration", "agreement of MoE layer " + std::to_string(layer),
+                "rank " + std::to_string(r) + " failed to stage the layer: " + why, me, r);
+  }
 }
 
 LayerMigrationReport MigrationExecutor::Stage(const LayerPlan& plan, Deadline deadline) {
@@ -180,66 +207,107 @@ LayerMigrationReport MigrationExecutor::Stage(const LayerPlan& plan, Deadline de
   report.layer = layer;
   report.rank = plan.per_rank[me];
   report.total = plan.total;
-  staged_layer_ = -1;
+  // A layer staged again replaces its earlier staging; otherwise take the
+  // next buffer in turn (replacing the oldest staged layer, if any).
+  Staging* st = nullptr;
+  for (Staging& candidate : staging_)
+    if (candidate.layer == layer) st = &candidate;
+  if (st == nullptr) {
+    st = &staging_[next_staging_];
+    next_staging_ = (next_staging_ + 1) % staging_.size();
+  }
+  st->layer = -1;
   if (plan.unchanged()) {
-    staged_layer_ = layer;
+    st->layer = layer;
     return report;
   }
-  const bool over_wire = !plan.wire.empty();
-  if (over_wire) ++round_;  // on every rank alike, whatever happens next
-  const char* step = "transfers";
+  const char* step = "the previous commit from this buffer";
   try {
-    if (over_wire) comm_.Execute(WireTransfers(plan, wire_[layer]), deadline);
+    if (st->commit_in_flight) WaitForCopies(deadline);
+    step = "transfers";
+    if (!plan.wire.empty()) {
+      std::vector<WireTensor> tensors = wire_[layer];
+      for (WireTensor& w : tensors) w.dst_region = st->region;
+      comm_.Execute(WireTransfers(plan, tensors), deadline);
+    }
     step = "local copies";
     const auto& tensors = layers_[layer].tensors;
     for (const SlotFill& f : plan.LocalOf(me)) {
       const int dst = f.slot % slots_per_rank_, src = f.src_slot % slots_per_rank_;
       for (size_t t = 0; t < tensors.size(); ++t) {
+        const int ti = static_cast<int>(t);
         const uint8_t* from = f.action == SlotAction::kLocalCopy
-                                  ? weight_slot(layer, static_cast<int>(t), src)
-                                  : staging_slot(layer, static_cast<int>(t), src);
-        copier_->Copy(staging_slot(layer, static_cast<int>(t), dst), from,
-                      tensors[t].bytes_per_expert);
+                                  ? weight_slot(layer, ti, src)
+                                  : staging_slot(*st, layer, ti, src);
+        copier_->Copy(staging_slot(*st, layer, ti, dst), from, tensors[t].bytes_per_expert);
       }
     }
-    copier_->Wait(deadline);
-    // Without wire transfers no rank depends on another: each commits alone.
-    step = "agreement";
-    if (over_wire) Agree(plan, deadline);
+    WaitForCopies(deadline);
   } catch (...) {
     spdlog::debug("eplb migration: rank {} failed {} of MoE layer {}", me, step, layer);
     RethrowNamingLayer(layer, me, step);
   }
-  staged_layer_ = layer;
+  st->layer = layer;
   report.stage_seconds = SecondsSince(start);
   return report;
 }
 
-void MigrationExecutor::Commit(const LayerPlan& plan, LayerMigrationReport* report) {
+void MigrationExecutor::IssueCommit(const LayerPlan& plan) {
   CheckPlan(plan);
-  if (staged_layer_ != plan.layer)
-    throw Error("migration", "commit of MoE layer " + std::to_string(plan.layer),
-                staged_layer_ < 0 ? std::string("nothing is staged")
-                                  : "layer " + std::to_string(staged_layer_) + " is staged",
-                comm_.rank(), -1);
-  const auto start = Clock::now();
   const int layer = plan.layer;
+  Staging* st = nullptr;
+  for (Staging& candidate : staging_)
+    if (candidate.layer == layer) st = &candidate;
+  if (st == nullptr)
+    throw Error("migration", "commit of MoE layer " + std::to_string(layer),
+                "the layer is not staged (never staged, already committed, or replaced)",
+                comm_.rank(), -1);
   const auto& tensors = layers_[layer].tensors;
   for (const SlotFill& f : plan.FillsOf(comm_.rank())) {
     if (f.action == SlotAction::kKeep) continue;
     const int local = f.slot % slots_per_rank_;
-    for (size_t t = 0; t < tensors.size(); ++t)
-      copier_->Copy(weight_slot(layer, static_cast<int>(t), local),
-                    staging_slot(layer, static_cast<int>(t), local), tensors[t].bytes_per_expert);
+    for (size_t t = 0; t < tensors.size(); ++t) {
+      const int ti = static_cast<int>(t);
+      copier_->Copy(weight_slot(layer, ti, local), staging_slot(*st, layer, ti, local),
+                    tensors[t].bytes_per_expert);
+    }
   }
+  // The buffer is free again once these copies are done (Stage waits for
+  // them before receiving into it).
+  st->layer = -1;
+  st->commit_in_flight = true;
+}
+
+void MigrationExecutor::Commit(const LayerPlan& plan, LayerMigrationReport* report) {
+  const auto start = Clock::now();
+  IssueCommit(plan);
   // A commit must finish: the copies are local, so no deadline can help.
-  copier_->Wait(Deadline::max());
-  staged_layer_ = -1;
+  WaitForCopies(Deadline::max());
   if (report != nullptr) report->commit_seconds = SecondsSince(start);
 }
 
+LayerMigrationReport MigrationExecutor::StageAndAgree(const LayerPlan& plan, Deadline deadline) {
+  CheckPlan(plan);
+  const auto start = Clock::now();
+  LayerMigrationReport report;
+  std::exception_ptr failure;
+  try {
+    report = Stage(plan, deadline);
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  // Every rank knows from the plan whether any rank changes a slot; only then
+  // is there something to agree on.
+  if (!plan.unchanged())
+    Agree(plan, failure, deadline);
+  else if (failure)
+    std::rethrow_exception(failure);
+  report.stage_seconds = SecondsSince(start);
+  return report;
+}
+
 LayerMigrationReport MigrationExecutor::MigrateLayer(const LayerPlan& plan, Deadline deadline) {
-  LayerMigrationReport report = Stage(plan, deadline);
+  LayerMigrationReport report = StageAndAgree(plan, deadline);
   Commit(plan, &report);
   spdlog::debug(
       "eplb migration: rank {} MoE layer {}: {} experts received, {} sent, {} local, {} bytes "
@@ -257,8 +325,26 @@ std::vector<LayerMigrationReport> MigrationExecutor::Migrate(const Placement& ol
     throw InvalidArgument("migration: placement has " + std::to_string(old_placement.num_layers) +
                           " layers, the executor " + std::to_string(num_layers()));
   std::vector<LayerMigrationReport> reports;
-  for (int l = 0; l < num_layers(); ++l)
-    reports.push_back(MigrateLayer(Plan(old_placement, new_placement, l), deadline));
+  if (staging_.size() == 1) {
+    for (int l = 0; l < num_layers(); ++l)
+      reports.push_back(MigrateLayer(Plan(old_placement, new_placement, l), deadline));
+    return reports;
+  }
+  // Two buffers: the commit copies of layer l run while layer l+1 stages
+  // (its transfers, then its own copies, which the copier runs after them).
+  try {
+    for (int l = 0; l < num_layers(); ++l) {
+      LayerPlan plan = Plan(old_placement, new_placement, l);
+      reports.push_back(StageAndAgree(plan, deadline));
+      const auto start = Clock::now();
+      IssueCommit(plan);
+      reports.back().commit_seconds = SecondsSince(start);
+    }
+  } catch (...) {
+    WaitForCopies(Deadline::max());  // agreed layers are committed in full
+    throw;
+  }
+  WaitForCopies(Deadline::max());
   return reports;
 }
 

@@ -5,6 +5,7 @@
 // deadline + 1 s naming it, and hold the old placement of the failed layer).
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <atomic>
@@ -18,6 +19,7 @@
 #include "eplb/gloo.h"
 #include "eplb/migration.h"
 #include "support/multiprocess.h"
+#include "support/transfer_pattern.h"
 #include "support/worker_util.h"
 
 namespace eplb {
@@ -41,15 +43,23 @@ struct Scenario {
   int fail_round = 0;            // ... in this round
   int fail_layer = 1;            // ... at this layer's transfers
   int deadline_ms = 5000;        // per MigrateLayer
+  int staging_layers = 1;        // 2: Migrate() per round, commits overlapping (copier thread)
 
   std::vector<std::string> Args() const {
-    return {"world=" + std::to_string(world), "layers=" + std::to_string(layers),
-            "spr=" + std::to_string(slots_per_rank), "experts=" + std::to_string(experts),
-            "rounds=" + std::to_string(rounds), "seed=" + std::to_string(seed),
-            "rpn=" + std::to_string(ranks_per_node), "bytes=" + std::to_string(expert_bytes),
-            "mode=" + mode, "victim=" + std::to_string(victim),
-            "fail_round=" + std::to_string(fail_round), "fail_layer=" + std::to_string(fail_layer),
-            "deadline_ms=" + std::to_string(deadline_ms)};
+    return {"world=" + std::to_string(world),
+            "layers=" + std::to_string(layers),
+            "spr=" + std::to_string(slots_per_rank),
+            "experts=" + std::to_string(experts),
+            "rounds=" + std::to_string(rounds),
+            "seed=" + std::to_string(seed),
+            "rpn=" + std::to_string(ranks_per_node),
+            "bytes=" + std::to_string(expert_bytes),
+            "mode=" + mode,
+            "victim=" + std::to_string(victim),
+            "fail_round=" + std::to_string(fail_round),
+            "fail_layer=" + std::to_string(fail_layer),
+            "deadline_ms=" + std::to_string(deadline_ms),
+            "staging_layers=" + std::to_string(staging_layers)};
   }
   static Scenario Parse(const std::vector<std::string>& args) {
     std::map<std::string, std::string> kv;
@@ -73,6 +83,7 @@ struct Scenario {
     num("fail_round", s.fail_round);
     num("fail_layer", s.fail_layer);
     num("deadline_ms", s.deadline_ms);
+    num("staging_layers", s.staging_layers);
     if (kv.count("mode")) s.mode = kv["mode"];
     return s;
   }
@@ -97,9 +108,18 @@ Placement RandomPlacement(std::mt19937& rng, const Scenario& s) {
   return Placement::FromPhy2Log(s.layers, s.experts, s.world, std::move(p2l));
 }
 
-// The content of tensor t of expert e of layer l (FillPattern keyed by expert
-// and (layer, tensor), so a misplaced or stale byte is caught).
-int PatternRound(int layer, int tensor) { return layer * 8 + tensor; }
+// The content of tensor t of expert e of layer l: the shared transfer pattern
+// keyed by expert and (layer, tensor). Two experts differ in every byte, so a
+// misplaced or stale expert is caught.
+int PatternRegion(int layer, int tensor) { return layer * 8 + tensor; }
+void Fill(uint8_t* data, uint64_t bytes, int expert, int region) {
+  for (uint64_t i = 0; i < bytes; ++i) data[i] = test::PatternByte(expert, region, i);
+}
+int64_t FindMismatch(const uint8_t* data, uint64_t bytes, int expert, int region) {
+  for (uint64_t i = 0; i < bytes; ++i)
+    if (data[i] != test::PatternByte(expert, region, i)) return static_cast<int64_t>(i);
+  return -1;
+}
 
 // Wraps the real gloo communicator to count what goes through it, and to make
 // the victim rank stall or die at a chosen Execute (the failure injection).
@@ -129,7 +149,7 @@ class Instrumented final : public Communicator {
       if (s_.mode == "crash") {
         // Die while this layer's bytes are on the wire.
         std::thread([] {
-          std::this_thread::sleep_for(2ms);
+          std::this_thread::sleep_for(20ms);
           raise(SIGKILL);
         }).detach();
       }
@@ -168,9 +188,12 @@ EPLB_TEST_WORKER(migrate) {
   }
   MigrationOptions options;
   options.ranks_per_node = s.ranks_per_node;
-  MigrationExecutor ex(comm, *control, weights, s.slots_per_rank, MakeHostCopier(), options,
+  options.staging_layers = s.staging_layers;
+  MigrationExecutor ex(comm, *control, weights, s.slots_per_rank,
+                       s.staging_layers == 2 ? MakeThreadedHostCopier() : MakeHostCopier(), options,
                        connect);
 
+  spdlog::info("connected");
   std::mt19937 rng(s.seed);
   Placement cur = RandomPlacement(rng, s);
   auto slot_of = [&](int l, int t, int local) {
@@ -179,14 +202,14 @@ EPLB_TEST_WORKER(migrate) {
   for (int l = 0; l < s.layers; ++l)
     for (int t = 0; t < 3; ++t)
       for (int i = 0; i < s.slots_per_rank; ++i)
-        test::FillPattern(slot_of(l, t, i), tensor_bytes[t],
-                          cur.expert_at(l, me * s.slots_per_rank + i), PatternRound(l, t));
+        Fill(slot_of(l, t, i), tensor_bytes[t], cur.expert_at(l, me * s.slots_per_rank + i),
+             PatternRegion(l, t));
   // Every slot of this rank holds its expert of `p` in layer l, byte for byte.
   auto verify = [&](const Placement& p, int l) {
     for (int t = 0; t < 3; ++t)
       for (int i = 0; i < s.slots_per_rank; ++i) {
         const int e = p.expert_at(l, me * s.slots_per_rank + i);
-        int64_t bad = test::FindMismatch(slot_of(l, t, i), tensor_bytes[t], e, PatternRound(l, t), 0);
+        int64_t bad = FindMismatch(slot_of(l, t, i), tensor_bytes[t], e, PatternRegion(l, t));
         if (bad >= 0) {
           std::fprintf(stderr, "EPLB-MISMATCH layer=%d tensor=%d slot=%d expert=%d byte=%lld\n", l,
                        t, me * s.slots_per_rank + i, e, static_cast<long long>(bad));
@@ -199,15 +222,31 @@ EPLB_TEST_WORKER(migrate) {
   uint64_t plan_sent = 0, plan_received = 0;
   for (int round = 0; round < s.rounds; ++round) {
     Placement next = s.mode == "nochange" ? cur : RandomPlacement(rng, s);
-    auto before = storage;
-    for (int l = 0; l < s.layers; ++l) {
+    std::vector<std::vector<std::vector<uint8_t>>> before;
+    if (s.mode == "nochange") before = storage;
+    if (s.staging_layers == 2) {
+      // The whole model at once: commits overlap the next layer's transfers.
+      for (int l = 0; l < s.layers; ++l) {
+        LayerPlan plan = ex.Plan(cur, next, l);
+        plan_sent += plan.per_rank[me].bytes_sent;
+        plan_received += plan.per_rank[me].bytes_received;
+      }
+      auto reports = ex.Migrate(cur, next, DeadlineAfter(std::chrono::milliseconds(s.deadline_ms)));
+      if (static_cast<int>(reports.size()) != s.layers) return 4;
+    }
+    for (int l = 0; l < s.layers && s.staging_layers == 1; ++l) {
       LayerPlan plan = ex.Plan(cur, next, l);
       plan_sent += plan.per_rank[me].bytes_sent;
       plan_received += plan.per_rank[me].bytes_received;
       comm.arm_failure = s.victim >= 0 && round == s.fail_round && l == s.fail_layer;
+      // A crash must land while the layer's bytes are on the wire: every rank
+      // enters the layer together, and the victim dies shortly after.
+      if (comm.arm_failure && s.mode == "crash") control->Barrier(DeadlineAfter(20s));
+      spdlog::info("round {} layer {}: migrating", round, l);
       const auto start = Clock::now();
       try {
-        LayerMigrationReport r = ex.MigrateLayer(plan, start + std::chrono::milliseconds(s.deadline_ms));
+        LayerMigrationReport r =
+            ex.MigrateLayer(plan, start + std::chrono::milliseconds(s.deadline_ms));
         if (r.rank.bytes_received != plan.per_rank[me].bytes_received || r.layer != l) return 4;
       } catch (const std::exception& e) {
         const double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
@@ -240,7 +279,7 @@ EPLB_TEST_WORKER(migrate) {
 // ---- tests -----------------------------------------------------------------
 
 std::vector<test::RankExit> RunScenario(const Scenario& s, Deadline deadline) {
-  test::RankGroup group({.worker = "migrate", .world_size = s.world, .args = s.Args()});
+  test::RankGroup group(test::Ranks("migrate", s.world, s.Args()));
   return group.Wait(deadline);
 }
 
@@ -270,6 +309,18 @@ TEST(MigrationGloo, RandomRebalancesFourRanksTwoNodes) {
   ExpectAllOk(RunScenario(s, DeadlineAfter(60s)));
 }
 
+TEST(MigrationGloo, RandomRebalancesFourRanksTwoStagingLayers) {
+  Scenario s;
+  s.world = 4;
+  s.layers = 4;
+  s.slots_per_rank = 3;
+  s.experts = 9;
+  s.rounds = 5;
+  s.seed = 11;
+  s.staging_layers = 2;
+  ExpectAllOk(RunScenario(s, DeadlineAfter(60s)));
+}
+
 TEST(MigrationGloo, NoChangeSendsNothing) {
   Scenario s;
   s.world = 4;
@@ -289,14 +340,17 @@ void ExpectSurvivorsFailedCleanly(const Scenario& s, const std::vector<test::Ran
   for (const auto& x : exits) {
     if (x.rank == s.victim) continue;
     ASSERT_TRUE(x.status.exited && x.status.code == 3)
-        << "rank " << x.rank << " should fail cleanly (exit 3)\n" << test::Describe(exits);
+        << "rank " << x.rank << " should fail cleanly (exit 3)\n"
+        << test::Describe(exits);
     EXPECT_NE(x.stderr_text.find("EPLB-FAILED round=0 moe_layer=" + std::to_string(s.fail_layer)),
               std::string::npos)
         << x.stderr_text;
     EXPECT_NE(x.stderr_text.find("MoE layer " + std::to_string(s.fail_layer)), std::string::npos)
-        << "error does not name the layer\n" << x.stderr_text;
+        << "error does not name the layer\n"
+        << x.stderr_text;
     EXPECT_NE(x.stderr_text.find("peer " + std::to_string(s.victim)), std::string::npos)
-        << "error does not name the peer\n" << x.stderr_text;
+        << "error does not name the peer\n"
+        << x.stderr_text;
     // Parse ms= of the EPLB-FAILED line.
     auto pos = x.stderr_text.find("EPLB-FAILED");
     auto ms_pos = x.stderr_text.find("ms=", pos);
@@ -313,7 +367,7 @@ TEST(MigrationGloo, PeerKilledMidMigration) {
   s.victim = 2;
   s.fail_layer = 1;
   s.deadline_ms = 3000;
-  test::RankGroup group({.worker = "migrate", .world_size = s.world, .args = s.Args()});
+  test::RankGroup group(test::Ranks("migrate", s.world, s.Args()));
   ASSERT_TRUE(group.WaitForText(s.victim, "EPLB-STALLED", DeadlineAfter(30s)))
       << group.Stderr(s.victim);
   group.Kill(s.victim);
@@ -326,16 +380,20 @@ TEST(MigrationGloo, PeerKilledMidMigration) {
   }
 }
 
-TEST(MigrationGloo, PeerCrashesDuringTransfer) {
+// The victim SIGKILLs itself 20 ms into a layer that moves 10 MiB experts:
+// depending on timing it dies before its sync tokens or with bulk bytes in
+// flight; both must end the same way.
+TEST(MigrationGloo, PeerCrashesDuringLayerTransfers) {
   Scenario s;
   s.world = 4;
   s.mode = "crash";
   s.victim = 1;
   s.fail_layer = 0;
-  s.layers = 2;
-  s.experts = 12;
-  s.expert_bytes = 4u << 20;  // ~12 MiB per expert: the crash lands mid-transfer
-  s.deadline_ms = 3000;
+  s.layers = 1;
+  s.slots_per_rank = 3;
+  s.experts = 8;
+  s.expert_bytes = 4u << 20;  // 10 MiB per expert: the crash lands mid-transfer
+  s.deadline_ms = 1500;
   auto exits = RunScenario(s, DeadlineAfter(60s));
   EXPECT_EQ(exits[s.victim].status.signal, SIGKILL) << test::Describe(exits);
   ExpectSurvivorsFailedCleanly(s, exits, std::chrono::milliseconds(s.deadline_ms + 1000));
@@ -348,7 +406,7 @@ TEST(MigrationGloo, StalledPeerFailsTheOthersAtTheDeadline) {
   s.victim = 1;
   s.fail_layer = 0;
   s.deadline_ms = 1500;
-  test::RankGroup group({.worker = "migrate", .world_size = s.world, .args = s.Args()});
+  test::RankGroup group(test::Ranks("migrate", s.world, s.Args()));
   ASSERT_TRUE(group.WaitForText(0, "EPLB-FAILED", DeadlineAfter(30s))) << group.Stderr(0);
   group.Kill(s.victim);  // it would stall forever
   auto exits = group.Wait(DeadlineAfter(10s));

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Packs the GPU suite and the eplb tool for a GPU machine that has a CUDA
+# driver but not this build's Debian libraries (such as a lent device
+# machine): test binaries (debug info stripped), their ctest files, eplb, and
+# the shared libraries they need beyond glibc and libstdc++.
+#
+#   scripts/gpu_bundle.sh DIR          # after scripts/build.sh
+#   bash DIR/run_gpu_suite.sh          # on the GPU machine: ctest -L gpu, then eplb bench
+#
+# On a GPU machine with the build itself, run the suite directly:
+#   ctest --test-dir build -L gpu --output-on-failure
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=$(realpath "${EPLB_BUILD_DIR:-build}")
+out=${1:?usage: scripts/gpu_bundle.sh DIR}
+rm -rf "$out"
+mkdir -p "$out/build" "$out/lib"
+out=$(realpath "$out")
+for f in "$build"/gpu_*; do
+  case "$f" in
+    *.cmake) cp "$f" "$out/build/" ;;
+    *) strip --strip-debug -o "$out/build/$(basename "$f")" "$f" ;;
+  esac
+done
+strip --strip-debug -o "$out/build/eplb" "$build/eplb"
+grep -E '^#|gpu_' "$build/CTestTestfile.cmake" >"$out/build/CTestTestfile.cmake"
+# Shared libraries from the build machine, except the C library and the
+# compiler runtime, which the GPU machine has (newer).
+find "$build" -maxdepth 1 -name 'gpu_*' -type f -executable -print0 |
+  xargs -0 ldd "$build/eplb" | awk '/=> \// {print $3}' | sort -u |
+  grep -vE '/(libc|libm|libgcc_s|libstdc\+\+|libpthread|libdl|librt)\.so' |
+  while read -r lib; do cp -L "$lib" "$out/lib/"; done
+echo "$build" >"$out/build_dir"
+cp scripts/run_gpu_suite.sh "$out/"
+du -sh "$out"

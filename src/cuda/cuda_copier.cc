@@ -1,0 +1,78 @@
+#include "cuda/cuda_copier.h"
+
+#if __has_include("eplb/migration.h")
+
+#include <fmt/format.h>
+
+#include "cuda/runtime.h"
+#include "eplb/error.h"
+
+namespace eplb {
+
+#if EPLB_HAVE_CUDA
+
+namespace {
+
+class CudaCopier final : public LocalCopier {
+ public:
+  explicit CudaCopier(int device) : device_(device), stream_(device), done_(device) {}
+
+  MemoryKind kind() const override { return MemoryKind::kCuda; }
+
+  MemoryRegion Allocate(size_t bytes) override {
+    cuda::DeviceGuard guard(device_);
+    void* p = nullptr;
+    cuda::Check(cudaMalloc(&p, bytes > 0 ? bytes : 1),
+                fmt::format("cudaMalloc ({} bytes of staging on device {})", bytes, device_));
+    return MemoryRegion{p, bytes, MemoryKind::kCuda, device_};
+  }
+
+  void Free(const MemoryRegion& region) override {
+    if (region.base == nullptr) return;
+    cuda::DeviceGuard guard(device_);
+    cuda::Check(cudaFree(region.base), "cudaFree (staging)");
+  }
+
+  void Copy(void* dst, const void* src, size_t bytes) override {
+    if (bytes == 0) return;
+    cuda::DeviceGuard guard(device_);
+    cuda::Check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream_.get()),
+                "cudaMemcpyAsync (local copy)");
+  }
+
+  void Wait(Deadline deadline) override {
+    cuda::DeviceGuard guard(device_);
+    done_.Record(stream_.get());
+    done_.Wait(deadline, "cuda", "wait for local copies");
+  }
+
+ private:
+  int device_;
+  cuda::Stream stream_;
+  cuda::Event done_;
+};
+
+}  // namespace
+
+std::unique_ptr<LocalCopier> MakeCudaCopier(int device) {
+  const auto available = cuda::Probe();
+  if (device < 0 || device >= available.devices) {
+    throw Error("cuda", "create local copier",
+                available.devices == 0 ? available.reason
+                                       : fmt::format("device {} does not exist ({} visible)", device,
+                                                     available.devices));
+  }
+  return std::make_unique<CudaCopier>(device);
+}
+
+#else  // !EPLB_HAVE_CUDA
+
+std::unique_ptr<LocalCopier> MakeCudaCopier(int) {
+  throw Error("cuda", "create local copier", "eplb was built without CUDA");
+}
+
+#endif  // EPLB_HAVE_CUDA
+
+}  // namespace eplb
+
+#endif  // __has_include("eplb/migration.h")

@@ -1,0 +1,95 @@
+#include "gpu/support/workers.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include "support/paths.h"
+#include "support/worker_util.h"
+
+namespace eplb::test {
+
+namespace {
+constexpr const char* kResultsFlag = "--results=";
+
+std::string ResultPath(const std::string& dir, int rank) {
+  return dir + "/result-" + std::to_string(rank) + ".json";
+}
+}  // namespace
+
+std::string WorkerContext::Param(const std::string& key, const std::string& fallback) const {
+  auto it = params.find(key);
+  return it == params.end() ? fallback : it->second;
+}
+
+int WorkerContext::IntParam(const std::string& key, int fallback) const {
+  auto it = params.find(key);
+  return it == params.end() ? fallback : std::stoi(it->second);
+}
+
+void WorkerContext::WriteResult(const nlohmann::json& result) const {
+  const std::string path = ResultPath(results_dir, rank);
+  std::ofstream(path + ".tmp") << result.dump(2);
+  std::filesystem::rename(path + ".tmp", path);
+}
+
+WorkerContext GpuWorkerContext(const std::vector<std::string>& args) {
+  WorkerRank joined = JoinRun();
+  WorkerContext ctx;
+  ctx.rank = joined.env.rank;
+  ctx.size = joined.env.world_size;
+  ctx.store = joined.store;
+  for (const auto& arg : args) {
+    if (arg.rfind(kResultsFlag, 0) == 0) {
+      ctx.results_dir = arg.substr(std::string(kResultsFlag).size());
+      continue;
+    }
+    auto eq = arg.find('=');
+    if (eq != std::string::npos) ctx.params[arg.substr(0, eq)] = arg.substr(eq + 1);
+  }
+  Require(!ctx.results_dir.empty(), "worker started without " + std::string(kResultsFlag));
+  return ctx;
+}
+
+void Require(bool condition, const std::string& message) {
+  if (!condition) throw std::runtime_error(message);
+}
+
+std::vector<WorkerOutcome> RunWorkers(const std::string& name, int size,
+                                      const std::map<std::string, std::string>& params,
+                                      std::chrono::seconds timeout) {
+  const std::string results = MakeTempDir("eplb-gpu-results-");
+  std::vector<std::string> args = {kResultsFlag + results};
+  for (const auto& [key, value] : params) args.push_back(key + "=" + value);
+  RankGroup group(Ranks(name, size, args));
+  auto exits = group.Wait(DeadlineAfter(timeout));
+  std::vector<WorkerOutcome> outcomes;
+  for (const auto& e : exits) {
+    WorkerOutcome o;
+    o.rank = e.rank;
+    o.timed_out = e.timed_out;
+    o.exit_code = e.status.exited ? e.status.code : -1;
+    o.stderr_text = e.stderr_text;
+    std::ifstream in(ResultPath(results, e.rank));
+    if (in) o.result = nlohmann::json::parse(in, nullptr, false);
+    outcomes.push_back(std::move(o));
+  }
+  std::error_code ignored;
+  std::filesystem::remove_all(results, ignored);
+  return outcomes;
+}
+
+std::string Describe(const std::vector<WorkerOutcome>& outcomes) {
+  std::string s;
+  for (const auto& o : outcomes) {
+    s += "rank " + std::to_string(o.rank) + ": exit " + std::to_string(o.exit_code) +
+         (o.timed_out ? " (timed out, killed)" : "") + " result " + o.result.dump() + "\n";
+    if (o.exit_code != 0 && !o.stderr_text.empty()) {
+      const size_t keep = 3000;
+      s += o.stderr_text.size() > keep ? o.stderr_text.substr(o.stderr_text.size() - keep) : o.stderr_text;
+      s += "\n";
+    }
+  }
+  return s;
+}
+
+}  // namespace eplb::test
