@@ -68,7 +68,10 @@ std::string RenderLineChart(const PlotSpec& spec) {
     ymin -= 0.5;
     ymax += 0.5;
   }
-  const double left = 70, right = 200, top = 40, bottom = 55;
+  // The legend sits right of the plot; leave room for its longest label.
+  size_t longest = 0;
+  for (const auto& s : spec.series) longest = std::max(longest, s.label.size());
+  const double left = 70, right = 60 + 7.0 * static_cast<double>(longest), top = 40, bottom = 55;
   const double pw = spec.width - left - right, ph = spec.height - top - bottom;
   auto px = [&](double x) { return left + (x - xmin) / (xmax - xmin) * pw; };
   auto py = [&](double y) { return top + (1 - (y - ymin) / (ymax - ymin)) * ph; };
@@ -88,6 +91,10 @@ std::string RenderLineChart(const PlotSpec& spec) {
         left, py(v), left + pw, left - 6, py(v) + 4, FormatTick(v, ystep));
   }
   double xstep = NiceStep(xmax - xmin, 8);
+  bool integer_x = true;
+  for (const auto& s : spec.series)
+    for (double x : s.x) integer_x = integer_x && x == std::floor(x);
+  if (integer_x) xstep = std::max(xstep, 1.0);  // no half windows on the axis
   for (double v = std::ceil(xmin / xstep) * xstep; v <= xmax + xstep * 1e-9; v += xstep) {
     svg += fmt::format(
         "<line x1=\"{0:.1f}\" y1=\"{1:.1f}\" x2=\"{0:.1f}\" y2=\"{2:.1f}\" stroke=\"#eee\"/>"
