@@ -514,7 +514,7 @@ TEST(Balancer, RankThatStopsParticipatingIsNamedAndTheRunRecovers) {
   Scenario s;
   s.fault = "stall_comm";
   s.victim = 1;
-  s.fault_execute = 5;  // the third changed layer of the first cycle
+  s.fault_execute = 3;  // the transfers of the first cycle's third changed layer
   s.deadline_ms = 1000;
   s.stall_ms = 3500;    // past deadline + 2 s: the watchdog speaks
   s.steps = 2600;       // ~5 s at 2 ms a step: cycles after the stall

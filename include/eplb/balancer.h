@@ -40,6 +40,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <span>
 #include <string>
@@ -161,10 +162,15 @@ struct BalancerMetrics {
   // Steps until the next trigger; never negative.
   int64_t steps_to_next_rebalance = 0;
   bool cycle_in_progress = false;
-  // Model balancedness of the placement in force under the last summed window.
-  double balancedness = 1.0;
+  // Model balancedness of the placement in force under the last summed
+  // window; NaN until the first cycle has summed the loads.
+  double balancedness = std::numeric_limits<double>::quiet_NaN();
   int64_t cycles_started = 0, cycles_completed = 0, cycles_failed = 0, cycles_skipped = 0;
-  int64_t layers_committed = 0, roll_forwards = 0, rebuilds = 0, commit_waits = 0;
+  int64_t layers_committed = 0, roll_forwards = 0, rebuilds = 0;
+  // Async: steps that reached their proposed commit step before the
+  // agreement had arrived and waited for it, and the longest such wait.
+  int64_t commit_waits = 0;
+  double commit_wait_seconds_max = 0;
   uint64_t bytes_moved_total = 0;
   CycleReport last_cycle;  // the last cycle that ended (ok or not)
   std::string last_error;  // the last failure, empty if none

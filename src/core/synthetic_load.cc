@@ -73,7 +73,8 @@ void SyntheticLoad::Shares(int64_t step, int layer, std::span<double> out) const
 
 void SyntheticLoad::Counts(int64_t step, int rank, int layer, std::span<int64_t> out) const {
   const int E = options_.num_experts;
-  std::vector<double> share(E);
+  thread_local std::vector<double> share;
+  share.resize(E);
   Shares(step, layer, share);
   const uint64_t seed = Mix(options_.seed ^ Mix(uint64_t(step) * 0x100000001b3ull ^
                                                (uint64_t(rank) << 40) ^ (uint64_t(layer) << 20)));

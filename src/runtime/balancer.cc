@@ -21,6 +21,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cmath>
 #include <condition_variable>
 #include <cstring>
 #include <exception>
@@ -219,10 +220,14 @@ BalancerLinks MakeBalancerLinks(std::shared_ptr<Store> store, int rank, int worl
 std::string FormatPrometheus(const BalancerMetrics& m) {
   std::string out;
   const std::string lbl = fmt::format("rank=\"{}\"", m.rank);
-  auto metric = [&](const char* name, const char* type, const char* help, auto value,
-                    const std::string& extra = "") {
-    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n{}{{{}{}}} {}\n", name, help, name, type, name,
-                       lbl, extra, value);
+  auto metric = [&](const char* name, const char* type, const char* help, auto value) {
+    std::string v;
+    if constexpr (std::is_floating_point_v<decltype(value)>) {
+      v = std::isnan(value) ? "NaN" : fmt::format("{}", value);
+    } else {
+      v = fmt::format("{}", value);
+    }
+    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n{}{{{}}} {}\n", name, help, name, type, name, lbl, v);
   };
   out += fmt::format(
       "# HELP eplb_info The communicator and mode of the balancer.\n# TYPE eplb_info gauge\n"
@@ -251,6 +256,8 @@ std::string FormatPrometheus(const BalancerMetrics& m) {
          "Communicator and control group rebuilds after failures.", m.rebuilds);
   metric("eplb_commit_waits_total", "counter",
          "Steps that waited for a commit agreement (async).", m.commit_waits);
+  metric("eplb_commit_wait_seconds_max", "gauge",
+         "Longest wait of a step for a commit agreement (async).", m.commit_wait_seconds_max);
   metric("eplb_bytes_moved_total", "counter", "Expert bytes moved over the wire, every rank.",
          m.bytes_moved_total);
   const CycleReport& c = m.last_cycle;
@@ -463,11 +470,15 @@ void Balancer::State::Connect(const std::string& new_label, Deadline deadline) {
   if (async() && IsNcclFamily(comm->name()))
     throw InvalidArgument("balancer: the " + std::string(comm->name()) +
                           " communicator cannot be used in async mode");
+  // One executor per staging buffer: the cycle thread stages into one while
+  // the engine thread commits out of the other, and two executors share no
+  // state (one executor's buffers share its copier and bookkeeping).
   MigrationOptions mo;
   mo.ranks_per_node = cfg.ranks_per_node;
+  mo.staging_layers = 1;
   for (size_t x = 0; x < scheduled.size(); ++x)
-    executors.push_back(std::make_unique<MigrationExecutor>(*comm, weights, spr, links.make_copier(),
-                                                            mo, deadline));
+    executors.push_back(std::make_unique<MigrationExecutor>(*comm, *control, weights, spr,
+                                                            links.make_copier(), mo, deadline));
 }
 
 void Balancer::State::Publish() { published = std::make_shared<const Placement>(current); }
@@ -570,8 +581,10 @@ void Balancer::State::StepEngine() {
     }
     if (floor_step == now_step) {
       ++metrics.commit_waits;
+      const auto wait_start = Clock::now();
       const bool got = cv.wait_for(lock, cfg.deadline + std::chrono::seconds(1),
                                    [&] { return stop || floor_step != now_step; });
+      metrics.commit_wait_seconds_max = std::max(metrics.commit_wait_seconds_max, SecondsSince(wait_start));
       if (!got) {
         // The agreement never came: veto so this rank will not commit at a
         // step it has passed; the cycle thread treats the layer as in doubt.
@@ -1046,7 +1059,7 @@ void Balancer::State::RunCycle(Request req) {
   const auto start = Clock::now();
   std::string where = "handshake";
   int layer = -1;
-  bool groups_used = false;
+  bool groups_used = false, summed = false;
   LoadMatrix load(cfg.num_layers, cfg.num_experts);
   try {
     std::vector<RankState> states = Handshake(req);
@@ -1080,6 +1093,7 @@ void Balancer::State::RunCycle(Request req) {
     SetOp(fmt::format("the load sum of cycle {}", req.cycle));
     control->AllReduceSum(std::span<int64_t>(req.loads), WaitDeadline());
     for (size_t i = 0; i < req.loads.size(); ++i) load.values[i] = static_cast<double>(req.loads[i]);
+    summed = true;
 
     where = "policy";
     const auto policy_start = Clock::now();
@@ -1163,7 +1177,7 @@ void Balancer::State::RunCycle(Request req) {
     live.seconds = SecondsSince(started ? live_start : start);
     if (!started) ++metrics.cycles_started;
     ++metrics.cycles_failed;
-    if (!load.values.empty() && started) metrics.balancedness = ComputeBalancedness(load, current).mean;
+    if (summed) metrics.balancedness = ComputeBalancedness(load, current).mean;
     metrics.last_cycle = live;
     metrics.last_error = e.what();
     if (!async()) Publish();
