@@ -59,12 +59,12 @@ TEST(SimulateCli, DeepSeekV3FilesGiveTableSvgAndJson) {
 }
 
 TEST(SimulateCli, RebalancingBeatsAStaticPlacementUnderDrift) {
-  auto r = test::RunCli({"simulate", "--synthetic", "--steps", "12", "--layers", "4", "--experts",
-                         "32", "--replicas", "40", "--ranks", "8", "--drift", "0.5", "--json"});
+  auto r = test::RunCli({"simulate", "--synthetic", "--steps", "16", "--layers", "4", "--experts",
+                         "32", "--replicas", "40", "--ranks", "8", "--drift", "5", "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   json doc = json::parse(r.out);
   const json& p = doc["policies"][0];
-  EXPECT_GT(p["mean_served"].get<double>(), p["mean_static"].get<double>() + 0.01);
+  EXPECT_GT(p["mean_served"].get<double>(), p["mean_static"].get<double>() + 0.1);
 }
 
 TEST(SimulateCli, BadInputExitsTwoAndWritesNothing) {

@@ -43,7 +43,7 @@ struct SimulateOptions {
   int layers = 16;
   int experts = 64;
   double skew = 1.2;
-  double drift = 2.0;  // windows for the hot set to move by one expert
+  double drift = 5.0;  // windows for the hot set to move by one expert
   uint64_t seed = 1;
   std::optional<int> replicas, groups, nodes, ranks;
   std::string policies = "deepseek";
