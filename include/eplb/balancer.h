@@ -1,0 +1,232 @@
+// The online balancer an engine feeds every step (DESIGN.md layer 5).
+//
+// The engine registers each MoE layer's expert weights once, then every step
+// records how many tokens each logical expert received (RecordLoad) and calls
+// Step(). Every `step_interval` steps (the first time earlier) a rebalance
+// cycle runs:
+//
+//   handshake   every rank publishes its state in the store (the one channel
+//               that survives any failure); ranks agree to run the cycle,
+//               rebuild the communicator and control group if anything failed
+//               since the last cycle, and settle a layer left "in doubt";
+//   loads       the sliding window of loads summed over ranks (ControlGroup);
+//   policy      ComputePlacement with the placement in force as `previous`,
+//               so experts that stay on a rank keep their slots;
+//   migrate     per changed layer: plan, stage (MigrationExecutor::Stage:
+//               transfers into staging, weights in use only read), agree,
+//               commit (staging -> weights, a buffer copy, and the map swap).
+//
+// Sync mode runs the whole cycle inside the Step() that triggers it and
+// publishes the new maps at its end. Async mode (the default) runs it on a
+// background thread: Step() never waits on a transfer; it only commits a
+// layer whose staging every rank has finished, at a step every rank agreed
+// on, so all ranks switch layer k at the same step. Staging is bounded to
+// `staging_layers` (1 or 2) layers.
+//
+// Failures. Every cross-rank wait takes `deadline`. A rank that stalls or
+// dies makes the others abandon the cycle: layers not committed keep their
+// old placement on every rank; the error is logged naming the rank, counted in
+// the metrics, and the engine keeps stepping. The next cycle rebuilds the
+// groups and starts fresh. The one window where ranks can disagree — a
+// commit agreement that completed on some ranks and timed out on others —
+// leaves the layer staged "in doubt" on the latter; the next handshake sees
+// that a peer committed it and they commit it too (roll forward), so maps
+// and weights converge again on every rank.
+//
+// Threads: RecordLoad and Step are called by the engine's thread (one
+// thread); placement(), metrics() and PrometheusText() from any thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "eplb/communicator.h"
+#include "eplb/control_group.h"
+#include "eplb/deadline.h"
+#include "eplb/migration.h"
+#include "eplb/placement.h"
+#include "eplb/selection.h"
+#include "eplb/store.h"
+
+namespace eplb {
+
+enum class BalancerMode { kAsync, kSync };
+const char* BalancerModeName(BalancerMode mode);  // "async" / "sync"
+
+struct BalancerConfig {
+  // Model and cluster shape (the policy's input; PolicyInput in policy.h).
+  int num_layers = 0;
+  int num_experts = 0;  // logical experts E per layer
+  int num_slots = 0;    // physical slots R per layer, R % world_size == 0
+  int num_groups = 1;
+  int num_nodes = 1;
+  // Ranks r and s share a node when r / ranks_per_node == s / ranks_per_node
+  // (the plan prefers senders on the receiver's node); 0: one node.
+  int ranks_per_node = 0;
+  std::string policy = "deepseek";
+
+  BalancerMode mode = BalancerMode::kAsync;
+  // Loads of the last `window_steps` steps decide each rebalance.
+  int window_steps = 100;
+  // A cycle starts at step first_rebalance_step, then every step_interval
+  // steps (a trigger that comes while a cycle still runs is skipped, on every
+  // rank alike). first_rebalance_step <= 0: min(window_steps, step_interval).
+  int step_interval = 1000;
+  int first_rebalance_step = 0;
+  // Budget of each cross-rank wait of a cycle (handshake, load sum, each
+  // layer's transfers, each agreement).
+  std::chrono::milliseconds deadline{5000};
+  // Budget for connecting the communicator and control group at
+  // construction; rebuilds inside a cycle take `deadline`.
+  std::chrono::milliseconds connect_timeout{30000};
+  // Async: a staged layer is committed at least this many steps after the
+  // step at which a rank proposes it (>= 1); the agreed step is the largest
+  // proposal. A Step() that reaches its own proposal before the agreement
+  // arrived waits for it (counted in the metrics as a commit wait).
+  int commit_lead_steps = 2;
+  // Async: layers staged at once, 1 or 2 (two: the next layer's transfers run
+  // while the previous one waits for its commit step).
+  int staging_layers = 2;
+  // Keys of this balancer in the run's store; groups are named under it.
+  std::string name = "balancer";
+};
+
+// How the balancer reaches the other ranks. The factories are called again
+// with a fresh `group` name after a failure (the rebuild).
+struct BalancerLinks {
+  std::shared_ptr<Store> store;  // the run's store (OpenRunStore)
+  int rank = -1;
+  int world_size = 0;
+  std::function<std::unique_ptr<Communicator>(const std::string& group, Deadline deadline)>
+      make_communicator;
+  std::function<std::unique_ptr<ControlGroup>(const std::string& group, Deadline deadline)>
+      make_control_group;
+  // Copier and staging memory for the weights' memory kind (host: MakeHostCopier).
+  std::function<std::unique_ptr<LocalCopier>()> make_copier;
+  // The communicator's name and why it was chosen, for logs and metrics.
+  Selection selection;
+};
+
+// Links for a run: applies the selection rule (selection.h) to `request`
+// (async mode refuses NCCL-family communicators), logs the choice once
+// ("eplb: communicator gloo (nixl not found)"), checks that every rank chose
+// the same, and builds communicators with MakeCommunicator and control groups
+// over Gloo. Host memory copier. Throws InvalidArgument / Error / TimeoutError.
+BalancerLinks MakeBalancerLinks(std::shared_ptr<Store> store, int rank, int world_size,
+                                const SelectionRequest& request, Deadline deadline);
+
+// A layer switched to its new placement on this rank.
+struct CommitEvent {
+  int64_t cycle = 0;
+  int layer = 0;
+  int64_t step = 0;            // the Step() that committed it
+  double copy_seconds = 0;     // staging -> weights
+  bool roll_forward = false;   // settled from "in doubt" at a handshake
+};
+
+// What one rebalance cycle did, as this rank saw it.
+struct CycleReport {
+  int64_t cycle = 0;
+  int64_t trigger_step = 0;
+  int64_t end_step = 0;  // the Step() that ended it (or noticed its failure)
+  bool ok = false;
+  std::string error;  // empty when ok
+  int blamed_rank = -1;  // the rank an error names, when one does
+  double balancedness_before = 1.0;  // model figure under the summed window
+  double balancedness_after = 1.0;   // of the placement the cycle computed
+  int layers_changed = 0;            // layers whose placement changes
+  int layers_committed = 0;
+  int64_t experts_moved = 0;      // over the wire, every rank (committed layers)
+  int64_t slots_changed = 0;      // every rank (committed layers)
+  uint64_t bytes_moved = 0;       // over the wire, every rank (committed layers)
+  uint64_t bytes_received = 0;    // over the wire, this rank
+  double seconds = 0;            // from the handshake's end to the last commit
+  double policy_seconds = 0;
+  double transfer_seconds = 0;   // sum of this rank's stage times
+  double commit_seconds_max = 0; // longest single commit (a step's pause)
+  bool rebuilt = false;          // groups rebuilt at the handshake
+  double GBps() const { return transfer_seconds > 0 ? bytes_moved / transfer_seconds / 1e9 : 0; }
+};
+
+struct BalancerMetrics {
+  int rank = -1;
+  std::string communicator;
+  std::string mode;
+  int64_t step = 0;
+  // Steps until the next trigger; never negative.
+  int64_t steps_to_next_rebalance = 0;
+  bool cycle_in_progress = false;
+  // Model balancedness of the placement in force under the last summed
+  // window; NaN until the first cycle has summed the loads.
+  double balancedness = std::numeric_limits<double>::quiet_NaN();
+  int64_t cycles_started = 0, cycles_completed = 0, cycles_failed = 0, cycles_skipped = 0;
+  int64_t layers_committed = 0, roll_forwards = 0, rebuilds = 0;
+  // Async: steps that reached their proposed commit step before the
+  // agreement had arrived and waited for it, and the longest such wait.
+  int64_t commit_waits = 0;
+  double commit_wait_seconds_max = 0;
+  uint64_t bytes_moved_total = 0;
+  CycleReport last_cycle;  // the last cycle that ended (ok or not)
+  std::string last_error;  // the last failure, empty if none
+};
+
+// Prometheus text exposition format (eplb_* gauges and counters, label rank).
+std::string FormatPrometheus(const BalancerMetrics& m);
+// One log line: "step 1200: balancedness 0.93, next rebalance in 300 steps, ...".
+std::string FormatMetricsLine(const BalancerMetrics& m);
+
+class Balancer {
+ public:
+  // Collective: every rank constructs its balancer with the same config and
+  // the same number of layers and tensors per layer; connects the groups
+  // within config.connect_timeout. `weights[l]` holds this rank's
+  // slots_per_rank experts of layer l; `initial` is the placement they hold
+  // now (Placement::Identity for a freshly loaded model). Throws
+  // InvalidArgument on a bad config (sizes, policy name, an NCCL-family
+  // communicator in async mode), Error / TimeoutError when connecting fails.
+  Balancer(BalancerLinks links, std::vector<LayerWeights> weights, const BalancerConfig& config,
+           Placement initial);
+  // Stops the background thread; a cross-rank wait in progress ends at its
+  // deadline at the latest. Uncommitted layers keep their placement.
+  ~Balancer();
+  Balancer(const Balancer&) = delete;
+  Balancer& operator=(const Balancer&) = delete;
+
+  // Adds one step's token counts of `layer`, one per logical expert. Engine
+  // thread. Throws InvalidArgument on a wrong size or layer.
+  void RecordLoad(int layer, std::span<const int64_t> counts);
+  // Called once per engine step: closes the step's loads into the window,
+  // commits a staged layer whose agreed step this is, starts a cycle when one
+  // is due (and, in sync mode, runs it). Engine thread.
+  void Step();
+
+  // The maps to route with, as of the last commit. Any thread.
+  std::shared_ptr<const Placement> placement() const;
+  // Steps taken (Step() calls). Any thread.
+  int64_t step() const;
+  // No cycle running or staged (engine thread's view). Any thread.
+  bool idle() const;
+  BalancerMetrics metrics() const;
+  std::string PrometheusText() const { return FormatPrometheus(metrics()); }
+
+  // Called on the engine thread, inside Step(), after a layer's commit and
+  // after a cycle ends (ok or failed). Set before the first Step().
+  void set_on_commit(std::function<void(const CommitEvent&)> f);
+  void set_on_cycle(std::function<void(const CycleReport&)> f);
+
+  const BalancerConfig& config() const;
+  int rank() const;
+  int world_size() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+};
+
+}  // namespace eplb

@@ -1,0 +1,1252 @@
+// The online balancer (include/eplb/balancer.h).
+//
+// Threads and the one mutex. The engine thread runs Step(); in async mode a
+// background thread runs the cycles. They share, under `mu`: the step counter,
+// the placement in force (`current`, per-layer `versions`, the published
+// snapshot), the cycle's state (requested / in handshake / running), the
+// commits scheduled for a step (one per executor), the "proposal floor" (the
+// step at which the engine must have the agreed commit step), the metrics
+// and the reports waiting to be handed to the engine's callbacks. Byte copies
+// (commits) run outside the mutex.
+//
+// The order of collectives is the same on every rank: a cycle is a store
+// handshake, then (rebuild), load sum, and per changed layer: Stage (the
+// executor's transfers and agreement) and one AllGather deciding the commit
+// step. A failure anywhere abandons the cycle on that rank; the groups are
+// rebuilt at the next handshake, so collectives that fell out of step on a
+// failure never matter.
+#include "eplb/balancer.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cmath>
+#include <condition_variable>
+#include <cstring>
+#include <exception>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "eplb/communicator_factory.h"
+#include "eplb/error.h"
+#include "eplb/gloo.h"
+#include "eplb/policy.h"
+#include "runtime/load_window.h"
+
+namespace eplb {
+namespace {
+
+using namespace std::chrono_literals;
+
+double SecondsSince(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+uint64_t Fnv(const void* data, size_t bytes, uint64_t h = 14695981039346656037ull) {
+  auto* p = static_cast<const uint8_t*>(data);
+  for (size_t i = 0; i < bytes; ++i) {
+    h ^= p[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+uint64_t HashLayer(std::span<const int32_t> phy2log) {
+  return Fnv(phy2log.data(), phy2log.size_bytes());
+}
+
+std::string RankList(const std::vector<int>& ranks) {
+  std::string s;
+  for (size_t i = 0; i < ranks.size(); ++i) s += (i ? ", " : "") + std::to_string(ranks[i]);
+  return s;
+}
+
+// The balancer is being destroyed: unwinds a cycle without reporting it.
+struct Stopped {};
+
+// --- wire formats -----------------------------------------------------------
+
+class Writer {
+ public:
+  template <typename T>
+  void Put(const T& v) {
+    const auto* p = reinterpret_cast<const uint8_t*>(&v);
+    bytes.insert(bytes.end(), p, p + sizeof(T));
+  }
+  void PutString(const std::string& s) {
+    Put(static_cast<uint32_t>(s.size()));
+    bytes.insert(bytes.end(), s.begin(), s.end());
+  }
+  std::vector<uint8_t> bytes;
+};
+
+class Reader {
+ public:
+  Reader(std::span<const uint8_t> b, std::string what) : b_(b), what_(std::move(what)) {}
+  template <typename T>
+  T Get() {
+    Need(sizeof(T));
+    T v;
+    std::memcpy(&v, b_.data() + pos_, sizeof(T));
+    pos_ += sizeof(T);
+    return v;
+  }
+  std::string GetString() {
+    const uint32_t n = Get<uint32_t>();
+    Need(n);
+    std::string s(reinterpret_cast<const char*>(b_.data() + pos_), n);
+    pos_ += n;
+    return s;
+  }
+
+ private:
+  void Need(size_t n) {
+    if (pos_ + n > b_.size()) throw Error("balancer", "handshake", what_ + " is truncated");
+  }
+  std::span<const uint8_t> b_;
+  size_t pos_ = 0;
+  std::string what_;
+};
+
+constexpr uint32_t kHandshakeMagic = 0x65706c68;  // "eplh"
+
+// What a rank tells the others at the start of a cycle.
+struct RankState {
+  int32_t rank = -1;
+  int64_t cycle = -1;
+  uint8_t failed = 0;    // a cycle failed here since the groups were last (re)built
+  std::string label;     // name of the groups in use
+  int32_t doubt_layer = -1;
+  uint32_t doubt_version = 0;
+  uint64_t doubt_hash = 0;
+  std::vector<uint32_t> versions;  // commits per layer
+  std::vector<uint64_t> hashes;    // phy2log hash per layer
+
+  std::vector<uint8_t> Encode() const {
+    Writer w;
+    w.Put(kHandshakeMagic);
+    w.Put(rank);
+    w.Put(cycle);
+    w.Put(failed);
+    w.PutString(label);
+    w.Put(doubt_layer);
+    w.Put(doubt_version);
+    w.Put(doubt_hash);
+    w.Put(static_cast<uint32_t>(versions.size()));
+    for (uint32_t v : versions) w.Put(v);
+    for (uint64_t h : hashes) w.Put(h);
+    return std::move(w.bytes);
+  }
+  static RankState Decode(std::span<const uint8_t> b, int from, int num_layers) {
+    Reader r(b, "the handshake of rank " + std::to_string(from));
+    if (r.Get<uint32_t>() != kHandshakeMagic)
+      throw Error("balancer", "handshake", "rank " + std::to_string(from) + " sent a foreign handshake");
+    RankState s;
+    s.rank = r.Get<int32_t>();
+    s.cycle = r.Get<int64_t>();
+    s.failed = r.Get<uint8_t>();
+    s.label = r.GetString();
+    s.doubt_layer = r.Get<int32_t>();
+    s.doubt_version = r.Get<uint32_t>();
+    s.doubt_hash = r.Get<uint64_t>();
+    const uint32_t n = r.Get<uint32_t>();
+    if (static_cast<int>(n) != num_layers)
+      throw Error("balancer", "handshake",
+                  "rank " + std::to_string(from) + " balances " + std::to_string(n) +
+                      " layers, this rank " + std::to_string(num_layers));
+    s.versions.resize(n);
+    s.hashes.resize(n);
+    for (auto& v : s.versions) v = r.Get<uint32_t>();
+    for (auto& h : s.hashes) h = r.Get<uint64_t>();
+    return s;
+  }
+};
+
+// One rank's vote in a commit agreement.
+struct Vote {
+  int32_t ok = 0;
+  int32_t rank = -1;
+  int64_t proposal = 0;  // the earliest step this rank can commit at
+};
+
+}  // namespace
+
+const char* BalancerModeName(BalancerMode mode) {
+  return mode == BalancerMode::kAsync ? "async" : "sync";
+}
+
+// --- links --------------------------------------------------------------------
+
+BalancerLinks MakeBalancerLinks(std::shared_ptr<Store> store, int rank, int world_size,
+                                const SelectionRequest& request, Deadline deadline) {
+  if (!store) throw InvalidArgument("balancer links: no store");
+  if (rank < 0 || rank >= world_size)
+    throw InvalidArgument("balancer links: rank " + std::to_string(rank) + " outside [0, " +
+                          std::to_string(world_size) + ")");
+  BalancerLinks links;
+  links.store = store;
+  links.rank = rank;
+  links.world_size = world_size;
+  links.selection = SelectCommunicator(request, SelectionFacts::Detect());
+  LogSelection(links.selection);
+  AgreeOnSelection(*store, "balancer-links", rank, world_size, links.selection, deadline);
+  const std::string name = links.selection.name;
+  links.make_communicator = [store, rank, world_size, name](const std::string& group,
+                                                             Deadline d) {
+    CommunicatorOptions o;
+    o.rank = rank;
+    o.world_size = world_size;
+    o.store = store;
+    o.key_prefix = group;
+    o.connect_timeout = std::max(TimeLeft(d), std::chrono::milliseconds(1));
+    return MakeCommunicator(name, o);
+  };
+  links.make_control_group = [store, rank, world_size](const std::string& group, Deadline d) {
+    GlooOptions o;
+    o.store = store;
+    o.rank = rank;
+    o.world_size = world_size;
+    o.name = group;
+    return ConnectGlooControlGroup(o, d);
+  };
+  links.make_copier = [] { return MakeHostCopier(); };
+  return links;
+}
+
+// --- metrics --------------------------------------------------------------------
+
+std::string FormatPrometheus(const BalancerMetrics& m) {
+  std::string out;
+  const std::string lbl = fmt::format("rank=\"{}\"", m.rank);
+  auto metric = [&](const char* name, const char* type, const char* help, auto value) {
+    std::string v;
+    if constexpr (std::is_floating_point_v<decltype(value)>) {
+      v = std::isnan(value) ? "NaN" : fmt::format("{}", value);
+    } else {
+      v = fmt::format("{}", value);
+    }
+    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n{}{{{}}} {}\n", name, help, name, type, name, lbl, v);
+  };
+  out += fmt::format(
+      "# HELP eplb_info The communicator and mode of the balancer.\n# TYPE eplb_info gauge\n"
+      "eplb_info{{{},communicator=\"{}\",mode=\"{}\"}} 1\n",
+      lbl, m.communicator, m.mode);
+  metric("eplb_balancedness", "gauge",
+         "Mean over layers of mean rank load / max rank load of the placement in force under the "
+         "last summed window (1 is perfect).",
+         m.balancedness);
+  metric("eplb_step", "counter", "Engine steps recorded.", m.step);
+  metric("eplb_steps_to_next_rebalance", "gauge", "Steps until the next rebalance trigger.",
+         m.steps_to_next_rebalance);
+  metric("eplb_cycle_in_progress", "gauge", "1 while a rebalance cycle runs.",
+         m.cycle_in_progress ? 1 : 0);
+  out += fmt::format(
+      "# HELP eplb_cycles_total Rebalance cycles by result.\n# TYPE eplb_cycles_total counter\n"
+      "eplb_cycles_total{{{0},result=\"started\"}} {1}\neplb_cycles_total{{{0},result=\"completed\"}} "
+      "{2}\neplb_cycles_total{{{0},result=\"failed\"}} {3}\neplb_cycles_total{{{0},result=\"skipped\"}} {4}\n",
+      lbl, m.cycles_started, m.cycles_completed, m.cycles_failed, m.cycles_skipped);
+  metric("eplb_layers_committed_total", "counter", "Layers switched to a new placement.",
+         m.layers_committed);
+  metric("eplb_roll_forwards_total", "counter",
+         "Layers committed late because a peer committed them while this rank was in doubt.",
+         m.roll_forwards);
+  metric("eplb_group_rebuilds_total", "counter",
+         "Communicator and control group rebuilds after failures.", m.rebuilds);
+  metric("eplb_commit_waits_total", "counter",
+         "Steps that waited for a commit agreement (async).", m.commit_waits);
+  metric("eplb_commit_wait_seconds_max", "gauge",
+         "Longest wait of a step for a commit agreement (async).", m.commit_wait_seconds_max);
+  metric("eplb_bytes_moved_total", "counter", "Expert bytes moved over the wire, every rank.",
+         m.bytes_moved_total);
+  const CycleReport& c = m.last_cycle;
+  metric("eplb_last_cycle_ok", "gauge", "1 if the last rebalance cycle completed.", c.ok ? 1 : 0);
+  metric("eplb_last_cycle_seconds", "gauge", "Wall time of the last cycle.", c.seconds);
+  metric("eplb_last_cycle_bytes", "gauge", "Bytes over the wire in the last cycle, every rank.",
+         c.bytes_moved);
+  metric("eplb_last_cycle_experts_moved", "gauge",
+         "Experts over the wire in the last cycle, every rank.", c.experts_moved);
+  metric("eplb_last_cycle_layers_committed", "gauge", "Layers committed in the last cycle.",
+         c.layers_committed);
+  return out;
+}
+
+std::string FormatMetricsLine(const BalancerMetrics& m) {
+  std::string s = fmt::format(
+      "step {}: balancedness {:.4f}, next rebalance in {} steps{}, cycles {} ok / {} failed / {} "
+      "skipped, {} layers committed, {:.1f} MB moved",
+      m.step, m.balancedness, m.steps_to_next_rebalance,
+      m.cycle_in_progress ? " (a cycle is running)" : "", m.cycles_completed, m.cycles_failed,
+      m.cycles_skipped, m.layers_committed, m.bytes_moved_total / 1e6);
+  if (m.last_cycle.cycle > 0 || m.cycles_started > 0)
+    s += fmt::format("; last cycle {}: {}, {:.3f} s, {:.1f} MB", m.last_cycle.cycle,
+                     m.last_cycle.ok ? "ok" : "failed", m.last_cycle.seconds,
+                     m.last_cycle.bytes_moved / 1e6);
+  return s;
+}
+
+// --- the balancer -------------------------------------------------------------
+
+struct Balancer::State {
+  enum class Phase { kIdle, kHandshake, kRunning };
+
+  struct Request {
+    int64_t cycle = 0;
+    int64_t trigger_step = 0;
+    std::vector<int64_t> loads;
+  };
+  // A layer staged on an executor, with what it becomes.
+  struct Staged {
+    int64_t cycle = 0;
+    LayerPlan plan;
+    std::vector<int32_t> phy2log;  // the layer's new placement
+    int64_t step = -1;             // scheduled commit step; -1: none
+    bool ends_cycle = false;
+    bool roll_forward = false;
+  };
+  struct Doubt {
+    int executor = 0;
+    Staged staged;
+    uint32_t version = 0;  // the layer's version once committed
+  };
+
+  BalancerLinks links;
+  BalancerConfig cfg;
+  int me = 0, world = 0, spr = 0;
+  std::unique_ptr<Policy> policy;
+  std::vector<LayerWeights> weights;
+  runtime::LoadWindow window;
+  int64_t first_trigger = 0;
+  std::function<void(const CommitEvent&)> on_commit;
+  std::function<void(const CycleReport&)> on_cycle;
+
+  // Groups: used by the cycle's thread; rebuilt only while nothing is
+  // scheduled, so the engine's Commit never races a rebuild.
+  std::unique_ptr<ControlGroup> control;
+  std::unique_ptr<Communicator> comm;
+  std::vector<std::unique_ptr<MigrationExecutor>> executors;
+  std::string label;
+  bool failed_since_rebuild = false;  // cycle thread
+  std::optional<Doubt> doubt;         // cycle thread
+
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  // --- guarded by mu ---
+  bool stop = false;
+  int64_t step = 0;
+  int64_t next_trigger_index = 0;
+  bool cycle_active = false;
+  Phase phase = Phase::kIdle;
+  std::optional<Request> request;
+  std::vector<Staged> scheduled;  // [executor]
+  int64_t floor_step = -1;        // the engine must have the decision by this step
+  bool veto = false;              // the engine passed floor_step without it
+  int64_t end_step = -1;          // no-change cycle: ends at this step
+  Placement current;
+  std::vector<uint32_t> versions;
+  std::shared_ptr<const Placement> published;
+  BalancerMetrics metrics;
+  CycleReport live;  // the cycle in progress
+  Clock::time_point live_start;
+  std::vector<CommitEvent> pending_commits;
+  std::vector<CycleReport> pending_reports;
+  std::string bg_op;
+  Clock::time_point bg_op_since;
+  bool bg_op_warned = false;
+
+  std::thread bg;
+
+  State(BalancerLinks l, std::vector<LayerWeights> w, const BalancerConfig& c, Placement initial);
+  ~State();
+
+  bool async() const { return cfg.mode == BalancerMode::kAsync; }
+  int64_t TriggerStep(int64_t index) const { return first_trigger + index * cfg.step_interval; }
+  Deadline WaitDeadline() const { return DeadlineAfter(cfg.deadline); }
+
+  void Connect(const std::string& new_label, Deadline deadline);
+  void Publish();  // mu held
+  void SetOp(std::string op);
+
+  // Engine thread.
+  void StepEngine();
+  void CommitScheduled(int x, int64_t at_step);
+
+  // Cycle thread (background in async mode, the engine in sync mode).
+  void Loop();
+  void RunCycle(Request req);
+  std::vector<RankState> Handshake(Request& req);
+  void Resolve(const std::vector<RankState>& states);
+  void MigrateLayerAsync(int x, int layer, const Placement& cur, const Placement& next, bool last);
+  void MigrateLayerSync(int layer, const Placement& cur, const Placement& next);
+  Vote Decide(const Staged& staged, bool staged_ok, std::exception_ptr stage_error, int layer);
+  void EndRound();
+  template <typename Pred>
+  void WaitFor(Pred pred);  // cycle thread, mu held via lock
+  void ApplyCommitLocked(const Staged& st, double seconds, int64_t at_step);
+  void FinishCycleLocked(int64_t at_step);
+  int FollowBlame(int64_t cycle, int blamed, std::string* chain);
+};
+
+Balancer::State::State(BalancerLinks l, std::vector<LayerWeights> w, const BalancerConfig& c,
+                       Placement initial)
+    : links(std::move(l)),
+      cfg(c),
+      weights(std::move(w)),
+      window(std::max(c.num_layers, 1), std::max(c.num_experts, 1), std::max(c.window_steps, 1)) {
+  auto fail = [](const std::string& m) { throw InvalidArgument("balancer: " + m); };
+  me = links.rank;
+  world = links.world_size;
+  if (!links.store) fail("no store in the links");
+  if (world < 1 || me < 0 || me >= world)
+    fail("rank " + std::to_string(me) + " outside [0, " + std::to_string(world) + ")");
+  if (!links.make_communicator || !links.make_control_group || !links.make_copier)
+    fail("the links lack a communicator, control group or copier factory");
+  if (cfg.num_layers <= 0 || cfg.num_experts <= 0 || cfg.num_slots <= 0)
+    fail("layers, experts and slots must be positive");
+  if (cfg.num_slots % world != 0)
+    fail(std::to_string(cfg.num_slots) + " slots do not split over " + std::to_string(world) +
+         " ranks");
+  if (cfg.window_steps <= 0 || cfg.window_steps > (1 << 16))
+    fail("window_steps must be in [1, 65536]");
+  if (cfg.step_interval <= 0) fail("step_interval must be positive");
+  if (cfg.commit_lead_steps < 1) fail("commit_lead_steps must be at least 1");
+  if (cfg.staging_layers < 1 || cfg.staging_layers > 2) fail("staging_layers must be 1 or 2");
+  if (cfg.deadline.count() <= 0) fail("deadline must be positive");
+  if (static_cast<int>(weights.size()) != cfg.num_layers)
+    fail(std::to_string(weights.size()) + " layers of weights for " +
+         std::to_string(cfg.num_layers) + " MoE layers");
+  if (initial.num_layers != cfg.num_layers || initial.num_experts != cfg.num_experts ||
+      initial.num_slots != cfg.num_slots || initial.num_ranks != world)
+    fail("the initial placement's shape (" + std::to_string(initial.num_layers) + " layers x " +
+         std::to_string(initial.num_experts) + " experts, " + std::to_string(initial.num_slots) +
+         " slots on " + std::to_string(initial.num_ranks) + " ranks) differs from the config's");
+  initial.Validate();
+  spr = cfg.num_slots / world;
+  policy = MakePolicy(cfg.policy);
+  {
+    LoadMatrix zero(cfg.num_layers, cfg.num_experts);
+    PolicyInput in{&zero, cfg.num_slots, cfg.num_groups, cfg.num_nodes, world, &initial};
+    ValidatePolicyInput(in);
+  }
+  if (async() && IsNcclFamily(links.selection.name))
+    throw InvalidArgument("balancer: " + links.selection.name +
+                          " cannot be used in async mode (see selection.h); use nixl, cuda_ipc or gloo");
+  first_trigger = cfg.first_rebalance_step > 0 ? cfg.first_rebalance_step
+                                               : std::min(cfg.window_steps, cfg.step_interval);
+  current = std::move(initial);
+  current.Derive();
+  versions.assign(cfg.num_layers, 0);
+  scheduled.resize(async() ? cfg.staging_layers : 1);
+  Publish();
+  metrics.rank = me;
+  metrics.mode = BalancerModeName(cfg.mode);
+  metrics.communicator = links.selection.name;
+  Connect("init", DeadlineAfter(cfg.connect_timeout));
+  if (metrics.communicator.empty()) metrics.communicator = std::string(comm->name());
+  spdlog::info("eplb: rank {} balancer ready: {} mode, {} layers x {} experts -> {} slots on {} ranks, "
+               "window {} steps, first rebalance at step {}, then every {} steps, deadline {} ms",
+               me, metrics.mode, cfg.num_layers, cfg.num_experts, cfg.num_slots, world,
+               cfg.window_steps, first_trigger, cfg.step_interval, cfg.deadline.count());
+  if (async()) bg = std::thread([this] { Loop(); });
+}
+
+Balancer::State::~State() {
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    stop = true;
+  }
+  cv.notify_all();
+  if (bg.joinable()) bg.join();
+}
+
+void Balancer::State::Connect(const std::string& new_label, Deadline deadline) {
+  executors.clear();
+  comm.reset();
+  control.reset();
+  label = new_label;
+  control = links.make_control_group(cfg.name + "/ctl/" + new_label, deadline);
+  comm = links.make_communicator(cfg.name + "/comm/" + new_label, deadline);
+  if (async() && IsNcclFamily(comm->name()))
+    throw InvalidArgument("balancer: the " + std::string(comm->name()) +
+                          " communicator cannot be used in async mode");
+  // One executor per staging buffer: the cycle thread stages into one while
+  // the engine thread commits out of the other, and two executors share no
+  // state (one executor's buffers share its copier and bookkeeping).
+  MigrationOptions mo;
+  mo.ranks_per_node = cfg.ranks_per_node;
+  mo.staging_layers = 1;
+  for (size_t x = 0; x < scheduled.size(); ++x)
+    executors.push_back(std::make_unique<MigrationExecutor>(*comm, *control, weights, spr,
+                                                            links.make_copier(), mo, deadline));
+}
+
+void Balancer::State::Publish() { published = std::make_shared<const Placement>(current); }
+
+void Balancer::State::SetOp(std::string op) {
+  std::lock_guard<std::mutex> lock(mu);
+  bg_op = std::move(op);
+  bg_op_since = Clock::now();
+  bg_op_warned = false;
+}
+
+template <typename Pred>
+void Balancer::State::WaitFor(Pred pred) {
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait(lock, [&] { return stop || pred(); });
+  if (stop) throw Stopped{};
+}
+
+// --- engine side ----------------------------------------------------------------
+
+void Balancer::State::ApplyCommitLocked(const Staged& st, double seconds, int64_t at_step) {
+  const int l = st.plan.layer;
+  std::copy(st.phy2log.begin(), st.phy2log.end(), current.layer_phy2log(l).begin());
+  current.Derive();
+  ++versions[l];
+  ++metrics.layers_committed;
+  if (st.roll_forward) ++metrics.roll_forwards;
+  metrics.bytes_moved_total += st.plan.total.bytes_received;
+  if (!st.roll_forward && st.cycle == live.cycle) {
+    ++live.layers_committed;
+    live.experts_moved += st.plan.total.experts_received;
+    live.slots_changed += st.plan.total.slots_changed();
+    live.bytes_moved += st.plan.total.bytes_received;
+    live.bytes_received += st.plan.per_rank[me].bytes_received;
+    live.commit_seconds_max = std::max(live.commit_seconds_max, seconds);
+  }
+  pending_commits.push_back(CommitEvent{st.cycle, l, at_step, seconds, st.roll_forward});
+}
+
+// A cycle ended well at `at_step` (the same step on every rank).
+void Balancer::State::FinishCycleLocked(int64_t at_step) {
+  live.ok = true;
+  live.end_step = at_step;
+  live.seconds = SecondsSince(live_start);
+  ++metrics.cycles_completed;
+  metrics.balancedness = live.balancedness_after;
+  metrics.last_cycle = live;
+  metrics.last_error.clear();
+  pending_reports.push_back(live);
+  cycle_active = false;
+  phase = Phase::kIdle;
+  spdlog::info(
+      "eplb: rank {}: cycle {} (steps {}-{}): balancedness {:.4f} -> {:.4f}, {} of {} layers "
+      "changed, {} experts ({:.1f} MB) over the wire, {:.3f} s, {:.2f} GB/s, longest commit {:.2f} ms",
+      me, live.cycle, live.trigger_step, at_step, live.balancedness_before, live.balancedness_after,
+      live.layers_committed, cfg.num_layers, live.experts_moved, live.bytes_moved / 1e6,
+      live.seconds, live.GBps(), live.commit_seconds_max * 1e3);
+}
+
+void Balancer::State::CommitScheduled(int x, int64_t at_step) {
+  const Staged& st = scheduled[x];  // stable: only the engine clears it
+  const auto start = Clock::now();
+  try {
+    executors[x]->Commit(st.plan);
+  } catch (const std::exception& e) {
+    // Cannot happen unless the bookkeeping is wrong: the layer was staged.
+    spdlog::critical("eplb: rank {} could not commit MoE layer {}: {}", me, st.plan.layer, e.what());
+    std::lock_guard<std::mutex> lock(mu);
+    scheduled[x].step = -1;
+    cv.notify_all();
+    return;
+  }
+  const double seconds = SecondsSince(start);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    ApplyCommitLocked(st, seconds, at_step);
+    if (async()) Publish();
+    if (st.ends_cycle) FinishCycleLocked(at_step);
+    scheduled[x].step = -1;
+  }
+  cv.notify_all();
+}
+
+void Balancer::State::StepEngine() {
+  window.CloseStep();
+  std::vector<int> to_commit;
+  int64_t now_step;
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    now_step = ++step;
+    // Watchdog: a background wait past its deadline means a backend is not
+    // honouring it; say so instead of going quiet.
+    if (!bg_op.empty() && !bg_op_warned &&
+        Clock::now() - bg_op_since > cfg.deadline + std::chrono::seconds(2)) {
+      bg_op_warned = true;
+      spdlog::error(
+          "eplb: rank {}: the background migration thread has been in {} for {:.1f} s (deadline "
+          "{:.1f} s); the engine keeps serving with the current placement",
+          me, bg_op, SecondsSince(bg_op_since), cfg.deadline.count() / 1e3);
+    }
+    if (floor_step == now_step) {
+      ++metrics.commit_waits;
+      const auto wait_start = Clock::now();
+      const bool got = cv.wait_for(lock, cfg.deadline + std::chrono::seconds(1),
+                                   [&] { return stop || floor_step != now_step; });
+      metrics.commit_wait_seconds_max = std::max(metrics.commit_wait_seconds_max, SecondsSince(wait_start));
+      if (!got) {
+        // The agreement never came: veto so this rank will not commit at a
+        // step it has passed; the cycle thread treats the layer as in doubt.
+        veto = true;
+        floor_step = -1;
+        spdlog::error("eplb: rank {}: step {} reached without the commit agreement; this rank "
+                      "will not commit the layer at that step",
+                      me, now_step);
+      }
+    }
+    for (size_t x = 0; x < scheduled.size(); ++x)
+      if (scheduled[x].step == now_step) to_commit.push_back(static_cast<int>(x));
+    std::sort(to_commit.begin(), to_commit.end(), [&](int a, int b) {
+      return scheduled[a].plan.layer < scheduled[b].plan.layer;
+    });
+  }
+  for (int x : to_commit) CommitScheduled(x, now_step);
+
+  std::optional<Request> inline_request;
+  std::vector<CommitEvent> commits;
+  std::vector<CycleReport> reports;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (end_step == now_step) {
+      end_step = -1;
+      FinishCycleLocked(now_step);
+    }
+    if (now_step == TriggerStep(next_trigger_index)) {
+      const int64_t c = next_trigger_index++;
+      Request req{c + 1, now_step, std::vector<int64_t>(window.sum().begin(), window.sum().end())};
+      if (!cycle_active) {
+        cycle_active = true;
+        phase = Phase::kHandshake;
+        if (async()) {
+          request = std::move(req);
+          cv.notify_all();
+        } else {
+          inline_request = std::move(req);
+        }
+      } else if (phase == Phase::kHandshake) {
+        request = std::move(req);  // the waiting handshake moves on to this cycle
+        cv.notify_all();
+      } else {
+        ++metrics.cycles_skipped;
+        spdlog::debug("eplb: rank {}: trigger at step {} skipped: cycle {} still running", me,
+                      now_step, live.cycle);
+      }
+    }
+    commits.swap(pending_commits);
+    reports.swap(pending_reports);
+  }
+  if (inline_request) {
+    RunCycle(std::move(*inline_request));
+    std::lock_guard<std::mutex> lock(mu);
+    for (auto& c : pending_commits) commits.push_back(c);
+    for (auto& r : pending_reports) reports.push_back(r);
+    pending_commits.clear();
+    pending_reports.clear();
+  }
+  if (on_commit)
+    for (const auto& c : commits) on_commit(c);
+  if (on_cycle)
+    for (const auto& r : reports) on_cycle(r);
+}
+
+// --- cycle side -------------------------------------------------------------------
+
+void Balancer::State::Loop() {
+  for (;;) {
+    Request req;
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait(lock, [&] { return stop || request.has_value(); });
+      if (stop) return;
+      req = std::move(*request);
+      request.reset();
+    }
+    try {
+      RunCycle(std::move(req));
+    } catch (const Stopped&) {
+      return;
+    }
+  }
+}
+
+// The handshake: every rank writes its state under the cycle's key and
+// reads everyone's. A rank still waiting when the next trigger comes joins
+// that cycle too, keeping its earlier joins; the cycle run is the smallest
+// one every rank joined. Joins are made in increasing order, so once a cycle
+// is complete no smaller one can complete later, and every rank picks the
+// same cycle without another round. A rank gives up `deadline` after its
+// first join.
+std::vector<RankState> Balancer::State::Handshake(Request& req) {
+  auto key = [&](int64_t cycle, int r) {
+    return cfg.name + "/cycle/" + std::to_string(cycle) + "/" + std::to_string(r);
+  };
+  RankState mine;
+  mine.rank = me;
+  mine.failed = (failed_since_rebuild || !comm || !control) ? 1 : 0;
+  mine.label = label;
+  if (doubt) {
+    mine.doubt_layer = doubt->staged.plan.layer;
+    mine.doubt_version = doubt->version;
+    mine.doubt_hash = HashLayer(doubt->staged.phy2log);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    mine.versions = versions;
+    for (int l = 0; l < cfg.num_layers; ++l) mine.hashes.push_back(HashLayer(current.layer_phy2log(l)));
+  }
+  struct Joined {
+    int64_t cycle;
+    std::vector<std::optional<RankState>> states;
+  };
+  std::vector<Joined> joined;
+  Deadline deadline{};
+  Clock::time_point since{};
+  auto join = [&](int64_t cycle) {
+    mine.cycle = cycle;
+    SetOp(fmt::format("the handshake of cycle {}", cycle));
+    links.store->Set(key(cycle, me), mine.Encode());
+    Joined j{cycle, std::vector<std::optional<RankState>>(world)};
+    j.states[me] = mine;
+    joined.push_back(std::move(j));
+    if (joined.size() > 8) joined.erase(joined.begin());  // stop polling old joins
+    if (joined.size() == 1) {
+      deadline = WaitDeadline();
+      since = Clock::now();
+    }
+  };
+  join(req.cycle);
+  for (;;) {
+    for (Joined& j : joined) {
+      bool complete = true;
+      for (int r = 0; r < world; ++r) {
+        if (j.states[r]) continue;
+        try {
+          auto blob = links.store->Get(key(j.cycle, r), std::min(deadline, DeadlineAfter(1ms)));
+          j.states[r] = RankState::Decode(blob, r, cfg.num_layers);
+        } catch (const TimeoutError&) {
+          complete = false;
+        }
+      }
+      if (!complete) continue;
+      std::lock_guard<std::mutex> lock(mu);
+      if (j.cycle != req.cycle)
+        spdlog::info("eplb: rank {}: every rank joined cycle {}: running it", me, j.cycle);
+      // A trigger that came meanwhile is dropped, on every rank alike.
+      if (request) {
+        req = std::move(*request);
+        request.reset();
+      }
+      metrics.cycles_skipped += static_cast<int64_t>(joined.size()) - 1;
+      req.cycle = j.cycle;
+      phase = Phase::kRunning;
+      std::vector<RankState> states;
+      for (auto& s : j.states) states.push_back(std::move(*s));
+      return states;
+    }
+    const Joined& last = joined.back();
+    std::vector<int> missing;
+    for (int r = 0; r < world; ++r)
+      if (!last.states[r]) missing.push_back(r);
+    std::optional<Request> next;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (stop) throw Stopped{};
+      if (request) {
+        next = std::move(*request);
+        request.reset();
+      }
+    }
+    if (next) {
+      spdlog::log(joined.size() == 1 ? spdlog::level::warn : spdlog::level::debug,
+                  "eplb: rank {}: rank{} {} did not join cycle {} yet; joining cycle {} as well", me,
+                  missing.size() > 1 ? "s" : "", RankList(missing), last.cycle, next->cycle);
+      req = std::move(*next);
+      join(req.cycle);
+      continue;
+    }
+    if (Expired(deadline))
+      throw TimeoutError("balancer", fmt::format("handshake of cycle {}", last.cycle),
+                         fmt::format("rank{} {} did not join within {:.1f} s (stalled, dead or "
+                                     "still busy with an earlier cycle)",
+                                     missing.size() > 1 ? "s" : "", RankList(missing),
+                                     SecondsSince(since)),
+                         me, missing.size() == 1 ? missing[0] : -1);
+  }
+}
+
+// Settles a layer left in doubt: if a peer committed it, commit it here too
+// (roll forward); if nobody did, drop it. Then checks that every rank now
+// holds the same placement.
+void Balancer::State::Resolve(const std::vector<RankState>& states) {
+  const int L = cfg.num_layers;
+  auto rolls_forward = [&](const RankState& s, int l, uint32_t maxv) {
+    return s.versions[l] < maxv && s.doubt_layer == l && s.doubt_version == maxv;
+  };
+  std::vector<uint32_t> maxv(L, 0);
+  for (const RankState& s : states)
+    for (int l = 0; l < L; ++l) maxv[l] = std::max(maxv[l], s.versions[l]);
+  for (const RankState& s : states)
+    for (int l = 0; l < L; ++l)
+      if (s.versions[l] < maxv[l] && !rolls_forward(s, l, maxv[l]))
+        throw Error("balancer", "handshake",
+                    fmt::format("MoE layer {}: rank {} holds version {} but version {} was "
+                                "committed and it has nothing staged to catch up with",
+                                l, s.rank, s.versions[l], maxv[l]),
+                    me, s.rank);
+  for (int l = 0; l < L; ++l) {
+    std::optional<uint64_t> agreed;
+    for (const RankState& s : states) {
+      const uint64_t h = rolls_forward(s, l, maxv[l]) ? s.doubt_hash : s.hashes[l];
+      if (agreed && *agreed != h)
+        throw Error("balancer", "handshake",
+                    fmt::format("MoE layer {}: rank {} holds another placement than rank {}", l,
+                                s.rank, states[0].rank),
+                    me, s.rank);
+      agreed = h;
+    }
+  }
+  if (!doubt) return;
+  const int l = doubt->staged.plan.layer;
+  if (!rolls_forward(states[me], l, maxv[l])) {
+    spdlog::info("eplb: rank {}: MoE layer {} was in doubt; no rank committed it, it keeps its placement",
+                 me, l);
+    doubt.reset();
+    return;
+  }
+  spdlog::warn("eplb: rank {}: MoE layer {} was in doubt and a peer committed it: committing it here too",
+               me, l);
+  Doubt d = std::move(*doubt);
+  doubt.reset();
+  d.staged.roll_forward = true;
+  d.staged.ends_cycle = false;
+  if (async()) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      d.staged.step = step + 1;
+      scheduled[d.executor] = std::move(d.staged);
+    }
+    SetOp(fmt::format("the roll-forward commit of MoE layer {}", l));
+    WaitFor([&] { return scheduled[d.executor].step < 0; });
+  } else {
+    const auto start = Clock::now();
+    executors[d.executor]->Commit(d.staged.plan);
+    std::lock_guard<std::mutex> lock(mu);
+    ApplyCommitLocked(d.staged, SecondsSince(start), step);
+    Publish();
+  }
+}
+
+// The commit agreement of one layer: every rank says whether it staged the
+// layer and from which step it could commit it. Returns this rank's vote
+// and throws unless every rank staged it; on a failed exchange after staging
+// the layer stays in doubt.
+Vote Balancer::State::Decide(const Staged& staged, bool staged_ok, std::exception_ptr stage_error,
+                             int layer) {
+  // A rank whose transfers timed out skips the vote: a peer is stalled, so
+  // the vote would only wait out a second deadline. The others, if they
+  // staged, time out in the vote and hold the layer in doubt until the next
+  // handshake shows nobody committed it. Other failures are voted on, so
+  // every rank abandons the layer at once.
+  if (stage_error) {
+    try {
+      std::rethrow_exception(stage_error);
+    } catch (const TimeoutError&) {
+      throw;
+    } catch (...) {
+    }
+  }
+  Vote mine{staged_ok ? 1 : 0, me, 0};
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    mine.proposal = step + cfg.commit_lead_steps;
+    if (async() && staged_ok) {
+      floor_step = mine.proposal;
+      veto = false;
+    }
+  }
+  auto clear_floor = [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    floor_step = -1;
+    cv.notify_all();
+  };
+  SetOp(fmt::format("the commit agreement of MoE layer {}", layer));
+  std::vector<std::vector<uint8_t>> all;
+  try {
+    all = control->AllGather({reinterpret_cast<const uint8_t*>(&mine), sizeof(mine)}, WaitDeadline());
+  } catch (...) {
+    clear_floor();
+    if (staged_ok) {
+      std::lock_guard<std::mutex> lock(mu);
+      doubt = Doubt{0, staged, versions[layer] + 1};
+    }
+    if (stage_error) std::rethrow_exception(stage_error);
+    throw;
+  }
+  if (stage_error) {
+    clear_floor();
+    std::rethrow_exception(stage_error);
+  }
+  Vote agreed{1, -1, 0};
+  std::vector<int> failed;
+  for (int r = 0; r < world; ++r) {
+    Vote v;
+    if (all[r].size() != sizeof(Vote)) {
+      clear_floor();
+      throw Error("balancer", fmt::format("commit agreement of MoE layer {}", layer),
+                  "rank " + std::to_string(r) + " sent a malformed vote", me, r);
+    }
+    std::memcpy(&v, all[r].data(), sizeof(v));
+    if (!v.ok) failed.push_back(r);
+    agreed.proposal = std::max(agreed.proposal, v.proposal);
+  }
+  if (!failed.empty()) {
+    clear_floor();
+    throw Error("balancer", fmt::format("stage of MoE layer {}", layer),
+                fmt::format("rank{} {} could not stage it", failed.size() > 1 ? "s" : "",
+                            RankList(failed)),
+                me, failed[0]);
+  }
+  return agreed;
+}
+
+void Balancer::State::MigrateLayerAsync(int x, int layer, const Placement& cur,
+                                        const Placement& next, bool last) {
+  SetOp(fmt::format("waiting for staging buffer {} (commit of an earlier layer)", x));
+  WaitFor([&] { return scheduled[x].step < 0; });
+  Staged st;
+  st.cycle = live.cycle;
+  // Agreed steps never decrease, so the last layer's commit step is the
+  // cycle's largest: committing it ends the cycle, at the same step everywhere.
+  st.ends_cycle = last;
+  st.plan = executors[x]->Plan(cur, next, layer);
+  auto row = next.layer_phy2log(layer);
+  st.phy2log.assign(row.begin(), row.end());
+  bool ok = false;
+  std::exception_ptr error;
+  SetOp(fmt::format("the transfers of MoE layer {}", layer));
+  try {
+    LayerMigrationReport r = executors[x]->Stage(st.plan, WaitDeadline());
+    std::lock_guard<std::mutex> lock(mu);
+    live.transfer_seconds += r.stage_seconds;
+    ok = true;
+  } catch (const InvalidArgument&) {
+    throw;
+  } catch (...) {
+    error = std::current_exception();
+  }
+  Vote agreed;
+  try {
+    agreed = Decide(st, ok, error, layer);
+  } catch (...) {
+    if (doubt) doubt->executor = x;
+    throw;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (veto) {
+      veto = false;
+      doubt = Doubt{x, st, versions[layer] + 1};
+      throw Error("balancer", fmt::format("commit of MoE layer {}", layer),
+                  "this rank's engine passed its proposed step before the agreement arrived", me);
+    }
+    st.step = agreed.proposal;
+    scheduled[x] = std::move(st);
+    floor_step = -1;
+  }
+  cv.notify_all();
+}
+
+void Balancer::State::MigrateLayerSync(int layer, const Placement& cur, const Placement& next) {
+  Staged st;
+  st.cycle = live.cycle;
+  st.plan = executors[0]->Plan(cur, next, layer);
+  auto row = next.layer_phy2log(layer);
+  st.phy2log.assign(row.begin(), row.end());
+  bool ok = false;
+  std::exception_ptr error;
+  try {
+    LayerMigrationReport r = executors[0]->Stage(st.plan, WaitDeadline());
+    std::lock_guard<std::mutex> lock(mu);
+    live.transfer_seconds += r.stage_seconds;
+    ok = true;
+  } catch (const InvalidArgument&) {
+    throw;
+  } catch (...) {
+    error = std::current_exception();
+  }
+  Decide(st, ok, error, layer);
+  const auto start = Clock::now();
+  executors[0]->Commit(st.plan);
+  std::lock_guard<std::mutex> lock(mu);
+  ApplyCommitLocked(st, SecondsSince(start), step);
+}
+
+// A cycle with nothing to commit still ends at an agreed step, so the next
+// trigger is taken or skipped alike on every rank.
+void Balancer::State::EndRound() {
+  Vote mine{1, me, 0};
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    mine.proposal = step + cfg.commit_lead_steps;
+    floor_step = mine.proposal;
+    veto = false;
+  }
+  SetOp("the end-of-cycle agreement");
+  std::vector<std::vector<uint8_t>> all;
+  try {
+    all = control->AllGather({reinterpret_cast<const uint8_t*>(&mine), sizeof(mine)}, WaitDeadline());
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(mu);
+    floor_step = -1;
+    cv.notify_all();
+    throw;
+  }
+  int64_t end = 0;
+  for (const auto& b : all) {
+    Vote v;
+    std::memcpy(&v, b.data(), std::min(b.size(), sizeof(v)));
+    end = std::max(end, v.proposal);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    floor_step = -1;
+    if (veto || step >= end) {
+      veto = false;
+      throw Error("balancer", "end-of-cycle agreement",
+                  "this rank's engine passed its proposed step before the agreement arrived", me);
+    }
+    end_step = end;
+  }
+  cv.notify_all();
+}
+
+// A rank that times out blames the peer it was waiting for, but that peer
+// may itself have been waiting for a third (a stalled rank holds up its
+// neighbours first). Each failing rank notes whom it blames in the store;
+// this follows the notes to the rank that has none (the one stalled or
+// dead), waiting briefly for peers that fail at about the same time.
+int Balancer::State::FollowBlame(int64_t cycle, int blamed, std::string* chain) {
+  auto key = [&](int r) {
+    return cfg.name + "/blame/" + std::to_string(cycle) + "/" + std::to_string(r);
+  };
+  try {
+    links.store->SetString(key(me), std::to_string(blamed));
+  } catch (const std::exception& e) {
+    spdlog::debug("eplb: rank {}: could not note whom it blames: {}", me, e.what());
+  }
+  const Deadline budget = DeadlineAfter(std::min<std::chrono::milliseconds>(cfg.deadline / 2, 500ms));
+  std::vector<bool> seen(world, false);
+  seen[me] = true;
+  int root = blamed;
+  while (root >= 0 && root < world && !seen[root]) {
+    seen[root] = true;
+    int next = -1;
+    try {
+      next = std::stoi(links.store->GetString(key(root), budget));
+    } catch (const std::exception&) {
+      break;  // no note: this one is stalled or dead
+    }
+    if (next < 0 || next >= world || seen[next]) break;
+    *chain += fmt::format(", which waited for rank {}", next);
+    root = next;
+  }
+  if (!chain->empty()) *chain = fmt::format(": this rank waited for rank {}", blamed) + *chain;
+  return root;
+}
+
+void Balancer::State::RunCycle(Request req) {
+  const auto start = Clock::now();
+  std::string where = "handshake";
+  int layer = -1;
+  bool groups_used = false, summed = false;
+  LoadMatrix load(cfg.num_layers, cfg.num_experts);
+  try {
+    std::vector<RankState> states = Handshake(req);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      live = CycleReport{};
+      live.cycle = req.cycle;
+      live.trigger_step = req.trigger_step;
+      live_start = Clock::now();
+      ++metrics.cycles_started;
+    }
+    where = "handshake";
+    Resolve(states);
+    bool rebuild = false;
+    for (const RankState& s : states) rebuild |= s.failed != 0 || s.label != label;
+    if (rebuild) {
+      where = "rebuild of the groups";
+      groups_used = true;
+      SetOp(fmt::format("the rebuild of the groups (cycle {})", req.cycle));
+      const auto t = Clock::now();
+      Connect("c" + std::to_string(req.cycle), WaitDeadline());
+      failed_since_rebuild = false;
+      std::lock_guard<std::mutex> lock(mu);
+      live.rebuilt = true;
+      ++metrics.rebuilds;
+      spdlog::info("eplb: rank {}: groups rebuilt for cycle {} in {:.3f} s", me, req.cycle,
+                   SecondsSince(t));
+    }
+    where = "load sum";
+    groups_used = true;
+    SetOp(fmt::format("the load sum of cycle {}", req.cycle));
+    control->AllReduceSum(std::span<int64_t>(req.loads), WaitDeadline());
+    for (size_t i = 0; i < req.loads.size(); ++i) load.values[i] = static_cast<double>(req.loads[i]);
+    summed = true;
+
+    where = "policy";
+    const auto policy_start = Clock::now();
+    Placement cur;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      cur = current;
+    }
+    PolicyInput in{&load, cfg.num_slots, cfg.num_groups, cfg.num_nodes, world, &cur};
+    Placement next = ComputePlacement(*policy, in);
+    std::vector<int> changed;
+    for (int l = 0; l < cfg.num_layers; ++l)
+      if (!std::equal(cur.layer_phy2log(l).begin(), cur.layer_phy2log(l).end(),
+                      next.layer_phy2log(l).begin()))
+        changed.push_back(l);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      live.policy_seconds = SecondsSince(policy_start);
+      live.balancedness_before = ComputeBalancedness(load, cur).mean;
+      live.balancedness_after = ComputeBalancedness(load, next).mean;
+      live.layers_changed = static_cast<int>(changed.size());
+      metrics.balancedness = live.balancedness_before;
+    }
+
+    for (size_t i = 0; i < changed.size(); ++i) {
+      layer = changed[i];
+      where = "migration";
+      if (async()) {
+        MigrateLayerAsync(static_cast<int>(i % executors.size()), layer, cur, next,
+                          i + 1 == changed.size());
+      } else {
+        MigrateLayerSync(layer, cur, next);
+      }
+    }
+    layer = -1;
+    if (async()) {
+      if (changed.empty()) {
+        where = "end-of-cycle agreement";
+        EndRound();
+      }
+      std::lock_guard<std::mutex> lock(mu);
+      bg_op.clear();
+    } else {
+      std::lock_guard<std::mutex> lock(mu);
+      Publish();
+      bg_op.clear();
+      FinishCycleLocked(step);
+    }
+  } catch (const Stopped&) {
+    throw;
+  } catch (const std::exception& e) {
+    if (groups_used) failed_since_rebuild = true;
+    int blamed = -1;
+    if (auto* err = dynamic_cast<const Error*>(&e)) blamed = err->peer();
+    std::string chain;
+    if (groups_used) blamed = FollowBlame(req.cycle, blamed, &chain);
+    // Commits already agreed still happen (every rank promised them); wait
+    // for them so the next cycle starts from a settled placement.
+    if (async()) {
+      SetOp("the commits agreed before the failure");
+      try {
+        WaitFor([&] {
+          return std::all_of(scheduled.begin(), scheduled.end(),
+                             [](const Staged& s) { return s.step < 0; });
+        });
+      } catch (const Stopped&) {
+        throw;
+      }
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    const bool started = live.cycle == req.cycle;
+    if (!started) {
+      live = CycleReport{};
+      live.cycle = req.cycle;
+      live.trigger_step = req.trigger_step;
+    }
+    live.ok = false;
+    live.error = e.what();
+    live.blamed_rank = blamed;
+    live.end_step = step;
+    live.seconds = SecondsSince(started ? live_start : start);
+    if (!started) ++metrics.cycles_started;
+    ++metrics.cycles_failed;
+    if (summed) metrics.balancedness = ComputeBalancedness(load, current).mean;
+    metrics.last_cycle = live;
+    metrics.last_error = e.what();
+    if (!async()) Publish();
+    pending_reports.push_back(live);
+    cycle_active = false;
+    phase = Phase::kIdle;
+    end_step = -1;
+    floor_step = -1;
+    bg_op.clear();
+    const std::string at = layer >= 0 ? fmt::format(" of MoE layer {}", layer) : std::string();
+    std::string kept = "no layer was touched";
+    if (live.layers_changed > 0)
+      kept = fmt::format("{} of {} changed layers were committed on every rank, the others keep their "
+                         "placement{}",
+                         live.layers_committed, live.layers_changed,
+                         doubt ? fmt::format(" (MoE layer {} is staged in doubt until the next "
+                                             "handshake)",
+                                             doubt->staged.plan.layer)
+                               : "");
+    spdlog::error(
+        "eplb: rank {}: rebalance cycle {} abandoned in the {}{}{}: {}. {}. Serving continues; the "
+        "next cycle starts fresh.",
+        me, req.cycle, where, at,
+        blamed >= 0 ? fmt::format(" (rank {} is to blame{})", blamed, chain) : "", e.what(), kept);
+    cv.notify_all();
+  }
+}
+
+// --- public face ----------------------------------------------------------------
+
+Balancer::Balancer(BalancerLinks links, std::vector<LayerWeights> weights,
+                   const BalancerConfig& config, Placement initial)
+    : s_(std::make_unique<State>(std::move(links), std::move(weights), config, std::move(initial))) {}
+
+Balancer::~Balancer() = default;
+
+void Balancer::RecordLoad(int layer, std::span<const int64_t> counts) { s_->window.Add(layer, counts); }
+
+void Balancer::Step() { s_->StepEngine(); }
+
+std::shared_ptr<const Placement> Balancer::placement() const {
+  std::lock_guard<std::mutex> lock(s_->mu);
+  return s_->published;
+}
+
+int64_t Balancer::step() const {
+  std::lock_guard<std::mutex> lock(s_->mu);
+  return s_->step;
+}
+
+bool Balancer::idle() const {
+  std::lock_guard<std::mutex> lock(s_->mu);
+  return !s_->cycle_active;
+}
+
+BalancerMetrics Balancer::metrics() const {
+  std::lock_guard<std::mutex> lock(s_->mu);
+  BalancerMetrics m = s_->metrics;
+  m.step = s_->step;
+  m.cycle_in_progress = s_->cycle_active;
+  m.steps_to_next_rebalance = std::max<int64_t>(0, s_->TriggerStep(s_->next_trigger_index) - s_->step);
+  return m;
+}
+
+void Balancer::set_on_commit(std::function<void(const CommitEvent&)> f) { s_->on_commit = std::move(f); }
+void Balancer::set_on_cycle(std::function<void(const CycleReport&)> f) { s_->on_cycle = std::move(f); }
+
+const BalancerConfig& Balancer::config() const { return s_->cfg; }
+int Balancer::rank() const { return s_->me; }
+int Balancer::world_size() const { return s_->world; }
+
+}  // namespace eplb

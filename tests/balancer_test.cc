@@ -1,0 +1,699 @@
+// The online Balancer: the load window, the trigger schedule, and real
+// multi-process runs over real Gloo (loopback TCP) with fingerprinted expert
+// weights: async and sync rebalancing that verifies every expert, all ranks
+// committing layer k at the same step, and the failure shapes — one rank's
+// migration thread stops participating mid-cycle (vLLM #57883), a rank
+// stalled by SIGSTOP, a rank killed mid-cycle — each of which must be logged
+// naming the rank, leave every weight matching the maps, and (where the
+// rank comes back) recover at a later cycle.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <atomic>
+#include <cstring>
+#include <map>
+#include <regex>
+#include <set>
+#include <thread>
+
+#include "eplb/balancer.h"
+#include "eplb/bootstrap.h"
+#include "eplb/error.h"
+#include "eplb/synthetic_load.h"
+#include "runtime/fingerprint.h"
+#include "runtime/load_window.h"
+#include "support/multiprocess.h"
+#include "support/paths.h"
+#include "support/worker_util.h"
+
+namespace eplb {
+namespace {
+
+using namespace std::chrono_literals;
+
+// ---- load window ---------------------------------------------------------------
+
+TEST(LoadWindow, SumsTheLastStepsOnly) {
+  runtime::LoadWindow w(2, 3, 3);
+  auto add = [&](int64_t a) {
+    std::vector<int64_t> c0{a, 2 * a, 0}, c1{0, 0, a};
+    w.Add(0, c0);
+    w.Add(1, c1);
+    w.Add(1, c1);  // two records of one layer in a step add up
+    w.CloseStep();
+  };
+  add(1);
+  add(10);
+  EXPECT_EQ(w.steps(), 2);
+  EXPECT_EQ(std::vector<int64_t>(w.sum().begin(), w.sum().end()),
+            (std::vector<int64_t>{11, 22, 0, 0, 0, 22}));
+  add(100);
+  add(1000);  // step 1 leaves the window
+  EXPECT_EQ(w.steps(), 3);
+  EXPECT_EQ(std::vector<int64_t>(w.sum().begin(), w.sum().end()),
+            (std::vector<int64_t>{1110, 2220, 0, 0, 0, 2220}));
+  w.CloseStep();
+  w.CloseStep();
+  w.CloseStep();  // three empty steps empty it
+  EXPECT_EQ(std::vector<int64_t>(w.sum().begin(), w.sum().end()), std::vector<int64_t>(6, 0));
+}
+
+TEST(LoadWindow, RejectsBadCounts) {
+  runtime::LoadWindow w(2, 3, 4);
+  std::vector<int64_t> ok{1, 2, 3}, short_row{1, 2}, negative{1, -2, 3};
+  EXPECT_THROW(w.Add(2, ok), InvalidArgument);
+  EXPECT_THROW(w.Add(-1, ok), InvalidArgument);
+  EXPECT_THROW(w.Add(0, short_row), InvalidArgument);
+  EXPECT_THROW(w.Add(0, negative), InvalidArgument);
+  std::vector<int64_t> huge{0, int64_t{1} << 33, 0};
+  EXPECT_THROW(w.Add(0, huge), InvalidArgument);
+  EXPECT_THROW(runtime::LoadWindow(0, 3, 4), InvalidArgument);
+}
+
+// ---- synthetic load and fingerprints ---------------------------------------------
+
+TEST(SyntheticLoad, DeterministicSkewedAndDrifting) {
+  SyntheticLoadOptions o;
+  o.num_layers = 2;
+  o.num_experts = 16;
+  o.skew = 1.2;
+  o.tokens_per_step = 10000;
+  o.drift_period_steps = 10;
+  SyntheticLoad a(o), b(o);
+  std::vector<int64_t> x(16), y(16);
+  a.Counts(5, 1, 0, x);
+  b.Counts(5, 1, 0, y);
+  EXPECT_EQ(x, y);
+  b.Counts(5, 2, 0, y);
+  EXPECT_NE(x, y) << "ranks see different loads";
+  int64_t total = 0, hottest = 0;
+  for (int64_t c : x) total += c, hottest = std::max(hottest, c);
+  EXPECT_NEAR(total, 10000, 1000);
+  EXPECT_GT(hottest, 3 * total / 16) << "skewed";
+  // After one drift period the hot expert has moved by one.
+  std::vector<double> s0(16), s1(16);
+  a.Shares(0, 0, s0);
+  a.Shares(10, 0, s1);
+  const int h0 = int(std::max_element(s0.begin(), s0.end()) - s0.begin());
+  const int h1 = int(std::max_element(s1.begin(), s1.end()) - s1.begin());
+  EXPECT_EQ((h1 + 1) % 16, h0);
+}
+
+TEST(Fingerprint, NamesItsExpert) {
+  std::vector<uint8_t> buf(1003);
+  runtime::FillFingerprint(buf.data(), buf.size(), 3, 7, 1);
+  EXPECT_EQ(runtime::FindFingerprintMismatch(buf.data(), buf.size(), 3, 7, 1), -1);
+  EXPECT_EQ(runtime::FindFingerprintMismatch(buf.data(), buf.size(), 3, 8, 1), 0);
+  EXPECT_EQ(runtime::FindFingerprintMismatch(buf.data(), buf.size(), 3, 7, 2), 0);
+  buf[1001] ^= 1;
+  EXPECT_EQ(runtime::FindFingerprintMismatch(buf.data(), buf.size(), 3, 7, 1), 1001);
+}
+
+// ---- the scenario a balancer worker runs -----------------------------------------
+
+struct Scenario {
+  std::string mode = "async";
+  int layers = 6;
+  int experts = 16;
+  int slots_per_rank = 5;
+  uint64_t expert_bytes = 8192;  // tensor 0; tensor 1 is half, tensor 2 this + 24
+  int steps = 700;
+  int interval = 150;
+  int first = 60;
+  int window = 60;
+  int staging = 2;
+  int deadline_ms = 1500;
+  double step_ms = 2;
+  // Failure injection. stall_comm: the victim's communicator sleeps
+  // stall_ms inside its fault_execute-th Execute (its migration thread stops
+  // participating, its engine keeps stepping). late_vote: the victim's
+  // fault_execute-th AllGather (a commit agreement) completes, but the victim
+  // only sees it after its deadline and gives up, while its peers commit.
+  // marker: the victim prints EPLB-MARK at its first commit of cycle
+  // fault_cycle; the test signals it.
+  std::string fault = "none";
+  int victim = -1;
+  int fault_execute = 5;
+  int fault_cycle = 1;
+  int stall_ms = 4000;
+
+  std::vector<std::string> Args() const {
+    return {"mode=" + mode, "layers=" + std::to_string(layers), "experts=" + std::to_string(experts),
+            "spr=" + std::to_string(slots_per_rank), "bytes=" + std::to_string(expert_bytes),
+            "steps=" + std::to_string(steps), "interval=" + std::to_string(interval),
+            "first=" + std::to_string(first), "window=" + std::to_string(window),
+            "staging=" + std::to_string(staging), "deadline_ms=" + std::to_string(deadline_ms),
+            "step_us=" + std::to_string(static_cast<int>(step_ms * 1000)), "fault=" + fault,
+            "victim=" + std::to_string(victim), "fault_execute=" + std::to_string(fault_execute),
+            "fault_cycle=" + std::to_string(fault_cycle), "stall_ms=" + std::to_string(stall_ms)};
+  }
+  static Scenario Parse(const std::vector<std::string>& args) {
+    std::map<std::string, std::string> kv;
+    for (const std::string& a : args) {
+      auto eq = a.find('=');
+      if (eq != std::string::npos) kv[a.substr(0, eq)] = a.substr(eq + 1);
+    }
+    Scenario s;
+    auto num = [&](const char* k, auto& v) {
+      if (kv.count(k)) v = static_cast<std::decay_t<decltype(v)>>(std::stoll(kv[k]));
+    };
+    num("layers", s.layers);
+    num("experts", s.experts);
+    num("spr", s.slots_per_rank);
+    num("bytes", s.expert_bytes);
+    num("steps", s.steps);
+    num("interval", s.interval);
+    num("first", s.first);
+    num("window", s.window);
+    num("staging", s.staging);
+    num("deadline_ms", s.deadline_ms);
+    num("victim", s.victim);
+    num("fault_execute", s.fault_execute);
+    num("fault_cycle", s.fault_cycle);
+    num("stall_ms", s.stall_ms);
+    if (kv.count("step_us")) s.step_ms = std::stoll(kv["step_us"]) / 1000.0;
+    if (kv.count("mode")) s.mode = kv["mode"];
+    if (kv.count("fault")) s.fault = kv["fault"];
+    return s;
+  }
+  std::vector<uint64_t> TensorBytes() const {
+    return {expert_bytes, expert_bytes / 2, expert_bytes + 24};
+  }
+};
+
+// The real communicator, except that the victim's migration thread stops
+// participating for a while at one Execute: the shape of vLLM #57883.
+class StallingCommunicator final : public Communicator {
+ public:
+  StallingCommunicator(std::unique_ptr<Communicator> inner, const Scenario& s)
+      : inner_(std::move(inner)), s_(s) {}
+  std::string_view name() const override { return inner_->name(); }
+  int rank() const override { return inner_->rank(); }
+  int size() const override { return inner_->size(); }
+  RegionId RegisterRegion(const MemoryRegion& r, Deadline d) override {
+    return inner_->RegisterRegion(r, d);
+  }
+  void Execute(std::span<const Transfer> transfers, Deadline deadline) override {
+    const int n = ++executes;  // across rebuilds: one stall per run
+    if (s_.fault == "stall_comm" && rank() == s_.victim && n == s_.fault_execute) {
+      std::fprintf(stderr, "EPLB-STALLING execute=%d for %d ms\n", n, s_.stall_ms);
+      std::fflush(stderr);
+      std::this_thread::sleep_for(std::chrono::milliseconds(s_.stall_ms));
+    }
+    inner_->Execute(transfers, deadline);
+  }
+  static inline std::atomic<int> executes{0};
+
+ private:
+  std::unique_ptr<Communicator> inner_;
+  const Scenario& s_;
+};
+
+// The real control group, except that the victim learns the result of one
+// AllGather only after its deadline (late_vote).
+class LateControlGroup final : public ControlGroup {
+ public:
+  LateControlGroup(std::unique_ptr<ControlGroup> inner, const Scenario& s)
+      : inner_(std::move(inner)), s_(s) {}
+  std::string_view name() const override { return inner_->name(); }
+  int rank() const override { return inner_->rank(); }
+  int size() const override { return inner_->size(); }
+  void Barrier(Deadline d) override { inner_->Barrier(d); }
+  void AllReduceSum(std::span<double> v, Deadline d) override { inner_->AllReduceSum(v, d); }
+  void AllReduceSum(std::span<int64_t> v, Deadline d) override { inner_->AllReduceSum(v, d); }
+  std::vector<std::vector<uint8_t>> AllGather(std::span<const uint8_t> blob, Deadline d) override {
+    auto out = inner_->AllGather(blob, d);
+    if (s_.fault == "late_vote" && rank() == s_.victim && ++gathers == s_.fault_execute) {
+      std::this_thread::sleep_until(d + std::chrono::milliseconds(200));
+      std::fprintf(stderr, "EPLB-LATE-VOTE\n");
+      throw TimeoutError("test", "all_gather", "injected: the agreement arrived after the deadline",
+                         rank(), -1);
+    }
+    return out;
+  }
+  static inline int gathers = 0;
+
+ private:
+  std::unique_ptr<ControlGroup> inner_;
+  const Scenario& s_;
+};
+
+double SteadyMs() {
+  return std::chrono::duration<double, std::milli>(Clock::now().time_since_epoch()).count();
+}
+
+EPLB_TEST_WORKER(balance) {
+  const Scenario s = Scenario::Parse(args);
+  test::WorkerRank w = test::JoinRun();
+  const int me = w.env.rank, world = w.env.world_size;
+  const int spr = s.slots_per_rank, slots = spr * world;
+
+  SelectionRequest request;
+  request.communicator = "gloo";
+  request.async = s.mode == "async";
+  BalancerLinks links = MakeBalancerLinks(w.store, me, world, request, DeadlineAfter(20s));
+  auto make = links.make_communicator;
+  links.make_communicator = [make, &s](const std::string& group, Deadline d) {
+    return std::make_unique<StallingCommunicator>(make(group, d), s);
+  };
+  auto make_control = links.make_control_group;
+  links.make_control_group = [make_control, &s](const std::string& group, Deadline d) {
+    return std::make_unique<LateControlGroup>(make_control(group, d), s);
+  };
+
+  const auto tensor_bytes = s.TensorBytes();
+  std::vector<std::vector<std::vector<uint8_t>>> storage(s.layers);
+  std::vector<LayerWeights> weights(s.layers);
+  Placement initial = Placement::Identity(s.layers, s.experts, slots, world);
+  for (int l = 0; l < s.layers; ++l) {
+    for (size_t t = 0; t < tensor_bytes.size(); ++t) {
+      storage[l].emplace_back(tensor_bytes[t] * spr);
+      weights[l].tensors.push_back(
+          {MemoryRegion{storage[l][t].data(), storage[l][t].size(), MemoryKind::kHost, -1},
+           tensor_bytes[t], 0});
+      for (int i = 0; i < spr; ++i)
+        runtime::FillFingerprint(storage[l][t].data() + tensor_bytes[t] * i, tensor_bytes[t], l,
+                                 initial.expert_at(l, me * spr + i), static_cast<int>(t));
+    }
+  }
+  // Every slot of this rank in layer l holds the expert `p` says, byte for byte.
+  int mismatches = 0;
+  auto verify = [&](const Placement& p, int l, const char* when) {
+    for (size_t t = 0; t < tensor_bytes.size(); ++t)
+      for (int i = 0; i < spr; ++i) {
+        const int e = p.expert_at(l, me * spr + i);
+        const int64_t bad = runtime::FindFingerprintMismatch(
+            storage[l][t].data() + tensor_bytes[t] * i, tensor_bytes[t], l, e, static_cast<int>(t));
+        if (bad >= 0) {
+          ++mismatches;
+          std::fprintf(stderr, "EPLB-MISMATCH %s layer=%d tensor=%zu slot=%d expert=%d byte=%lld\n",
+                       when, l, t, me * spr + i, e, static_cast<long long>(bad));
+          return;
+        }
+      }
+  };
+
+  BalancerConfig cfg;
+  cfg.num_layers = s.layers;
+  cfg.num_experts = s.experts;
+  cfg.num_slots = slots;
+  cfg.mode = s.mode == "async" ? BalancerMode::kAsync : BalancerMode::kSync;
+  cfg.window_steps = s.window;
+  cfg.step_interval = s.interval;
+  cfg.first_rebalance_step = s.first;
+  cfg.deadline = std::chrono::milliseconds(s.deadline_ms);
+  cfg.connect_timeout = 20s;
+  cfg.staging_layers = s.staging;
+  Balancer balancer(links, weights, cfg, initial);
+
+  int64_t verified_layers = 0;
+  bool marked = false;
+  balancer.set_on_commit([&](const CommitEvent& e) {
+    verify(*balancer.placement(), e.layer, "commit");
+    ++verified_layers;
+    std::fprintf(stderr, "EPLB-COMMIT cycle=%lld layer=%d step=%lld rf=%d\n",
+                 static_cast<long long>(e.cycle), e.layer, static_cast<long long>(e.step),
+                 e.roll_forward ? 1 : 0);
+    if (s.fault == "marker" && me == s.victim && e.cycle == s.fault_cycle && !marked) {
+      marked = true;
+      std::fprintf(stderr, "EPLB-MARK\n");
+    }
+  });
+  balancer.set_on_cycle([&](const CycleReport& r) {
+    for (int l = 0; l < s.layers; ++l) verify(*balancer.placement(), l, "cycle end");
+    std::fprintf(stderr,
+                 "EPLB-CYCLE cycle=%lld ok=%d blamed=%d before=%.4f after=%.4f changed=%d "
+                 "committed=%d end_step=%lld t_ms=%.0f\n",
+                 static_cast<long long>(r.cycle), r.ok ? 1 : 0, r.blamed_rank,
+                 r.balancedness_before, r.balancedness_after, r.layers_changed, r.layers_committed,
+                 static_cast<long long>(r.end_step), SteadyMs());
+  });
+
+  SyntheticLoadOptions lo;
+  lo.num_layers = s.layers;
+  lo.num_experts = s.experts;
+  lo.skew = 1.3;
+  lo.tokens_per_step = 2048;
+  lo.drift_period_steps = 40;
+  SyntheticLoad load(lo);
+  std::vector<int64_t> counts(s.experts);
+  const auto t0 = Clock::now();
+  const auto period = std::chrono::duration<double, std::milli>(s.step_ms);
+  int64_t step = 0;
+  auto run_step = [&] {
+    std::this_thread::sleep_until(t0 + std::chrono::duration_cast<Clock::duration>(period * step));
+    // Route with the published maps: every own slot they name must hold that expert.
+    auto maps = balancer.placement();
+    for (int l = 0; l < s.layers; ++l) {
+      load.Counts(step, me, l, counts);
+      balancer.RecordLoad(l, counts);
+      for (int i = 0; i < spr; ++i) {
+        const int e = maps->expert_at(l, me * spr + i);
+        uint64_t first;
+        std::memcpy(&first, storage[l][0].data() + tensor_bytes[0] * i, 8);
+        if (first != runtime::FingerprintWord(l, e, 0, 0)) {
+          ++mismatches;
+          std::fprintf(stderr, "EPLB-MISMATCH routing step=%lld layer=%d slot=%d expert=%d\n",
+                       static_cast<long long>(step), l, me * spr + i, e);
+        }
+      }
+    }
+    balancer.Step();
+    ++step;
+  };
+  while (step < s.steps) run_step();
+  // Let a running cycle end (every rank steps alike, so each reaches the
+  // agreed steps), then check everything.
+  const int64_t limit = step + 20000;
+  while (!balancer.idle() && step < limit) run_step();
+  const BalancerMetrics m = balancer.metrics();
+  for (int l = 0; l < s.layers; ++l) verify(*balancer.placement(), l, "final");
+  const auto p = balancer.placement();
+  uint64_t hash = 1469598103934665603ull;
+  for (int32_t v : p->phy2log) hash = (hash ^ static_cast<uint32_t>(v)) * 1099511628211ull;
+  std::fprintf(stderr,
+               "EPLB-RESULT mismatches=%d completed=%lld failed=%lld started=%lld skipped=%lld "
+               "layers=%lld roll_forwards=%lld rebuilds=%lld verified=%lld idle=%d placement=%016llx "
+               "balancedness=%.4f\n",
+               mismatches, static_cast<long long>(m.cycles_completed),
+               static_cast<long long>(m.cycles_failed), static_cast<long long>(m.cycles_started),
+               static_cast<long long>(m.cycles_skipped), static_cast<long long>(m.layers_committed),
+               static_cast<long long>(m.roll_forwards), static_cast<long long>(m.rebuilds),
+               static_cast<long long>(verified_layers), balancer.idle() ? 1 : 0,
+               static_cast<unsigned long long>(hash), m.balancedness);
+  std::fprintf(stderr, "EPLB-PROMETHEUS-BEGIN\n%sEPLB-PROMETHEUS-END\n",
+               balancer.PrometheusText().c_str());
+  return mismatches == 0 ? 0 : 5;
+}
+
+// ---- parsing what the workers printed --------------------------------------------
+
+struct Commit {
+  long long cycle, step;
+  int layer, rf;
+};
+struct CycleLine {
+  long long cycle, end_step;
+  int ok, blamed, changed, committed;
+  double before, after, t_ms;
+};
+struct RankLog {
+  std::vector<Commit> commits;
+  std::vector<CycleLine> cycles;
+  std::map<std::string, std::string> result;
+};
+
+RankLog Parse(const std::string& text) {
+  RankLog log;
+  std::regex commit_re(R"(EPLB-COMMIT cycle=(\d+) layer=(\d+) step=(\d+) rf=(\d))");
+  std::regex cycle_re(
+      R"(EPLB-CYCLE cycle=(\d+) ok=(\d) blamed=(-?\d+) before=([\d.]+) after=([\d.]+) changed=(\d+) committed=(\d+) end_step=(\d+) t_ms=([\d.]+))");
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), commit_re); it != std::sregex_iterator(); ++it)
+    log.commits.push_back({std::stoll((*it)[1]), std::stoll((*it)[3]), std::stoi((*it)[2]), std::stoi((*it)[4])});
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), cycle_re); it != std::sregex_iterator(); ++it)
+    log.cycles.push_back({std::stoll((*it)[1]), std::stoll((*it)[8]), std::stoi((*it)[2]), std::stoi((*it)[3]),
+                          std::stoi((*it)[6]), std::stoi((*it)[7]), std::stod((*it)[4]),
+                          std::stod((*it)[5]), std::stod((*it)[9])});
+  auto pos = text.find("EPLB-RESULT ");
+  if (pos != std::string::npos) {
+    std::string line = text.substr(pos + 12, text.find('\n', pos) - pos - 12);
+    std::regex kv_re(R"((\w+)=(\S+))");
+    for (auto it = std::sregex_iterator(line.begin(), line.end(), kv_re); it != std::sregex_iterator(); ++it)
+      log.result[(*it)[1]] = (*it)[2];
+  }
+  return log;
+}
+
+long long Num(const RankLog& log, const std::string& key) {
+  auto it = log.result.find(key);
+  return it == log.result.end() ? -1 : std::stoll(it->second);
+}
+
+// Every (cycle, layer) committed in the normal way is committed by every
+// listed rank at one and the same step.
+void ExpectSameCommitSteps(const std::vector<RankLog>& logs, const std::vector<int>& ranks) {
+  std::map<std::pair<long long, int>, std::map<int, long long>> steps;
+  for (int r : ranks)
+    for (const Commit& c : logs[r].commits)
+      if (!c.rf) steps[{c.cycle, c.layer}][r] = c.step;
+  ASSERT_FALSE(steps.empty());
+  for (const auto& [key, by_rank] : steps) {
+    std::set<long long> distinct;
+    for (const auto& [r, st] : by_rank) distinct.insert(st);
+    EXPECT_EQ(distinct.size(), 1u) << "cycle " << key.first << " layer " << key.second
+                                   << " committed at different steps";
+  }
+}
+
+std::vector<RankLog> ParseAll(const std::vector<test::RankExit>& exits) {
+  if (std::getenv("EPLB_TEST_VERBOSE") != nullptr)
+    for (const auto& x : exits) std::fprintf(stderr, "---- rank %d\n%s", x.rank, x.stderr_text.c_str());
+  std::vector<RankLog> logs;
+  for (const auto& x : exits) logs.push_back(Parse(x.stderr_text));
+  return logs;
+}
+
+// ---- tests ----------------------------------------------------------------------
+
+TEST(Balancer, AsyncFourRanksVerifiesEveryExpertAndCommitsInLockstep) {
+  Scenario s;
+  test::RankGroup group(test::Ranks("balance", 4, s.Args()));
+  auto exits = group.Wait(DeadlineAfter(90s));
+  auto logs = ParseAll(exits);
+  for (const auto& x : exits) ASSERT_TRUE(x.status.ok()) << test::Describe(exits);
+  std::vector<int> all{0, 1, 2, 3};
+  for (int r : all) {
+    EXPECT_EQ(Num(logs[r], "mismatches"), 0);
+    EXPECT_GE(Num(logs[r], "completed"), 3) << exits[r].stderr_text;
+    EXPECT_EQ(Num(logs[r], "failed"), 0) << exits[r].stderr_text;
+    EXPECT_GT(Num(logs[r], "verified"), 0);
+    EXPECT_EQ(logs[r].result["placement"], logs[0].result["placement"]);
+    EXPECT_EQ(logs[r].cycles.size(), logs[0].cycles.size());
+  }
+  ExpectSameCommitSteps(logs, all);
+  // The cycles did useful work: the first one improves balance.
+  ASSERT_FALSE(logs[0].cycles.empty());
+  EXPECT_GT(logs[0].cycles[0].after, logs[0].cycles[0].before + 0.05);
+  EXPECT_GT(logs[0].cycles[0].committed, 0);
+  // Every cycle ends at the same step everywhere (the trigger schedule stays aligned).
+  for (int r : all)
+    for (size_t i = 0; i < logs[r].cycles.size() && i < logs[0].cycles.size(); ++i)
+      EXPECT_EQ(logs[r].cycles[i].end_step, logs[0].cycles[i].end_step);
+  // Prometheus text on request.
+  EXPECT_NE(exits[0].stderr_text.find("eplb_cycles_total{rank=\"0\",result=\"completed\"}"),
+            std::string::npos);
+  EXPECT_NE(exits[0].stderr_text.find("eplb_info{rank=\"0\",communicator=\"gloo\",mode=\"async\"} 1"),
+            std::string::npos);
+}
+
+TEST(Balancer, SyncTwoRanksOneStagingLayer) {
+  Scenario s;
+  s.mode = "sync";
+  s.steps = 500;
+  s.slots_per_rank = 10;
+  test::RankGroup group(test::Ranks("balance", 2, s.Args()));
+  auto exits = group.Wait(DeadlineAfter(60s));
+  auto logs = ParseAll(exits);
+  for (const auto& x : exits) ASSERT_TRUE(x.status.ok()) << test::Describe(exits);
+  for (int r : {0, 1}) {
+    EXPECT_EQ(Num(logs[r], "mismatches"), 0);
+    EXPECT_GE(Num(logs[r], "completed"), 3);
+    EXPECT_EQ(Num(logs[r], "failed"), 0);
+  }
+  ExpectSameCommitSteps(logs, {0, 1});
+  // Sync commits every layer inside the trigger's step.
+  for (const Commit& c : logs[0].commits) EXPECT_EQ((c.step - s.first) % s.interval, 0) << c.step;
+}
+
+// vLLM #57883: one rank's migration thread stops participating mid-cycle
+// while its engine keeps stepping. Here: every rank logs an error naming it,
+// the stalled rank's watchdog says where it is stuck, the cycle is
+// abandoned, every weight still matches the maps, and a later cycle
+// completes on every rank.
+TEST(Balancer, RankThatStopsParticipatingIsNamedAndTheRunRecovers) {
+  Scenario s;
+  s.fault = "stall_comm";
+  s.victim = 1;
+  s.fault_execute = 3;  // the transfers of the first cycle's third changed layer
+  s.deadline_ms = 1000;
+  s.stall_ms = 3500;    // past deadline + 2 s: the watchdog speaks
+  s.steps = 2600;       // ~5 s at 2 ms a step: cycles after the stall
+  s.interval = 200;
+  s.slots_per_rank = 7;
+  test::RankGroup group(test::Ranks("balance", 3, s.Args()));
+  auto exits = group.Wait(DeadlineAfter(90s));
+  auto logs = ParseAll(exits);
+  for (const auto& x : exits) ASSERT_TRUE(x.status.ok()) << test::Describe(exits);
+  ASSERT_NE(exits[1].stderr_text.find("EPLB-STALLING"), std::string::npos) << exits[1].stderr_text;
+  EXPECT_NE(exits[1].stderr_text.find("background migration thread has been in the transfers of MoE layer"),
+            std::string::npos)
+      << "the stalled rank's watchdog should name where it is stuck\n" << exits[1].stderr_text;
+  for (int r : {0, 2}) {
+    EXPECT_NE(exits[r].stderr_text.find("abandoned"), std::string::npos) << exits[r].stderr_text;
+    bool named = false;
+    for (const CycleLine& c : logs[r].cycles) named |= !c.ok && c.blamed == 1;
+    EXPECT_TRUE(named) << "rank " << r << " did not name rank 1\n" << exits[r].stderr_text;
+  }
+  for (int r : {0, 1, 2}) {
+    EXPECT_EQ(Num(logs[r], "mismatches"), 0) << exits[r].stderr_text;
+    EXPECT_GE(Num(logs[r], "failed"), 1) << exits[r].stderr_text;
+    EXPECT_GE(Num(logs[r], "rebuilds"), 1) << exits[r].stderr_text;
+    // Recovery: a cycle after the failed one completes on this rank.
+    long long first_failed = -1, completed_after = 0;
+    for (const CycleLine& c : logs[r].cycles) {
+      if (!c.ok && first_failed < 0) first_failed = c.cycle;
+      if (c.ok && first_failed >= 0 && c.cycle > first_failed && c.committed >= 0) ++completed_after;
+    }
+    EXPECT_GE(completed_after, 1) << exits[r].stderr_text;
+    EXPECT_EQ(logs[r].result["placement"], logs[0].result["placement"]);
+  }
+  ExpectSameCommitSteps(logs, {0, 1, 2});
+}
+
+// The one window where ranks can disagree: a commit agreement completes on
+// two ranks (they commit the layer) and times out on the third. That rank
+// holds the layer staged "in doubt"; the next handshake shows a peer
+// committed it and it commits it too, so maps and weights agree again.
+TEST(Balancer, LayerInDoubtIsRolledForward) {
+  Scenario s;
+  s.fault = "late_vote";
+  s.victim = 2;
+  s.fault_execute = 2;  // the agreement of the first cycle's second layer
+  s.deadline_ms = 1000;
+  s.steps = 1800;
+  s.interval = 200;
+  s.slots_per_rank = 7;
+  test::RankGroup group(test::Ranks("balance", 3, s.Args()));
+  auto exits = group.Wait(DeadlineAfter(90s));
+  auto logs = ParseAll(exits);
+  for (const auto& x : exits) ASSERT_TRUE(x.status.ok()) << test::Describe(exits);
+  ASSERT_NE(exits[2].stderr_text.find("EPLB-LATE-VOTE"), std::string::npos) << exits[2].stderr_text;
+  EXPECT_NE(exits[2].stderr_text.find("was in doubt and a peer committed it"), std::string::npos)
+      << exits[2].stderr_text;
+  EXPECT_GE(Num(logs[2], "roll_forwards"), 1) << exits[2].stderr_text;
+  // The peers committed that layer at the agreed step; the victim later.
+  bool rolled = false;
+  for (const Commit& c : logs[2].commits) rolled |= c.rf == 1 && c.cycle == 1;
+  EXPECT_TRUE(rolled) << exits[2].stderr_text;
+  for (int r : {0, 1, 2}) {
+    EXPECT_EQ(Num(logs[r], "mismatches"), 0) << exits[r].stderr_text;
+    EXPECT_EQ(logs[r].result["placement"], logs[0].result["placement"]) << test::Describe(exits);
+    EXPECT_EQ(Num(logs[r], "layers"), Num(logs[0], "layers")) << test::Describe(exits);
+    bool recovered = false;
+    for (const CycleLine& c : logs[r].cycles) recovered |= c.ok && c.cycle > 1;
+    EXPECT_TRUE(recovered) << exits[r].stderr_text;
+  }
+  ExpectSameCommitSteps(logs, {0, 1, 2});
+}
+
+// A whole rank stalls (SIGSTOP) mid-cycle, then resumes: the others abandon
+// the cycle at the deadline naming it; after it resumes everyone recovers.
+TEST(Balancer, StalledRankIsNamedAndRecovers) {
+  Scenario s;
+  s.fault = "marker";
+  s.victim = 2;
+  s.fault_cycle = 1;
+  s.deadline_ms = 1000;
+  s.steps = 2600;
+  s.interval = 200;
+  s.slots_per_rank = 7;
+  test::RankGroup group(test::Ranks("balance", 3, s.Args()));
+  ASSERT_TRUE(group.WaitForText(s.victim, "EPLB-MARK", DeadlineAfter(30s))) << group.Stderr(s.victim);
+  group.Kill(s.victim, SIGSTOP);
+  std::this_thread::sleep_for(2500ms);
+  group.Kill(s.victim, SIGCONT);
+  auto exits = group.Wait(DeadlineAfter(90s));
+  auto logs = ParseAll(exits);
+  for (const auto& x : exits) ASSERT_TRUE(x.status.ok()) << test::Describe(exits);
+  for (int r : {0, 1}) {
+    bool named = false;
+    for (const CycleLine& c : logs[r].cycles) named |= !c.ok && c.blamed == s.victim;
+    EXPECT_TRUE(named) << exits[r].stderr_text;
+  }
+  for (int r : {0, 1, 2}) {
+    EXPECT_EQ(Num(logs[r], "mismatches"), 0) << exits[r].stderr_text;
+    EXPECT_GE(Num(logs[r], "failed"), 1) << exits[r].stderr_text;
+    bool recovered = false;
+    long long first_failed = -1;
+    for (const CycleLine& c : logs[r].cycles) {
+      if (!c.ok && first_failed < 0) first_failed = c.cycle;
+      recovered |= c.ok && first_failed >= 0 && c.cycle > first_failed;
+    }
+    EXPECT_TRUE(recovered) << exits[r].stderr_text;
+    EXPECT_EQ(logs[r].result["placement"], logs[0].result["placement"]) << test::Describe(exits);
+  }
+  ExpectSameCommitSteps(logs, {0, 1, 2});
+}
+
+// A rank killed mid-cycle: the others fail the cycle within the deadline
+// + 1 s naming it, keep serving to the end (every later cycle fails at its
+// handshake, naming it again), and every weight matches their maps.
+TEST(Balancer, DeadRankIsNamedAndTheOthersKeepServing) {
+  Scenario s;
+  s.fault = "marker";
+  s.victim = 3;
+  s.fault_cycle = 1;
+  s.deadline_ms = 1000;
+  s.steps = 1500;
+  test::RankGroup group(test::Ranks("balance", 4, s.Args()));
+  ASSERT_TRUE(group.WaitForText(s.victim, "EPLB-MARK", DeadlineAfter(30s))) << group.Stderr(s.victim);
+  group.Kill(s.victim);
+  const double killed_ms =
+      std::chrono::duration<double, std::milli>(group.killed_at(s.victim).time_since_epoch()).count();
+  auto exits = group.Wait(DeadlineAfter(90s));
+  auto logs = ParseAll(exits);
+  for (int r : {0, 1, 2}) {
+    ASSERT_TRUE(exits[r].status.ok()) << test::Describe(exits);
+    EXPECT_EQ(Num(logs[r], "mismatches"), 0) << exits[r].stderr_text;
+    const CycleLine* failure = nullptr;
+    for (const CycleLine& c : logs[r].cycles)
+      if (!c.ok && !failure) failure = &c;
+    ASSERT_NE(failure, nullptr) << exits[r].stderr_text;
+    EXPECT_EQ(failure->blamed, s.victim) << exits[r].stderr_text;
+    EXPECT_LE(failure->t_ms - killed_ms, s.deadline_ms + 1000.0) << exits[r].stderr_text;
+    EXPECT_NE(exits[r].stderr_text.find("rank 3"), std::string::npos);
+    EXPECT_EQ(logs[r].result["placement"], logs[0].result["placement"]);
+    // Later cycles fail at the handshake, naming the dead rank; none hangs.
+    EXPECT_NE(exits[r].stderr_text.find("did not join"), std::string::npos) << exits[r].stderr_text;
+  }
+  ExpectSameCommitSteps(logs, {0, 1, 2});
+}
+
+TEST(Balancer, RefusesNcclInAsyncModeAndBadConfigs) {
+  BalancerLinks links;
+  links.store = MakeFileStore(test::MakeTempDir("balancer-config") + "/store");
+  links.rank = 0;
+  links.world_size = 1;
+  links.selection = {"nccl", "named"};
+  links.make_communicator = [](const std::string&, Deadline) -> std::unique_ptr<Communicator> {
+    throw Error("test", "connect", "must not be reached");
+  };
+  links.make_control_group = [](const std::string&, Deadline) -> std::unique_ptr<ControlGroup> {
+    throw Error("test", "connect", "must not be reached");
+  };
+  links.make_copier = [] { return MakeHostCopier(); };
+  std::vector<uint8_t> mem(4 * 64);
+  std::vector<LayerWeights> w(1);
+  w[0].tensors.push_back({MemoryRegion{mem.data(), mem.size(), MemoryKind::kHost, -1}, 64, 0});
+  BalancerConfig cfg;
+  cfg.num_layers = 1;
+  cfg.num_experts = 4;
+  cfg.num_slots = 4;
+  try {
+    Balancer b(links, w, cfg, Placement::Identity(1, 4, 4, 1));
+    FAIL() << "nccl accepted in async mode";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("async"), std::string::npos) << e.what();
+  }
+  links.selection = {"gloo", "named"};
+  BalancerConfig bad = cfg;
+  bad.policy = "no-such-policy";
+  EXPECT_THROW(Balancer(links, w, bad, Placement::Identity(1, 4, 4, 1)), InvalidArgument);
+  bad = cfg;
+  bad.staging_layers = 3;
+  EXPECT_THROW(Balancer(links, w, bad, Placement::Identity(1, 4, 4, 1)), InvalidArgument);
+  EXPECT_THROW(Balancer(links, w, cfg, Placement::Identity(1, 4, 8, 1)), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace eplb

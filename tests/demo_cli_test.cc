@@ -1,0 +1,104 @@
+// `eplb demo` through the real binary: it starts real rank processes that
+// rebalance over real Gloo and verify every expert; small models keep it fast.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "support/paths.h"
+#include "support/run_command.h"
+
+namespace eplb {
+namespace {
+
+using nlohmann::json;
+using testing::HasSubstr;
+
+// A small model that still has the DeepSeek-V3 shape of groups and redundancy.
+std::vector<std::string> Small(std::vector<std::string> extra = {}) {
+  std::vector<std::string> a = {"demo",       "--layers", "6",       "--experts",  "32",
+                                "--groups",   "4",        "--expert-bytes", "8192", "--steps",
+                                "400",        "--interval", "100",   "--window",   "50",
+                                "--step-ms",  "1",        "--tokens", "64",        "--deadline-ms",
+                                "3000"};
+  a.insert(a.end(), extra.begin(), extra.end());
+  return a;
+}
+
+TEST(DemoCli, AsyncFourRanksVerifiesEveryRebalance) {
+  auto r = test::RunCli(Small({"--json"}), std::chrono::seconds(120));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  json j = json::parse(r.out);
+  EXPECT_TRUE(j["ok"].get<bool>());
+  EXPECT_EQ(j["mode"], "async");
+  EXPECT_EQ(j["ranks"], 4);
+  EXPECT_EQ(j["mismatches"], 0);
+  EXPECT_GT(j["experts_checked"].get<int64_t>(), 0);
+  // Rebalances at steps 50, 150, 250, 350: each moved experts and verified.
+  ASSERT_GE(j["rebalances"].size(), 3u) << r.out;
+  for (const json& c : j["rebalances"]) {
+    EXPECT_TRUE(c["ok"].get<bool>()) << c.dump();
+    EXPECT_TRUE(c["verified"].get<bool>()) << c.dump();
+    EXPECT_GE(c["balancedness_after"].get<double>(), c["balancedness_before"].get<double>()) << c.dump();
+  }
+  EXPECT_GT(j["rebalances"][0]["experts_moved"].get<int64_t>(), 0);
+  EXPECT_GT(j["rebalances"][0]["bytes_moved"].get<int64_t>(), 0);
+  for (const char* when : {"outside_migration", "during_migration"}) {
+    EXPECT_GT(j["step_ms"][when]["count"].get<int64_t>(), 0) << when;
+    EXPECT_GE(j["step_ms"][when]["p99"].get<double>(), j["step_ms"][when]["p50"].get<double>());
+  }
+  EXPECT_GE(j["commit_copy_ms_max"].get<double>(), 0.0);
+}
+
+TEST(DemoCli, TextReportNamesTheCommunicatorAndSyncMode) {
+  auto r = test::RunCli(Small({"--sync", "--ranks", "2"}), std::chrono::seconds(120));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  // The selection rule's line: gloo here unless NIXL is installed.
+  EXPECT_THAT(r.out, testing::ContainsRegex("eplb: communicator (gloo|nixl) \\("));
+  EXPECT_THAT(r.out, HasSubstr("eplb demo: 2 ranks, sync mode"));
+  EXPECT_THAT(r.out, HasSubstr("rebalance 1 at step 50: balancedness"));
+  EXPECT_THAT(r.out, HasSubstr("weights verified"));
+  EXPECT_THAT(r.out, HasSubstr("during migrations:"));
+  EXPECT_THAT(r.out, HasSubstr("result: OK"));
+  // Not a terminal: no progress line.
+  EXPECT_THAT(r.out, testing::Not(HasSubstr("\x1b[K")));
+}
+
+TEST(DemoCli, DriftsAMeasuredLoadFile) {
+  const std::string file = test::SharedDir() + "/loads/qwen2-57b-a14b-sharegpt.json";
+  auto r = test::RunCli({"demo", "--load", file, "--layers", "4", "--experts", "64", "--groups", "1",
+                         "--ranks", "2", "--expert-bytes", "4096", "--steps", "250", "--interval", "100",
+                         "--window", "50", "--step-ms", "1", "--json"},
+                        std::chrono::seconds(120));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  json j = json::parse(r.out);
+  EXPECT_TRUE(j["ok"].get<bool>());
+  EXPECT_EQ(j["model"]["experts"], 64);
+  EXPECT_GE(j["rebalances"].size(), 2u);
+}
+
+TEST(DemoCli, BadInputExitsTwoBeforeStartingRanks) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{"demo", "--slots", "250"}, "250 slots do not split over 4 ranks"},
+      {{"demo", "--experts", "30", "--groups", "8"}, "group"},
+      {{"demo", "--load", "/nonexistent/load.json"}, "/nonexistent/load.json"},
+      {{"demo", "--load", test::SharedDir() + "/loads/qwen2-57b-a14b-sharegpt.json"}, "--experts 64"},
+      {{"demo", "--ranks", "0"}, "--ranks"},
+      {{"demo", "--sync", "--communicator", "carrier-pigeon"}, "carrier-pigeon"},
+      {{"demo", "--policy", "no-such-policy"}, "no-such-policy"},
+  };
+  for (const Case& c : cases) {
+    auto r = test::RunCli(c.args, std::chrono::seconds(30));
+    EXPECT_EQ(r.exit_code, 2) << c.message << "\n" << r.out << r.err;
+    EXPECT_THAT(r.err, HasSubstr(c.message));
+  }
+}
+
+}  // namespace
+}  // namespace eplb

@@ -1,0 +1,679 @@
+// eplb demo: the whole system on this machine. N rank processes (default 4)
+// each hold a scaled-down DeepSeek-V3's expert weights in host memory, run a
+// simulated expert-parallel engine (route tokens with the balancer's maps,
+// "compute" by reading the routed experts' weights, an all-reduce per step
+// standing in for the dispatch all-to-all) under a drifting, skewed load,
+// and let the online Balancer rebalance every K steps, moving weights with
+// the default communicator. Every expert's bytes are a fingerprint of
+// (layer, expert), checked at every commit, after every rebalance, on every
+// routed step and at the end: exit 0 only if every check passed.
+//
+//   eplb demo [--ranks 4] [--layers 58 --experts 256 --slots 288 --expert-bytes 49152]
+//             [--steps 1500 --interval 300 --window 100] [--load FILE] [--async|--sync]
+//             [--communicator NAME] [--json]
+//
+// Without a launcher the command starts the ranks itself (copies of this
+// binary, a file store in a temporary directory); when RANK / WORLD_SIZE are
+// set (torchrun-style) this process is one rank and the store comes from
+// EPLB_STORE or MASTER_ADDR (bootstrap.h). Rank 0 prints the report.
+#include <fmt/format.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "eplb/balancer.h"
+#include "eplb/bootstrap.h"
+#include "eplb/command.h"
+#include "eplb/error.h"
+#include "eplb/gloo.h"
+#include "eplb/policy.h"
+#include "eplb/selection.h"
+#include "eplb/synthetic_load.h"
+#include "io/files.h"
+#include "io/process.h"
+#include "runtime/fingerprint.h"
+
+namespace eplb::cli {
+namespace {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+struct DemoOptions {
+  int ranks = 4;
+  int layers = 58;
+  int experts = 256;
+  int slots = 0;  // 0: experts + experts / 8, rounded up to a multiple of ranks
+  int groups = 8;
+  int nodes = 1;
+  uint64_t expert_bytes = 16 * 1024;
+  int steps = 1200;
+  int interval = 300;
+  int first = 0;
+  int window = 100;
+  double step_ms = 4;
+  int tokens = 256;  // tokens per rank per step
+  int top_k = 8;
+  std::string load_path;
+  double skew = 0.5;
+  double drift = 50;  // steps for the hot set to move by one expert
+  bool sync = false;
+  std::string communicator;
+  int deadline_ms = 5000;
+  int staging = 2;
+  int lead = 2;
+  std::string policy = "deepseek";
+  uint64_t seed = 1;
+  bool json = false;
+  bool no_progress = false;
+  bool keep = false;
+  bool worker = false;
+  int timeout_s = 600;
+
+  int Slots() const {
+    if (slots > 0) return slots;
+    const int want = experts + std::max(1, experts / 8);
+    return (want + ranks - 1) / ranks * ranks;
+  }
+  int FirstRebalance() const { return first > 0 ? first : std::min(window, interval); }
+
+  std::vector<std::string> WorkerArgs() const {
+    std::vector<std::string> a = {
+        "demo", "--worker",
+        "--ranks", std::to_string(ranks), "--layers", std::to_string(layers),
+        "--experts", std::to_string(experts), "--slots", std::to_string(Slots()),
+        "--groups", std::to_string(groups), "--nodes", std::to_string(nodes),
+        "--expert-bytes", std::to_string(expert_bytes), "--steps", std::to_string(steps),
+        "--interval", std::to_string(interval), "--first", std::to_string(FirstRebalance()),
+        "--window", std::to_string(window), "--step-ms", fmt::format("{}", step_ms),
+        "--tokens", std::to_string(tokens), "--top-k", std::to_string(top_k),
+        "--skew", fmt::format("{}", skew), "--drift", fmt::format("{}", drift),
+        "--deadline-ms", std::to_string(deadline_ms), "--staging", std::to_string(staging),
+        "--lead", std::to_string(lead), "--policy", policy, "--seed", std::to_string(seed),
+        "--timeout", std::to_string(timeout_s)};
+    if (!load_path.empty()) a.insert(a.end(), {"--load", load_path});
+    if (sync) a.push_back("--sync");
+    if (!communicator.empty()) a.insert(a.end(), {"--communicator", communicator});
+    if (json) a.push_back("--json");
+    if (no_progress) a.push_back("--no-progress");
+    return a;
+  }
+};
+
+// --- checks before anything starts ------------------------------------------------
+
+struct Model {
+  int layers, experts, slots, spr;
+  std::vector<uint64_t> tensor_bytes;  // w1, w3, w2
+  std::optional<LoadMatrix> base;      // --load
+};
+
+Model Validate(const DemoOptions& o, int world) {
+  auto fail = [](const std::string& m) { throw InvalidArgument("demo: " + m); };
+  if (world < 1 || world > 64) fail("--ranks must be in [1, 64]");
+  if (o.layers < 1 || o.experts < 1) fail("--layers and --experts must be positive");
+  if (o.steps < 1 || o.interval < 1 || o.window < 1) fail("--steps, --interval and --window must be positive");
+  if (o.expert_bytes < 64 || o.expert_bytes > (uint64_t{1} << 30))
+    fail("--expert-bytes must be in [64, 1 GiB]");
+  if (!(o.step_ms >= 0) || o.step_ms > 10000) fail("--step-ms must be in [0, 10000]");
+  if (o.tokens < 1 || o.top_k < 1 || o.top_k > o.experts) fail("--tokens >= 1 and 1 <= --top-k <= --experts");
+  if (o.deadline_ms < 10) fail("--deadline-ms must be at least 10");
+  if (o.timeout_s < 1) fail("--timeout must be positive");
+  Model m;
+  m.layers = o.layers;
+  m.experts = o.experts;
+  if (!o.load_path.empty()) {
+    io::LoadFile f = io::ReadLoadFile(o.load_path);
+    if (f.load.num_experts != o.experts)
+      fail(fmt::format("{} has {} experts per layer; pass --experts {}", o.load_path,
+                       f.load.num_experts, f.load.num_experts));
+    m.base = std::move(f.load);
+  }
+  m.slots = o.Slots();
+  if (m.slots % world != 0)
+    fail(fmt::format("{} slots do not split over {} ranks", m.slots, world));
+  m.spr = m.slots / world;
+  const uint64_t third = o.expert_bytes / 3 / 8 * 8;
+  m.tensor_bytes = {third, third, o.expert_bytes - 2 * third};
+  // The policy's own checks (groups divide experts, slots >= experts, ...).
+  LoadMatrix zero(o.layers, o.experts);
+  PolicyInput in{&zero, m.slots, o.groups, o.nodes, world, nullptr};
+  ValidatePolicyInput(in);
+  MakePolicy(o.policy);
+  // An unknown communicator, or an NCCL-family one in async mode, is bad input.
+  if (!o.communicator.empty()) {
+    SelectionRequest request;
+    request.communicator = o.communicator;
+    request.async = !o.sync;
+    SelectCommunicator(request, SelectionFacts{});
+  }
+  const double gib = double(m.spr) * m.layers * o.expert_bytes * world / (1u << 30);
+  if (gib > 16) fail(fmt::format("the weights would take {:.1f} GiB of memory in all; lower --expert-bytes or --layers", gib));
+  return m;
+}
+
+// --- statistics -------------------------------------------------------------------------
+
+json Percentiles(std::vector<double> v) {
+  if (v.empty()) return json{{"count", 0}};
+  std::sort(v.begin(), v.end());
+  auto at = [&](double q) { return v[std::min(v.size() - 1, static_cast<size_t>(q * (v.size() - 1) + 0.5))]; };
+  return json{{"count", v.size()}, {"p50", at(0.5)}, {"p90", at(0.9)}, {"p99", at(0.99)}, {"max", v.back()}};
+}
+
+std::string PercentileText(const json& p) {
+  if (p.value("count", 0) == 0) return "no steps";
+  return fmt::format("p50 {:.3f}  p90 {:.3f}  p99 {:.3f}  max {:.3f} ms  ({} steps)",
+                     p["p50"].get<double>(), p["p90"].get<double>(), p["p99"].get<double>(),
+                     p["max"].get<double>(), p["count"].get<int64_t>());
+}
+
+double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+// --- one rank -----------------------------------------------------------------------------
+
+class Progress {
+ public:
+  explicit Progress(bool on) : on_(on) {}
+  bool on() const { return on_; }
+  void Show(const std::string& text) {
+    if (!on_) return;
+    const auto now = Clock::now();
+    if (now - last_ < 100ms) return;
+    last_ = now;
+    std::fprintf(stdout, "\r\x1b[K%s", text.c_str());
+    std::fflush(stdout);
+    shown_ = true;
+  }
+  void Line(const std::string& text) {
+    if (shown_) std::fprintf(stdout, "\r\x1b[K");
+    shown_ = false;
+    std::fprintf(stdout, "%s\n", text.c_str());
+    std::fflush(stdout);
+  }
+
+ private:
+  bool on_;
+  bool shown_ = false;
+  Clock::time_point last_{};
+};
+
+int RunRank(const DemoOptions& o, const LaunchEnv& env) {
+  const int me = env.rank, world = env.world_size;
+  // Logs go to stderr (a file per rank when the demo starts the ranks);
+  // stdout carries rank 0's report.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("demo"));
+  spdlog::set_pattern(fmt::format("[%H:%M:%S.%e] [rank {}] [%l] %v", me));
+  const Model m = Validate(o, world);
+  const bool talk = me == 0 && !o.json;
+  Progress progress(talk && !o.no_progress && isatty(STDOUT_FILENO));
+  auto store = OpenRunStore("", env);
+  const Deadline connect = DeadlineAfter(std::chrono::seconds(60));
+
+  // Weights: per layer three tensors (w1, w3, w2) of slots_per_rank experts.
+  struct Buffer {
+    uint8_t* data;
+    size_t bytes;
+  };
+  std::vector<std::vector<Buffer>> buffers(m.layers);
+  std::vector<LayerWeights> weights(m.layers);
+  const Placement initial = Placement::Identity(m.layers, m.experts, m.slots, world);
+  for (int l = 0; l < m.layers; ++l)
+    for (size_t t = 0; t < m.tensor_bytes.size(); ++t) {
+      const size_t bytes = (m.tensor_bytes[t] * m.spr + 4095) / 4096 * 4096;
+      auto* p = static_cast<uint8_t*>(std::aligned_alloc(4096, bytes));
+      if (p == nullptr) throw Error("demo", "allocate", fmt::format("{} bytes of expert weights", bytes), me);
+      buffers[l].push_back({p, bytes});
+      weights[l].tensors.push_back({MemoryRegion{p, bytes, MemoryKind::kHost, -1}, m.tensor_bytes[t], 0});
+      for (int i = 0; i < m.spr; ++i)
+        runtime::FillFingerprint(p + m.tensor_bytes[t] * i, m.tensor_bytes[t], l,
+                                 initial.expert_at(l, me * m.spr + i), static_cast<int>(t));
+    }
+  struct Free {
+    std::vector<std::vector<Buffer>>& b;
+    ~Free() {
+      for (auto& layer : b)
+        for (auto& x : layer) std::free(x.data);
+    }
+  } free_buffers{buffers};
+  auto slot_ptr = [&](int l, int t, int local) { return buffers[l][t].data + m.tensor_bytes[t] * local; };
+
+  // Every own slot of layer l holds the expert `p` names, every byte.
+  int64_t mismatches = 0, experts_checked = 0;
+  auto verify_layer = [&](const Placement& p, int l, const char* when) {
+    for (int i = 0; i < m.spr; ++i) {
+      const int e = p.expert_at(l, me * m.spr + i);
+      for (size_t t = 0; t < m.tensor_bytes.size(); ++t) {
+        const int64_t bad = runtime::FindFingerprintMismatch(slot_ptr(l, t, i), m.tensor_bytes[t], l, e,
+                                                             static_cast<int>(t));
+        if (bad >= 0) {
+          ++mismatches;
+          spdlog::error("demo: {}: MoE layer {} slot {} should hold expert {} but byte {} of tensor {} "
+                        "differs",
+                        when, l, me * m.spr + i, e, bad, t);
+          break;
+        }
+      }
+      ++experts_checked;
+    }
+  };
+
+  SelectionRequest request;
+  request.communicator = o.communicator;
+  request.async = !o.sync;
+  BalancerLinks links = MakeBalancerLinks(store, me, world, request, connect);
+  if (talk) {
+    progress.Line(fmt::format("eplb demo: {} ranks, {} mode", world, o.sync ? "sync" : "async"));
+    progress.Line(fmt::format(
+        "model: {} MoE layers x {} experts -> {} slots ({} per rank), {} groups; {:.1f} KiB per expert in "
+        "3 tensors; {:.1f} MB of expert weights per rank",
+        m.layers, m.experts, m.slots, m.spr, o.groups, o.expert_bytes / 1024.0,
+        double(m.spr) * m.layers * o.expert_bytes / 1e6));
+    progress.Line(fmt::format(
+        "load: {}, hot experts drift by one every {} steps; {} tokens x top-{} per rank per step",
+        o.load_path.empty() ? fmt::format("synthetic Zipf({})", o.skew) : o.load_path, o.drift, o.tokens,
+        o.top_k));
+    progress.Line(fmt::format("rebalance: window {} steps, first at step {}, then every {} steps; "
+                              "deadline {} ms; {} steps of {} ms",
+                              o.window, o.FirstRebalance(), o.interval, o.deadline_ms, o.steps,
+                              o.step_ms));
+    progress.Line("eplb: " + DescribeSelection(links.selection));
+  }
+  GlooOptions engine_opts;
+  engine_opts.store = store;
+  engine_opts.rank = me;
+  engine_opts.world_size = world;
+  engine_opts.name = "demo/engine";
+  auto engine = ConnectGlooControlGroup(engine_opts, connect);
+
+  BalancerConfig cfg;
+  cfg.num_layers = m.layers;
+  cfg.num_experts = m.experts;
+  cfg.num_slots = m.slots;
+  cfg.num_groups = o.groups;
+  cfg.num_nodes = o.nodes;
+  cfg.policy = o.policy;
+  cfg.mode = o.sync ? BalancerMode::kSync : BalancerMode::kAsync;
+  cfg.window_steps = o.window;
+  cfg.step_interval = o.interval;
+  cfg.first_rebalance_step = o.FirstRebalance();
+  cfg.deadline = std::chrono::milliseconds(o.deadline_ms);
+  cfg.connect_timeout = 60s;
+  cfg.staging_layers = o.staging;
+  cfg.commit_lead_steps = o.lead;
+  Balancer balancer(links, weights, cfg, initial);
+
+  // Time spent checking inside the balancer's callbacks: not engine time.
+  Clock::duration check_time{};
+  json rebalances = json::array();
+  balancer.set_on_commit([&](const CommitEvent& e) {
+    const auto t = Clock::now();
+    verify_layer(*balancer.placement(), e.layer, "after a commit");
+    check_time += Clock::now() - t;
+  });
+  balancer.set_on_cycle([&](const CycleReport& r) {
+    const auto t = Clock::now();
+    auto maps = balancer.placement();
+    const int64_t before = mismatches;
+    for (int l = 0; l < m.layers; ++l) verify_layer(*maps, l, "after a rebalance");
+    check_time += Clock::now() - t;
+    json j{{"cycle", r.cycle},
+           {"trigger_step", r.trigger_step},
+           {"end_step", r.end_step},
+           {"ok", r.ok},
+           {"balancedness_before", r.balancedness_before},
+           {"balancedness_after", r.balancedness_after},
+           {"layers_changed", r.layers_changed},
+           {"layers_committed", r.layers_committed},
+           {"experts_moved", r.experts_moved},
+           {"bytes_moved", r.bytes_moved},
+           {"seconds", r.seconds},
+           {"transfer_seconds", r.transfer_seconds},
+           {"GBps", r.GBps()},
+           {"commit_ms_max", r.commit_seconds_max * 1e3},
+           {"verified", mismatches == before}};
+    if (!r.ok) j["error"] = r.error;
+    rebalances.push_back(j);
+    if (talk)
+      progress.Line(r.ok ? fmt::format("rebalance {} at step {}: balancedness {:.3f} -> {:.3f} | {} experts "
+                                       "({:.1f} MB) moved, {}/{} layers | {:.2f} s, {:.2f} GB/s | {} | "
+                                       "weights {}",
+                                       r.cycle, r.trigger_step, r.balancedness_before,
+                                       r.balancedness_after, r.experts_moved, r.bytes_moved / 1e6,
+                                       r.layers_committed, m.layers, r.seconds, r.GBps(),
+                                       links.selection.name,
+                                       mismatches == before ? "verified" : "MISMATCH")
+                         : fmt::format("rebalance {} at step {} FAILED: {}", r.cycle, r.trigger_step, r.error));
+  });
+
+  SyntheticLoadOptions lo;
+  lo.num_layers = m.layers;
+  lo.num_experts = m.experts;
+  lo.skew = o.skew;
+  lo.tokens_per_step = double(o.tokens) * o.top_k;
+  lo.drift_period_steps = o.drift;
+  lo.seed = o.seed;
+  if (m.base) lo.base = &*m.base;
+  SyntheticLoad load(lo);
+
+  std::vector<int64_t> counts(m.experts);
+  std::vector<int64_t> slot_tokens(m.spr);
+  std::vector<double> during, outside, calls_during, calls_outside, reduce_during, reduce_outside;
+  uint64_t checksum = 0;
+  const auto start = Clock::now();
+  const auto period = std::chrono::duration<double, std::milli>(o.step_ms);
+  int64_t step = 0;
+  bool draining = false;
+  for (;;) {
+    const bool migrating = !balancer.idle();
+    const auto t0 = Clock::now();
+    const auto checks_before = check_time;
+    auto maps = balancer.placement();
+    int64_t routed = 0;
+    for (int l = 0; l < m.layers; ++l) {
+      load.Counts(step, me, l, counts);
+      balancer.RecordLoad(l, counts);
+      // Route: expert e's tokens spread over its replicas as an engine's
+      // router would; this rank computes for its own slots (the tokens of
+      // every rank land there in a real engine; this rank's share stands in).
+      std::fill(slot_tokens.begin(), slot_tokens.end(), 0);
+      for (int e = 0; e < m.experts; ++e) {
+        const int n = maps->replicas(l, e);
+        const int32_t* slots = maps->log2phy.data() + (static_cast<size_t>(l) * m.experts + e) * maps->max_replicas;
+        for (int k = 0; k < n; ++k) {
+          const int slot = slots[k];
+          if (slot / m.spr != me) continue;
+          slot_tokens[slot % m.spr] += counts[e] / n + (k < counts[e] % n ? 1 : 0);
+        }
+      }
+      // Compute is the GPU's part: --step-ms of sleep. Here one layer a step
+      // (in turn) checks that every routed slot holds the expert the maps
+      // name, reading its first bytes.
+      for (int i = 0; i < m.spr; ++i) routed += slot_tokens[i];
+      if (l != step % m.layers) continue;
+      for (int i = 0; i < m.spr; ++i) {
+        if (slot_tokens[i] == 0) continue;
+        const int e = maps->expert_at(l, me * m.spr + i);
+        uint64_t first;
+        std::memcpy(&first, slot_ptr(l, 0, i), 8);
+        checksum += first;
+        if (first != runtime::FingerprintWord(l, e, 0, 0)) {
+          ++mismatches;
+          spdlog::error("demo: step {}: routed to slot {} of MoE layer {} for expert {}, which it does not hold",
+                        step, me * m.spr + i, l, e);
+        }
+      }
+    }
+    // The dispatch all-to-all of an EP engine keeps ranks in step; here an
+    // all-reduce of (tokens, busy) does, and tells every rank when all are done.
+    std::array<int64_t, 2> sync{routed, (!balancer.idle() || step + 1 < o.steps) ? 1 : 0};
+    const auto a0 = Clock::now();
+    engine->AllReduceSum(std::span<int64_t>(sync), DeadlineAfter(std::chrono::seconds(60)));
+    const auto c0 = Clock::now();
+    (migrating ? reduce_during : reduce_outside).push_back(Ms(c0 - a0));
+    balancer.Step();
+    const auto c1 = Clock::now();
+    const double busy = Ms(c1 - t0 - (check_time - checks_before));
+    const double call = Ms(c1 - c0 - (check_time - checks_before));
+    (migrating ? during : outside).push_back(busy);
+    (migrating ? calls_during : calls_outside).push_back(call);
+    ++step;
+    if (sync[1] == 0) break;
+    if (step >= o.steps && !draining) draining = true;
+    if (step > int64_t(o.steps) + 100000) throw Error("demo", "drain", "the last rebalance never ended", me);
+    if (progress.on()) {
+      const BalancerMetrics bm = balancer.metrics();
+      progress.Show(fmt::format("step {}/{} | {} | balancedness {} | next rebalance in {} steps | "
+                                "{} rebalances",
+                                step, o.steps, bm.cycle_in_progress ? "migrating" : "serving",
+                                std::isnan(bm.balancedness) ? std::string("n/a")
+                                                            : fmt::format("{:.3f}", bm.balancedness),
+                                bm.steps_to_next_rebalance, bm.cycles_completed));
+    }
+    if (Clock::now() - start > std::chrono::seconds(o.timeout_s))
+      throw Error("demo", "run", fmt::format("still running after {} s (--timeout)", o.timeout_s), me);
+    // The GPU's forward pass: the engine's CPU thread waits for it.
+    std::this_thread::sleep_for(period);
+  }
+  const double run_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  {
+    auto maps = balancer.placement();
+    for (int l = 0; l < m.layers; ++l) verify_layer(*maps, l, "at the end");
+  }
+  const BalancerMetrics bm = balancer.metrics();
+
+  // Every rank's figures to rank 0, through the store.
+  json mine{{"rank", me},
+            {"mismatches", mismatches},
+            {"experts_checked", experts_checked},
+            {"steps", step},
+            {"during", during},
+            {"outside", outside},
+            {"calls_during", calls_during},
+            {"calls_outside", calls_outside},
+            {"reduce_during", reduce_during},
+            {"reduce_outside", reduce_outside},
+            {"commit_wait_ms_max", bm.commit_wait_seconds_max * 1e3},
+            {"cycles_completed", bm.cycles_completed},
+            {"cycles_failed", bm.cycles_failed},
+            {"commit_waits", bm.commit_waits},
+            {"checksum", checksum}};
+  double commit_ms_max = 0;
+  for (const auto& r : rebalances) commit_ms_max = std::max(commit_ms_max, r["commit_ms_max"].get<double>());
+  mine["commit_ms_max"] = commit_ms_max;
+  store->SetString("demo/result/" + std::to_string(me), mine.dump());
+  if (me != 0) return mismatches == 0 ? 0 : 3;
+
+  std::vector<json> all;
+  for (int r = 0; r < world; ++r)
+    all.push_back(json::parse(store->GetString("demo/result/" + std::to_string(r), DeadlineAfter(60s))));
+  std::vector<double> d, out, cd, co, rd, ro;
+  int64_t total_mismatches = 0, total_checked = 0, waits = 0;
+  double wait_ms_max = 0;
+  for (const json& j : all) {
+    for (double v : j["during"]) d.push_back(v);
+    for (double v : j["outside"]) out.push_back(v);
+    for (double v : j["calls_during"]) cd.push_back(v);
+    for (double v : j["calls_outside"]) co.push_back(v);
+    for (double v : j["reduce_during"]) rd.push_back(v);
+    for (double v : j["reduce_outside"]) ro.push_back(v);
+    wait_ms_max = std::max(wait_ms_max, j["commit_wait_ms_max"].get<double>());
+    total_mismatches += j["mismatches"].get<int64_t>();
+    total_checked += j["experts_checked"].get<int64_t>();
+    waits += j["commit_waits"].get<int64_t>();
+    commit_ms_max = std::max(commit_ms_max, j["commit_ms_max"].get<double>());
+  }
+  int64_t ok_cycles = 0;
+  for (const auto& r : rebalances) ok_cycles += r["ok"].get<bool>() ? 1 : 0;
+  const bool ok = total_mismatches == 0 && ok_cycles > 0;
+  json report{{"ok", ok},
+              {"communicator", links.selection.name},
+              {"communicator_reason", links.selection.reason},
+              {"mode", o.sync ? "sync" : "async"},
+              {"ranks", world},
+              {"model", {{"layers", m.layers}, {"experts", m.experts}, {"slots", m.slots},
+                         {"groups", o.groups}, {"expert_bytes", o.expert_bytes},
+                         {"weights_bytes_per_rank", uint64_t(m.spr) * m.layers * o.expert_bytes}}},
+              {"steps", step},
+              {"seconds", run_seconds},
+              {"rebalances", rebalances},
+              {"step_ms", {{"outside_migration", Percentiles(out)}, {"during_migration", Percentiles(d)}}},
+              {"step_call_ms", {{"outside_migration", Percentiles(co)}, {"during_migration", Percentiles(cd)}}},
+              {"engine_all_reduce_ms", {{"outside_migration", Percentiles(ro)}, {"during_migration", Percentiles(rd)}}},
+              {"commit_copy_ms_max", commit_ms_max},
+              {"commit_waits", waits},
+              {"commit_wait_ms_max", wait_ms_max},
+              {"experts_checked", total_checked},
+              {"mismatches", total_mismatches}};
+  if (o.json) {
+    std::fprintf(stdout, "%s\n", report.dump(2).c_str());
+  } else {
+    progress.Line(fmt::format("{} steps in {:.1f} s on {} ranks; {} rebalances ({} failed)", step, run_seconds, world,
+                              ok_cycles, rebalances.size() - ok_cycles));
+    progress.Line("step time, every rank (routing, expert reads, the step's all-reduce and Step()):");
+    progress.Line("  outside migrations: " + PercentileText(report["step_ms"]["outside_migration"]));
+    progress.Line("  during migrations:  " + PercentileText(report["step_ms"]["during_migration"]));
+    progress.Line("  of which the step's all-reduce (waiting for the slowest rank):");
+    progress.Line("    outside migrations: " + PercentileText(report["engine_all_reduce_ms"]["outside_migration"]));
+    progress.Line("    during migrations:  " + PercentileText(report["engine_all_reduce_ms"]["during_migration"]));
+    progress.Line("Balancer::Step() alone:");
+    progress.Line("  outside migrations: " + PercentileText(report["step_call_ms"]["outside_migration"]));
+    progress.Line("  during migrations:  " + PercentileText(report["step_call_ms"]["during_migration"]));
+    progress.Line(fmt::format("  longest commit copy {:.3f} ms; {} steps waited for a commit agreement, the "
+                              "longest {:.3f} ms",
+                              commit_ms_max, waits, wait_ms_max));
+    progress.Line(fmt::format("verified: {} expert slots checked byte for byte on {} ranks, {} mismatches",
+                              total_checked, world, total_mismatches));
+    progress.Line(ok ? "result: OK" : (total_mismatches ? "result: FAILED (weights do not match the maps)"
+                                                        : "result: FAILED (no rebalance completed)"));
+  }
+  return ok ? 0 : 3;
+}
+
+// --- the launcher ---------------------------------------------------------------------------
+
+std::string Tail(const std::string& path, size_t lines) {
+  std::string text;
+  try {
+    text = io::ReadFile(path);
+  } catch (const std::exception&) {
+    return "";
+  }
+  size_t pos = text.size();
+  for (size_t n = 0; n <= lines && pos > 0;) {
+    pos = text.rfind('\n', pos - 1);
+    if (pos == std::string::npos) {
+      pos = 0;
+      break;
+    }
+    ++n;
+  }
+  return text.substr(pos);
+}
+
+int Launch(const DemoOptions& o) {
+  Validate(o, o.ranks);  // bad input: exit 2 before any process starts
+  const char* base = std::getenv("TMPDIR");
+  std::string pattern = std::string(base && *base ? base : "/tmp") + "/eplb-demo-XXXXXX";
+  std::vector<char> buf(pattern.begin(), pattern.end());
+  buf.push_back('\0');
+  if (::mkdtemp(buf.data()) == nullptr) {
+    throw Error("demo", "launch", "cannot create a directory from " + pattern + ": " + std::strerror(errno));
+  }
+  const std::string dir = buf.data();
+  const std::string exe = io::SelfExecutable();
+  std::vector<io::Process> ranks;
+  for (int r = 0; r < o.ranks; ++r) {
+    io::SpawnOptions so;
+    so.argv = {exe};
+    for (auto& a : o.WorkerArgs()) so.argv.push_back(a);
+    so.env = {{"RANK", std::to_string(r)},
+              {"WORLD_SIZE", std::to_string(o.ranks)},
+              {"LOCAL_RANK", std::to_string(r)},
+              {"LOCAL_WORLD_SIZE", std::to_string(o.ranks)},
+              {"EPLB_STORE", "file:" + dir + "/store"},
+              {"EPLB_RUN_ID", fmt::format("demo-{}", ::getpid())}};
+    if (r != 0) so.stdout_path = fmt::format("{}/rank{}.out", dir, r);
+    so.stderr_path = fmt::format("{}/rank{}.log", dir, r);
+    ranks.push_back(io::Process::Spawn(so));
+  }
+  // Ranks that fail exit on their own (every wait has a deadline); this
+  // bound only catches the unexpected.
+  const Deadline deadline = DeadlineAfter(std::chrono::seconds(o.timeout_s + 120));
+  bool all_ok = true;
+  std::vector<std::string> failures;
+  for (int r = 0; r < o.ranks; ++r) {
+    auto status = ranks[r].Wait(deadline);
+    if (!status) status = ranks[r].Kill();
+    if (!status->ok()) {
+      all_ok = false;
+      failures.push_back(fmt::format("rank {}: {}", r, status->Describe()));
+    }
+  }
+  if (!all_ok) {
+    std::fprintf(stderr, "eplb demo: FAILED: %s\n", fmt::format("{}", fmt::join(failures, "; ")).c_str());
+    for (int r = 0; r < o.ranks; ++r)
+      std::fprintf(stderr, "--- rank %d (%s/rank%d.log), last lines:%s\n", r, dir.c_str(), r,
+                   Tail(fmt::format("{}/rank{}.log", dir, r), 8).c_str());
+    std::fprintf(stderr, "eplb demo: logs kept in %s\n", dir.c_str());
+    return 1;
+  }
+  if (o.keep) {
+    if (!o.json) std::fprintf(stdout, "logs: %s\n", dir.c_str());
+  } else {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+  return 0;
+}
+
+int RunDemo(const DemoOptions& o) {
+  const LaunchEnv env = ReadLaunchEnv();
+  if (o.worker || env.from_launcher) {
+    try {
+      return RunRank(o, env);
+    } catch (const InvalidArgument&) {
+      throw;
+    } catch (const std::exception& e) {
+      spdlog::error("demo: rank {} failed: {}", env.rank, e.what());
+      return 1;
+    }
+  }
+  return Launch(o);
+}
+
+}  // namespace
+
+EPLB_COMMAND(demo, [](CLI::App& app) -> std::function<int()> {
+  auto o = std::make_shared<DemoOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "demo", "run N ranks on this machine that serve a simulated MoE model and rebalance it live");
+  cmd->add_option("--ranks", o->ranks, "rank processes to start")->capture_default_str();
+  cmd->add_option("--layers", o->layers, "MoE layers")->capture_default_str();
+  cmd->add_option("--experts", o->experts, "logical experts per layer")->capture_default_str();
+  cmd->add_option("--slots", o->slots, "physical slots per layer (default: experts + experts/8, a multiple of ranks)");
+  cmd->add_option("--groups", o->groups, "expert groups (group-limited routing)")->capture_default_str();
+  cmd->add_option("--nodes", o->nodes, "nodes the ranks are spread over, for the policy")->capture_default_str();
+  cmd->add_option("--expert-bytes", o->expert_bytes, "bytes of one expert (3 tensors)")->capture_default_str();
+  cmd->add_option("--steps", o->steps, "engine steps")->capture_default_str();
+  cmd->add_option("--interval", o->interval, "rebalance every this many steps")->capture_default_str();
+  cmd->add_option("--first", o->first, "first rebalance at this step (default: min(window, interval))");
+  cmd->add_option("--window", o->window, "steps of load that decide a rebalance")->capture_default_str();
+  cmd->add_option("--step-ms", o->step_ms, "simulated length of a step (the GPU's part)")->capture_default_str();
+  cmd->add_option("--tokens", o->tokens, "tokens per rank per step")->capture_default_str();
+  cmd->add_option("--top-k", o->top_k, "experts per token")->capture_default_str();
+  cmd->add_option("--load", o->load_path, "load file ([layers][experts] `load`, e.g. ../shared/loads/*.json) to drift around");
+  cmd->add_option("--skew", o->skew, "Zipf exponent of the synthetic load")->capture_default_str();
+  cmd->add_option("--drift", o->drift, "steps for the hot experts to move by one")->capture_default_str();
+  cmd->add_flag("--sync,!--async", o->sync, "migrate inside the step (--sync) or on a background thread (--async, the default)")
+      ->capture_default_str();
+  cmd->add_option("--communicator", o->communicator, "nixl, cuda_ipc, gloo, ... (default: the selection rule)");
+  cmd->add_option("--deadline-ms", o->deadline_ms, "deadline of every cross-rank wait")->capture_default_str();
+  cmd->add_option("--staging", o->staging, "layers staged at once in async mode (1 or 2)")->capture_default_str();
+  cmd->add_option("--lead", o->lead, "async: commit at least this many steps after proposing")->capture_default_str();
+  cmd->add_option("--policy", o->policy, "placement policy")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "seed of the synthetic load")->capture_default_str();
+  cmd->add_option("--timeout", o->timeout_s, "give up after this many seconds")->capture_default_str();
+  cmd->add_flag("--json", o->json, "machine output: one JSON document from rank 0");
+  cmd->add_flag("--no-progress", o->no_progress, "no progress line even on a terminal");
+  cmd->add_flag("--keep", o->keep, "keep the run directory (store, logs)");
+  cmd->add_flag("--worker", o->worker, "internal: run as one rank")->group("");
+  return [o] { return RunDemo(*o); };
+});
+
+}  // namespace eplb::cli
