@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ostream>
 #include <random>
 
 #include "cuda/runtime.h"
@@ -161,6 +162,7 @@ struct Case {
   std::string communicator;
   int staging_layers;
 };
+void PrintTo(const Case& c, std::ostream* os) { *os << c.communicator << ", " << c.staging_layers << " staging layer(s)"; }
 
 class MigrationExecutorGpu : public ::testing::TestWithParam<Case> {};
 
