@@ -135,6 +135,7 @@ struct DeviceStaging::Impl {
         ++received;
         continue;
       }
+      if (done == received) continue;  // the retiring above may have finished every chunk
       const Chunk& c = list[done];
       recv_done[done % k].Wait(deadline, "gloo",
                                "host-to-device staging of transfer #" + std::to_string(c.item->index), rank,
