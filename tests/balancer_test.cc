@@ -486,6 +486,19 @@ TEST(Balancer, AsyncFourRanksVerifiesEveryExpertAndCommitsInLockstep) {
             std::string::npos);
 }
 
+TEST(Balancer, OneRankRebalancesWithLocalCopiesOnly) {
+  Scenario s;
+  s.slots_per_rank = 20;
+  s.steps = 400;
+  test::RankGroup group(test::Ranks("balance", 1, s.Args()));
+  auto exits = group.Wait(DeadlineAfter(60s));
+  auto logs = ParseAll(exits);
+  ASSERT_TRUE(exits[0].status.ok()) << test::Describe(exits);
+  EXPECT_EQ(Num(logs[0], "mismatches"), 0);
+  EXPECT_GE(Num(logs[0], "completed"), 2);
+  EXPECT_GT(Num(logs[0], "layers"), 0);
+}
+
 TEST(Balancer, SyncTwoRanksOneStagingLayer) {
   Scenario s;
   s.mode = "sync";

@@ -33,8 +33,14 @@
 // that a peer committed it and they commit it too (roll forward), so maps
 // and weights converge again on every rank.
 //
-// Threads: RecordLoad and Step are called by the engine's thread (one
-// thread); placement(), metrics() and PrometheusText() from any thread.
+// GPU side (builds with EPLB_HAVE_CUDA, config.device >= 0): RecordTopK
+// counts a layer's router choices on the GPU with the load-counting kernel
+// (load_counter.h), mapping each choice to a physical slot with device maps
+// that every commit updates on the engine's stream; the counts reach the
+// window a step or two later without synchronizing that stream.
+//
+// Threads: RecordLoad, RecordTopK and Step are called by the engine's thread
+// (one thread); placement(), metrics() and PrometheusText() from any thread.
 #pragma once
 
 #include <chrono>
@@ -49,6 +55,8 @@
 #include "eplb/communicator.h"
 #include "eplb/control_group.h"
 #include "eplb/deadline.h"
+#include "eplb/load.h"
+#include "eplb/load_counter.h"
 #include "eplb/migration.h"
 #include "eplb/placement.h"
 #include "eplb/selection.h"
@@ -95,6 +103,9 @@ struct BalancerConfig {
   int staging_layers = 2;
   // Keys of this balancer in the run's store; groups are named under it.
   std::string name = "balancer";
+  // CUDA device of this rank for RecordTopK and the device maps; -1: none.
+  // Needs a build with EPLB_HAVE_CUDA.
+  int device = -1;
 };
 
 // How the balancer reaches the other ranks. The factories are called again
@@ -117,9 +128,14 @@ struct BalancerLinks {
 // (async mode refuses NCCL-family communicators), logs the choice once
 // ("eplb: communicator gloo (nixl not found)"), checks that every rank chose
 // the same, and builds communicators with MakeCommunicator and control groups
-// over Gloo. Host memory copier. Throws InvalidArgument / Error / TimeoutError.
+// over Gloo. Weights in host memory: device = -1 (memcpy copier). Weights on
+// CUDA device `device`: copies on a stream of the copier's own
+// (MakeCudaCopier), communicators told the device, and the rule's cuda_ipc
+// step checked for real (CudaIpcUsable, collective). Throws InvalidArgument /
+// Error / TimeoutError.
 BalancerLinks MakeBalancerLinks(std::shared_ptr<Store> store, int rank, int world_size,
-                                const SelectionRequest& request, Deadline deadline);
+                                const SelectionRequest& request, Deadline deadline,
+                                int device = -1);
 
 // A layer switched to its new placement on this rank.
 struct CommitEvent {
@@ -201,11 +217,25 @@ class Balancer {
   // Adds one step's token counts of `layer`, one per logical expert. Engine
   // thread. Throws InvalidArgument on a wrong size or layer.
   void RecordLoad(int layer, std::span<const int64_t> counts);
+#if EPLB_HAVE_CUDA
+  // Counts one layer's router choices (top-k logical ids on the device) on
+  // `stream` (the engine's; nullptr: the default stream), with the replica of
+  // each choice fixed by the rule of load_counter.h, and writes the chosen
+  // slots to `physical_ids` ([tokens][top_k] int32 on the device) when given,
+  // for the engine's dispatch. Engine thread; needs config.device >= 0.
+  void RecordTopK(int layer, const TopkIds& topk, void* stream, int32_t* physical_ids = nullptr);
+  // The device maps of `layer` (log2phy is -1 padded to slots - experts + 1
+  // columns), for the engine's own routing kernels; kernels enqueued on the
+  // engine's stream after a Step() see that step's commits. Engine thread.
+  DeviceExpertMap device_map(int layer) const;
+#endif
   // Called once per engine step: closes the step's loads into the window,
   // commits a staged layer whose agreed step this is, starts a cycle when one
   // is due (and, in sync mode, runs it). Engine thread.
   void Step();
 
+  // The load window's sum over ranks-local steps, [layers][experts]. Engine thread.
+  LoadMatrix window_load() const;
   // The maps to route with, as of the last commit. Any thread.
   std::shared_ptr<const Placement> placement() const;
   // Steps taken (Step() calls). Any thread.

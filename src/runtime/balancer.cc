@@ -29,10 +29,13 @@
 #include <optional>
 #include <thread>
 
+#include "comm/cuda_ipc/cuda_ipc.h"
+#include "cuda/cuda_copier.h"
 #include "eplb/communicator_factory.h"
 #include "eplb/error.h"
 #include "eplb/gloo.h"
 #include "eplb/policy.h"
+#include "runtime/device_load.h"
 #include "runtime/load_window.h"
 
 namespace eplb {
@@ -180,7 +183,7 @@ const char* BalancerModeName(BalancerMode mode) {
 // --- links --------------------------------------------------------------------
 
 BalancerLinks MakeBalancerLinks(std::shared_ptr<Store> store, int rank, int world_size,
-                                const SelectionRequest& request, Deadline deadline) {
+                                const SelectionRequest& request, Deadline deadline, int device) {
   if (!store) throw InvalidArgument("balancer links: no store");
   if (rank < 0 || rank >= world_size)
     throw InvalidArgument("balancer links: rank " + std::to_string(rank) + " outside [0, " +
@@ -189,17 +192,23 @@ BalancerLinks MakeBalancerLinks(std::shared_ptr<Store> store, int rank, int worl
   links.store = store;
   links.rank = rank;
   links.world_size = world_size;
-  links.selection = SelectCommunicator(request, SelectionFacts::Detect());
+  SelectionFacts facts = SelectionFacts::Detect();
+  if (device >= 0)
+    facts.cuda_ipc_check = [&] {
+      return CudaIpcUsable(*store, rank, world_size, device, "balancer-links/cuda_ipc", deadline);
+    };
+  links.selection = SelectCommunicator(request, facts);
   LogSelection(links.selection);
   AgreeOnSelection(*store, "balancer-links", rank, world_size, links.selection, deadline);
   const std::string name = links.selection.name;
-  links.make_communicator = [store, rank, world_size, name](const std::string& group,
-                                                             Deadline d) {
+  links.make_communicator = [store, rank, world_size, name, device](const std::string& group,
+                                                                     Deadline d) {
     CommunicatorOptions o;
     o.rank = rank;
     o.world_size = world_size;
     o.store = store;
     o.key_prefix = group;
+    o.device = device;
     o.connect_timeout = std::max(TimeLeft(d), std::chrono::milliseconds(1));
     return MakeCommunicator(name, o);
   };
@@ -211,7 +220,11 @@ BalancerLinks MakeBalancerLinks(std::shared_ptr<Store> store, int rank, int worl
     o.name = group;
     return ConnectGlooControlGroup(o, d);
   };
-  links.make_copier = [] { return MakeHostCopier(); };
+  if (device >= 0) {
+    links.make_copier = [device] { return MakeCudaCopier(device); };
+  } else {
+    links.make_copier = [] { return MakeHostCopier(); };
+  }
   return links;
 }
 
@@ -317,6 +330,9 @@ struct Balancer::State {
   std::unique_ptr<Policy> policy;
   std::vector<LayerWeights> weights;
   runtime::LoadWindow window;
+#if EPLB_HAVE_CUDA
+  std::unique_ptr<runtime::DeviceLoad> device_load;  // engine thread
+#endif
   int64_t first_trigger = 0;
   std::function<void(const CommitEvent&)> on_commit;
   std::function<void(const CycleReport&)> on_cycle;
@@ -385,6 +401,13 @@ struct Balancer::State {
   void WaitFor(Pred pred);  // cycle thread, mu held via lock
   void ApplyCommitLocked(const Staged& st, double seconds, int64_t at_step);
   void FinishCycleLocked(int64_t at_step);
+  BalancerMetrics MetricsLocked() const {
+    BalancerMetrics m = metrics;
+    m.step = step;
+    m.cycle_in_progress = cycle_active;
+    m.steps_to_next_rebalance = std::max<int64_t>(0, TriggerStep(next_trigger_index) - step);
+    return m;
+  }
   int FollowBlame(int64_t cycle, int blamed, std::string* chain);
 };
 
@@ -436,6 +459,13 @@ Balancer::State::State(BalancerLinks l, std::vector<LayerWeights> w, const Balan
                                                : std::min(cfg.window_steps, cfg.step_interval);
   current = std::move(initial);
   current.Derive();
+  if (cfg.device >= 0) {
+#if EPLB_HAVE_CUDA
+    device_load = std::make_unique<runtime::DeviceLoad>(cfg.device, current);
+#else
+    fail("config.device is set but eplb was built without CUDA");
+#endif
+  }
   versions.assign(cfg.num_layers, 0);
   scheduled.resize(async() ? cfg.staging_layers : 1);
   Publish();
@@ -516,6 +546,10 @@ void Balancer::State::ApplyCommitLocked(const Staged& st, double seconds, int64_
     live.commit_seconds_max = std::max(live.commit_seconds_max, seconds);
   }
   pending_commits.push_back(CommitEvent{st.cycle, l, at_step, seconds, st.roll_forward});
+#if EPLB_HAVE_CUDA
+  // Engine thread (every commit is): the device maps follow on its stream.
+  if (device_load) device_load->Upload(current, l);
+#endif
 }
 
 // A cycle ended well at `at_step` (the same step on every rank).
@@ -563,6 +597,9 @@ void Balancer::State::CommitScheduled(int x, int64_t at_step) {
 }
 
 void Balancer::State::StepEngine() {
+#if EPLB_HAVE_CUDA
+  if (device_load) device_load->EndStep(window, WaitDeadline());
+#endif
   window.CloseStep();
   std::vector<int> to_commit;
   int64_t now_step;
@@ -643,6 +680,14 @@ void Balancer::State::StepEngine() {
     for (auto& r : pending_reports) reports.push_back(r);
     pending_commits.clear();
     pending_reports.clear();
+  }
+  if (!reports.empty()) {
+    BalancerMetrics m;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      m = MetricsLocked();
+    }
+    spdlog::info("eplb: rank {}: {}", me, FormatMetricsLine(m));
   }
   if (on_commit)
     for (const auto& c : commits) on_commit(c);
@@ -1218,6 +1263,29 @@ void Balancer::RecordLoad(int layer, std::span<const int64_t> counts) { s_->wind
 
 void Balancer::Step() { s_->StepEngine(); }
 
+LoadMatrix Balancer::window_load() const {
+  LoadMatrix m(s_->cfg.num_layers, s_->cfg.num_experts);
+  auto sum = s_->window.sum();
+  for (size_t i = 0; i < sum.size(); ++i) m.values[i] = static_cast<double>(sum[i]);
+  return m;
+}
+
+#if EPLB_HAVE_CUDA
+void Balancer::RecordTopK(int layer, const TopkIds& topk, void* stream, int32_t* physical_ids) {
+  if (!s_->device_load)
+    throw InvalidArgument("RecordTopK: the balancer has no CUDA device (BalancerConfig::device)");
+  s_->device_load->Record(layer, topk, stream, physical_ids);
+}
+
+DeviceExpertMap Balancer::device_map(int layer) const {
+  if (!s_->device_load)
+    throw InvalidArgument("device_map: the balancer has no CUDA device (BalancerConfig::device)");
+  if (layer < 0 || layer >= s_->cfg.num_layers)
+    throw InvalidArgument("device_map: layer " + std::to_string(layer) + " out of range");
+  return s_->device_load->map(layer);
+}
+#endif
+
 std::shared_ptr<const Placement> Balancer::placement() const {
   std::lock_guard<std::mutex> lock(s_->mu);
   return s_->published;
@@ -1235,11 +1303,7 @@ bool Balancer::idle() const {
 
 BalancerMetrics Balancer::metrics() const {
   std::lock_guard<std::mutex> lock(s_->mu);
-  BalancerMetrics m = s_->metrics;
-  m.step = s_->step;
-  m.cycle_in_progress = s_->cycle_active;
-  m.steps_to_next_rebalance = std::max<int64_t>(0, s_->TriggerStep(s_->next_trigger_index) - s_->step);
-  return m;
+  return s_->MetricsLocked();
 }
 
 void Balancer::set_on_commit(std::function<void(const CommitEvent&)> f) { s_->on_commit = std::move(f); }
