@@ -398,9 +398,11 @@ EPLB_TEST_WORKER(misuse) {
     test::ReportError(e, 0);
     failures += std::string(e.what()).find("transfer #0: destination bytes") != std::string::npos;
   }
-  // 3. Device memory is refused on every rank, naming the rank that gave it.
+  // 3. Device memory that rank 1 cannot stage (no CUDA build, or a device
+  // that is not visible: 999 on any machine) is refused on every rank,
+  // naming the rank that gave it.
   try {
-    MemoryRegion cuda{buf.src.data(), 64, me == 1 ? MemoryKind::kCuda : MemoryKind::kHost, 0};
+    MemoryRegion cuda{buf.src.data(), 64, me == 1 ? MemoryKind::kCuda : MemoryKind::kHost, 999};
     comm->RegisterRegion(cuda, DeadlineAfter(5s));
   } catch (const InvalidArgument& e) {
     test::ReportError(e, 0);

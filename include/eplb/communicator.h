@@ -55,6 +55,11 @@ class Communicator {
   // transfer out of this rank has been consumed, so the source may be
   // overwritten (the fence one-sided backends need). Collective among the
   // ranks that appear in the list; a rank with nothing to do may return at once.
+  // The transfers of one call run concurrently, in no defined order: on each
+  // rank the bytes read by its sends must not overlap the bytes written by its
+  // receives, nor two receives each other (a source is read as it is during
+  // the call, which a concurrent write into it would race with; the migration
+  // executor reads weights and writes staging, which never overlap).
   // Throws TimeoutError / Error naming the peer and operation on a missed
   // deadline or a lost peer; after an error the communicator may be rebuilt
   // internally and is usable again for the next Execute.

@@ -12,8 +12,8 @@
 // of this rank, all tensors.
 //
 // Local copies (staging fills and commits) go through a LocalCopier: memcpy
-// or a copier thread for host memory now; a CUDA stream (cudaMemcpyAsync)
-// plugs in through the same small interface.
+// or a copier thread for host memory, a CUDA stream (cudaMemcpyAsync) for
+// device memory (MakeCudaCopier).
 #pragma once
 
 #include <chrono>
@@ -72,6 +72,15 @@ std::unique_ptr<LocalCopier> MakeHostCopier();
 // layer's transfers (MigrationOptions::staging_layers = 2), as a CUDA stream
 // would.
 std::unique_ptr<LocalCopier> MakeThreadedHostCopier();
+
+// Device memory of `device`: copies on a non-blocking stream of its own (so
+// they never wait behind the engine's default-stream work; Wait polls an event
+// against its deadline), staging from cudaMalloc/cudaFree (cudaFree
+// synchronizes the device: free staging outside the serving path). The source
+// of a copy must be ready on the device before Copy (the copier's stream does
+// not wait for the engine's streams). Throws eplb::Error (layer "cuda") when
+// eplb was built without CUDA or the device does not exist.
+std::unique_ptr<LocalCopier> MakeCudaCopier(int device);
 
 struct MigrationOptions {
   // Node layout for the sender choice (PlanOptions::ranks_per_node).

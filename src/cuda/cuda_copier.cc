@@ -1,11 +1,10 @@
-#include "cuda/cuda_copier.h"
-
-#if __has_include("eplb/migration.h")
-
+// MakeCudaCopier (eplb/migration.h): the migration executor's local copies
+// on a CUDA stream, staging in device memory.
 #include <fmt/format.h>
 
 #include "cuda/runtime.h"
 #include "eplb/error.h"
+#include "eplb/migration.h"
 
 namespace eplb {
 
@@ -74,5 +73,3 @@ std::unique_ptr<LocalCopier> MakeCudaCopier(int) {
 #endif  // EPLB_HAVE_CUDA
 
 }  // namespace eplb
-
-#endif  // __has_include("eplb/migration.h")

@@ -16,6 +16,9 @@ struct PolicyEntry {
 
 constexpr PolicyEntry kPolicies[] = {
     {"deepseek", MakeDeepSeekPolicy},
+    {"balanced", MakeBalancedPolicy},
+    {"locality", MakeLocalityPolicy},
+    {"movement", [] { return MakeMovementPolicy(); }},
 };
 
 }  // namespace

@@ -30,7 +30,6 @@
 #include <thread>
 
 #include "comm/cuda_ipc/cuda_ipc.h"
-#include "cuda/cuda_copier.h"
 #include "eplb/communicator_factory.h"
 #include "eplb/error.h"
 #include "eplb/gloo.h"

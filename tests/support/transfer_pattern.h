@@ -41,7 +41,13 @@ inline std::string CheckRegion(int rank, int region, const std::vector<uint8_t>&
 
 // A two-rank migration over two regions per rank (8 MiB and 1 MiB): both
 // directions, an odd size, the second region, a cross-region transfer, and a
-// zero-byte transfer that must be skipped.
+// zero-byte transfer that must be skipped. No byte a rank reads overlaps a
+// byte written into it, and no two destinations overlap: transfers of one
+// Execute run concurrently in no defined order (communicator.h). (An earlier
+// version read rank 1's region 1 [0, 512 KiB) while transfer #2 wrote
+// [200, 3200) of it, and wrote rank 0's bytes 7 MiB..+5 twice; NCCL runs the
+// grouped send and receive concurrently, so rank 0 sometimes got the new
+// bytes: "byte 7340232: got 217, expected 162".)
 constexpr uint64_t kTwoRankRegionBytes[2] = {8u << 20, 1u << 20};
 inline std::vector<Transfer> TwoRankMigration() {
   constexpr uint64_t MiB = 1u << 20;
@@ -49,7 +55,7 @@ inline std::vector<Transfer> TwoRankMigration() {
       {0, 0, 0, 1, 0, 4 * MiB, 1 * MiB},
       {1, 0, 1 * MiB, 0, 0, 5 * MiB, 2 * MiB + 5},
       {0, 1, 100, 1, 1, 200, 3000},
-      {1, 1, 0, 0, 0, 7 * MiB, 512 * 1024},
+      {1, 1, 4096, 0, 0, 7 * MiB + 4096, 512 * 1024},
       {0, 0, 6 * MiB, 1, 0, 0, 0},
   };
 }

@@ -1,8 +1,12 @@
-// The `gloo` communicator: registered host memory moved with Gloo unbound
-// buffers over TCP, one send/receive pair per transfer.
+// The `gloo` communicator: registered memory moved with Gloo unbound buffers
+// over TCP, one send/receive pair per transfer of host memory; CUDA device
+// memory is staged through pinned host buffers in chunks (device_staging.h),
+// with CUDA builds only.
 #include <spdlog/spdlog.h>
 
+#include "comm/gloo/device_staging.h"
 #include "comm/gloo/mesh.h"
+#include "cuda/runtime.h"
 #include "eplb/communicator_factory.h"
 #include "eplb/error.h"
 #include "eplb/gloo.h"
@@ -19,8 +23,10 @@ enum OpCode : uint32_t { kRegister = 1, kExecute = 2 };
 // What every rank learns about a region at registration.
 struct RegionInfo {
   uint64_t bytes = 0;
-  uint32_t kind = 0;   // MemoryKind
-  uint32_t valid = 0;  // base set (or empty region)
+  uint32_t kind = 0;     // MemoryKind
+  uint32_t valid = 0;    // base set (or empty region)
+  uint32_t staging = 0;  // this rank can stage device memory (built with CUDA)
+  uint32_t reserved = 0;
 };
 
 class GlooCommunicator final : public Communicator {
@@ -34,8 +40,16 @@ class GlooCommunicator final : public Communicator {
   RegionId RegisterRegion(const MemoryRegion& region, Deadline deadline) override {
     const int n = size();
     std::vector<RegionInfo> all(n);
+    // Can this rank stage this region? (Built with CUDA, and the device is
+    // visible here.) Every rank learns every rank's answer and refuses together.
+    std::string no_staging;
+    bool staging = gloo_backend::DeviceStaging::Available(&no_staging);
+    if (staging && region.kind == MemoryKind::kCuda && region.device >= cuda::Probe().devices) {
+      staging = false;
+      no_staging = "device " + std::to_string(region.device) + " is not visible (" + cuda::Probe().reason + ")";
+    }
     all[rank()] = {region.bytes, static_cast<uint32_t>(region.kind),
-                   (region.base != nullptr || region.bytes == 0) ? 1u : 0u};
+                   (region.base != nullptr || region.bytes == 0) ? 1u : 0u, staging ? 1u : 0u, 0};
     // Collective first, checks after: every rank then refuses the same region
     // with the same message instead of leaving its peers waiting.
     mesh_.Step("register_region", kRegister, regions_.size(), deadline, [&](Ops& ops, uint64_t seq) {
@@ -47,14 +61,14 @@ class GlooCommunicator final : public Communicator {
     });
     const RegionId id = static_cast<RegionId>(regions_.size());
     for (int r = 0; r < n; ++r) {
-      if (all[r].kind == static_cast<uint32_t>(MemoryKind::kCuda)) {
+      const bool cuda = all[r].kind == static_cast<uint32_t>(MemoryKind::kCuda);
+      if (cuda && all[r].staging == 0) {
         throw InvalidArgument("gloo communicator: rank " + std::to_string(r) + " registered CUDA device memory as region " +
-                              std::to_string(id) +
-                              "; the gloo communicator moves host memory only (staging device memory "
-                              "through pinned host buffers is not built yet): register host memory or "
-                              "use a device-memory communicator such as cuda_ipc");
+                              std::to_string(id) + ", but cannot stage it through pinned host buffers (" +
+                              (r == rank() ? no_staging : std::string("eplb built without CUDA there, or the device not visible")) +
+                              "): build with a CUDA toolkit, use a visible device, or register host memory");
       }
-      if (all[r].kind != static_cast<uint32_t>(MemoryKind::kHost)) {
+      if (!cuda && all[r].kind != static_cast<uint32_t>(MemoryKind::kHost)) {
         throw InvalidArgument("gloo communicator: rank " + std::to_string(r) + " registered region " +
                               std::to_string(id) + " of unknown memory kind " + std::to_string(all[r].kind));
       }
@@ -63,6 +77,11 @@ class GlooCommunicator final : public Communicator {
                               std::to_string(id) + " of " + std::to_string(all[r].bytes) +
                               " B with a null base");
       }
+    }
+    if (region.kind == MemoryKind::kCuda && !staging_) {
+      // Streams and events on the device of the first device region (copies
+      // of other devices' memory go through it too, by unified addressing).
+      staging_ = std::make_unique<gloo_backend::DeviceStaging>(region.device < 0 ? 0 : region.device, rank());
     }
     Region entry;
     entry.local = region;
@@ -81,20 +100,31 @@ class GlooCommunicator final : public Communicator {
     const uint64_t check = gloo_backend::Fnv1a(transfers.data(), transfers.size_bytes());
     const int me = rank();
     mesh_.Step("execute", kExecute, check, deadline, [&](Ops& ops, uint64_t seq) {
-      // Host memory is read and written in place. Device memory (kCuda) will
-      // stage here: copy sources to pinned host buffers before posting, and
-      // received bytes to the device after the waits.
+      // Host memory is read and written in place; device memory is staged
+      // through pinned host buffers (device_staging.h).
+      std::vector<gloo_backend::StagedItem> staged_sends, staged_recvs;
       for (size_t i = 0; i < transfers.size(); ++i) {
         const Transfer& t = transfers[i];
         if (t.bytes == 0) continue;
         if (t.src_rank == me) {
-          auto* src = static_cast<const uint8_t*>(regions_[t.src_region].local.base) + t.src_offset;
-          ops.Send(t.dst_rank, Slot(seq, i), src, t.bytes, "transfer", static_cast<int64_t>(i));
+          const MemoryRegion& r = regions_[t.src_region].local;
+          auto* src = static_cast<uint8_t*>(r.base) + t.src_offset;
+          if (r.kind == MemoryKind::kCuda) {
+            staged_sends.push_back({t.dst_rank, Slot(seq, i), src, t.bytes, static_cast<int64_t>(i)});
+          } else {
+            ops.Send(t.dst_rank, Slot(seq, i), src, t.bytes, "transfer", static_cast<int64_t>(i));
+          }
         } else if (t.dst_rank == me) {
-          auto* dst = static_cast<uint8_t*>(regions_[t.dst_region].local.base) + t.dst_offset;
-          ops.Recv(t.src_rank, Slot(seq, i), dst, t.bytes, "transfer", static_cast<int64_t>(i));
+          const MemoryRegion& r = regions_[t.dst_region].local;
+          auto* dst = static_cast<uint8_t*>(r.base) + t.dst_offset;
+          if (r.kind == MemoryKind::kCuda) {
+            staged_recvs.push_back({t.src_rank, Slot(seq, i), dst, t.bytes, static_cast<int64_t>(i)});
+          } else {
+            ops.Recv(t.src_rank, Slot(seq, i), dst, t.bytes, "transfer", static_cast<int64_t>(i));
+          }
         }
       }
+      if (!staged_sends.empty() || !staged_recvs.empty()) staging_->Run(ops, staged_sends, staged_recvs, deadline);
     });
   }
 
@@ -135,6 +165,7 @@ class GlooCommunicator final : public Communicator {
 
   Mesh mesh_;
   std::vector<Region> regions_;
+  std::unique_ptr<gloo_backend::DeviceStaging> staging_;  // with the first device region
 };
 
 }  // namespace

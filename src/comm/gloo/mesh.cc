@@ -93,42 +93,76 @@ std::string Ops::Describe(const Op& op) const {
   return s + ")";
 }
 
-void Ops::Send(int peer, uint64_t slot, const void* data, size_t bytes, const char* label,
-               int64_t index) {
-  Op op{context_.createUnboundBuffer(const_cast<void*>(data), bytes), peer, true, bytes, label, index};
-  ops_.push_back(std::move(op));
-  try {
-    ops_.back().buffer->send(peer, slot, 0, bytes);
-  } catch (const std::exception& e) {
-    throw Failure{false, peer, Describe(ops_.back()), e.what()};
+size_t Ops::Post(Op op, uint64_t slot) {
+  Op* posted;
+  size_t handle;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    handle = ops_.size();
+    ops_.push_back(std::move(op));
+    posted = &ops_.back();
   }
+  try {
+    if (posted->send) {
+      posted->buffer->send(posted->peer, slot, 0, posted->bytes);
+    } else {
+      posted->buffer->recv(posted->peer, slot, 0, posted->bytes);
+    }
+  } catch (const std::exception& e) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    posted->waited = true;  // never posted: nothing to wait for
+    ++waited_;
+    throw Failure{false, posted->peer, Describe(*posted), e.what()};
+  }
+  return handle;
 }
 
-void Ops::Recv(int peer, uint64_t slot, void* data, size_t bytes, const char* label, int64_t index) {
-  Op op{context_.createUnboundBuffer(data, bytes), peer, false, bytes, label, index};
-  ops_.push_back(std::move(op));
-  try {
-    ops_.back().buffer->recv(peer, slot, 0, bytes);
-  } catch (const std::exception& e) {
-    throw Failure{false, peer, Describe(ops_.back()), e.what()};
+size_t Ops::Send(int peer, uint64_t slot, const void* data, size_t bytes, const char* label,
+                 int64_t index) {
+  return Post(Op{context_.createUnboundBuffer(const_cast<void*>(data), bytes), peer, true, bytes, label, index},
+              slot);
+}
+
+size_t Ops::Recv(int peer, uint64_t slot, void* data, size_t bytes, const char* label, int64_t index) {
+  return Post(Op{context_.createUnboundBuffer(data, bytes), peer, false, bytes, label, index}, slot);
+}
+
+size_t Ops::pending() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return ops_.size() - waited_;
+}
+
+void Ops::WaitOne(size_t handle, Deadline deadline) {
+  Op* op;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    op = &ops_.at(handle);
+    if (op->waited) return;
   }
+  bool done = false;
+  try {
+    // A zero timeout still checks once (a non-positive wait_for returns the
+    // predicate); Gloo's timeout then closes every connection of the rank.
+    auto left = TimeLeft(deadline);
+    done = op->send ? op->buffer->waitSend(nullptr, left) : op->buffer->waitRecv(nullptr, left);
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    bool timeout = what.find("Timed out waiting") != std::string::npos;
+    throw Failure{timeout, op->peer, Describe(*op), what};
+  }
+  if (!done) throw Failure{false, op->peer, Describe(*op), "wait aborted"};
+  std::lock_guard<std::mutex> lock(mutex_);
+  op->waited = true;
+  ++waited_;
 }
 
 void Ops::Wait(Deadline deadline) {
-  for (; waited_ < ops_.size(); ++waited_) {
-    Op& op = ops_[waited_];
-    bool done = false;
-    try {
-      // A zero timeout still checks once (a non-positive wait_for returns the
-      // predicate); Gloo's timeout then closes every connection of the rank.
-      auto left = TimeLeft(deadline);
-      done = op.send ? op.buffer->waitSend(nullptr, left) : op.buffer->waitRecv(nullptr, left);
-    } catch (const std::exception& e) {
-      std::string what = e.what();
-      bool timeout = what.find("Timed out waiting") != std::string::npos;
-      throw Failure{timeout, op.peer, Describe(op), what};
+  for (size_t i = 0;; ++i) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (i >= ops_.size()) return;
     }
-    if (!done) throw Failure{false, op.peer, Describe(op), "wait aborted"};
+    WaitOne(i, deadline);
   }
 }
 

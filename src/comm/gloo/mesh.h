@@ -31,8 +31,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -50,18 +52,24 @@ constexpr uint64_t kMaxItems = uint64_t{1} << 24;
 inline uint64_t Slot(uint64_t seq, uint64_t index) { return (seq << 24) | index; }
 
 // The sends and receives a step posts. Posting never blocks; Wait does.
+// Thread-safe: a step may post and wait from two threads (device staging
+// sends from a thread of its own while the step's thread receives).
 class Ops {
  public:
   // Posts a send of `bytes` at `data` to `peer` into `slot` (the receiver
-  // posts Recv with the same slot). `label`/`index` name the item in errors
-  // ("transfer", 12). The memory must stay valid until Wait returns.
-  void Send(int peer, uint64_t slot, const void* data, size_t bytes, const char* label,
-            int64_t index);
-  void Recv(int peer, uint64_t slot, void* data, size_t bytes, const char* label, int64_t index);
-  // Waits for every op posted so far, bounded by `deadline`.
+  // posts Recv with the same slot; several ops on one slot between the same
+  // two ranks match in the order they were posted). `label`/`index` name the
+  // item in errors ("transfer", 12). The memory must stay valid until the op
+  // was waited for. Returns the op's handle for WaitOne.
+  size_t Send(int peer, uint64_t slot, const void* data, size_t bytes, const char* label,
+              int64_t index);
+  size_t Recv(int peer, uint64_t slot, void* data, size_t bytes, const char* label, int64_t index);
+  // Waits for one op (once; its memory may then be reused), bounded by `deadline`.
+  void WaitOne(size_t handle, Deadline deadline);
+  // Waits for every op posted so far and not yet waited for.
   void Wait(Deadline deadline);
 
-  size_t pending() const { return ops_.size() - waited_; }
+  size_t pending() const;
 
  private:
   friend class Mesh;
@@ -72,13 +80,16 @@ class Ops {
     size_t bytes;
     const char* label;
     int64_t index;
+    bool waited = false;
   };
   explicit Ops(gloo::Context& context) : context_(context) {}
   std::string Describe(const Op& op) const;
+  size_t Post(Op op, uint64_t slot);
 
   gloo::Context& context_;
-  std::vector<Op> ops_;
-  size_t waited_ = 0;
+  mutable std::mutex mutex_;
+  std::deque<Op> ops_;  // deque: references stay valid while others are added
+  size_t waited_ = 0;   // ops waited for
 };
 
 class Mesh {

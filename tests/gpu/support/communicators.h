@@ -38,7 +38,7 @@ WorkerCommunicator OpenWorkerCommunicator(const WorkerContext& ctx, int device);
 
 // Registers `slots` (device memory) with the worker's communicator. False,
 // with {"unavailable": why} recorded as the worker's result, when the backend
-// refuses device memory (InvalidArgument: gloo until its staging is built).
+// refuses device memory (InvalidArgument: e.g. gloo in a build without CUDA).
 bool RegisterDeviceSlots(ExpertSlots& slots, Communicator& communicator, const WorkerContext& ctx);
 
 // Names from $EPLB_GPU_COMMUNICATORS (comma-separated) at build time (ctest

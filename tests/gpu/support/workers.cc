@@ -1,5 +1,10 @@
 #include "gpu/support/workers.h"
 
+#include <execinfo.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -13,6 +18,29 @@ constexpr const char* kResultsFlag = "--results=";
 
 std::string ResultPath(const std::string& dir, int rank) {
   return dir + "/result-" + std::to_string(rank) + ".json";
+}
+
+// A worker killed by a signal would otherwise leave only "exit -1" and an
+// empty stderr: say which signal, with a backtrace, then die of it.
+void OnFatalSignal(int sig) {
+  char line[96];
+  const char* name = strsignal(sig);
+  int n = snprintf(line, sizeof line, "worker killed by signal %d (%s); backtrace:\n", sig, name ? name : "?");
+  if (n > 0) (void)!write(2, line, static_cast<size_t>(n));
+  void* frames[64];
+  backtrace_symbols_fd(frames, backtrace(frames, 64), 2);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+void ReportFatalSignals() {
+  for (int sig : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGPIPE}) {
+    struct sigaction action;
+    std::memset(&action, 0, sizeof action);
+    action.sa_handler = OnFatalSignal;
+    action.sa_flags = SA_RESETHAND;
+    sigaction(sig, &action, nullptr);
+  }
 }
 }  // namespace
 
@@ -33,6 +61,7 @@ void WorkerContext::WriteResult(const nlohmann::json& result) const {
 }
 
 WorkerContext GpuWorkerContext(const std::vector<std::string>& args) {
+  ReportFatalSignals();
   WorkerRank joined = JoinRun();
   WorkerContext ctx;
   ctx.rank = joined.env.rank;
