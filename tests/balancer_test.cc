@@ -571,7 +571,7 @@ TEST(Balancer, LayerInDoubtIsRolledForward) {
   Scenario s;
   s.fault = "late_vote";
   s.victim = 2;
-  s.fault_execute = 2;  // the agreement of the first cycle's second layer
+  s.fault_execute = 2;  // the commit-step agreement of the first cycle's first layer
   s.deadline_ms = 1000;
   s.steps = 1800;
   s.interval = 200;
@@ -586,7 +586,7 @@ TEST(Balancer, LayerInDoubtIsRolledForward) {
   EXPECT_GE(Num(logs[2], "roll_forwards"), 1) << exits[2].stderr_text;
   // The peers committed that layer at the agreed step; the victim later.
   bool rolled = false;
-  for (const Commit& c : logs[2].commits) rolled |= c.rf == 1 && c.cycle == 1;
+  for (const Commit& c : logs[2].commits) rolled |= c.rf == 1 && c.cycle == 1 && c.layer == 0;
   EXPECT_TRUE(rolled) << exits[2].stderr_text;
   for (int r : {0, 1, 2}) {
     EXPECT_EQ(Num(logs[r], "mismatches"), 0) << exits[r].stderr_text;

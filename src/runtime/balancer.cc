@@ -889,10 +889,8 @@ void Balancer::State::Resolve(const std::vector<RankState>& states) {
 Vote Balancer::State::Decide(const Staged& staged, bool staged_ok, std::exception_ptr stage_error,
                              int layer) {
   // A rank whose transfers timed out skips the vote: a peer is stalled, so
-  // the vote would only wait out a second deadline. The others, if they
-  // staged, time out in the vote and hold the layer in doubt until the next
-  // handshake shows nobody committed it. Other failures are voted on, so
-  // every rank abandons the layer at once.
+  // the vote would only wait out a second deadline. Other failures are voted
+  // on, so every rank abandons the layer at once.
   if (stage_error) {
     try {
       std::rethrow_exception(stage_error);
@@ -901,57 +899,71 @@ Vote Balancer::State::Decide(const Staged& staged, bool staged_ok, std::exceptio
     } catch (...) {
     }
   }
-  Vote mine{staged_ok ? 1 : 0, me, 0};
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    mine.proposal = step + cfg.commit_lead_steps;
-    if (async() && staged_ok) {
-      floor_step = mine.proposal;
-      veto = false;
+  const std::string operation = fmt::format("commit agreement of MoE layer {}", layer);
+  auto gather = [&](const Vote& mine) {
+    auto all = control->AllGather({reinterpret_cast<const uint8_t*>(&mine), sizeof(mine)}, WaitDeadline());
+    std::vector<Vote> votes(world);
+    for (int r = 0; r < world; ++r) {
+      if (all[r].size() != sizeof(Vote))
+        throw Error("balancer", operation, "rank " + std::to_string(r) + " sent a malformed vote", me, r);
+      std::memcpy(&votes[r], all[r].data(), sizeof(Vote));
     }
-  }
+    return votes;
+  };
   auto clear_floor = [&] {
     std::lock_guard<std::mutex> lock(mu);
     floor_step = -1;
     cv.notify_all();
   };
-  SetOp(fmt::format("the commit agreement of MoE layer {}", layer));
-  std::vector<std::vector<uint8_t>> all;
+  auto hold_in_doubt = [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    doubt = Doubt{0, staged, versions[layer] + 1};
+  };
+
+  // Round 1: did every rank stage the layer? Ranks get here when their own
+  // transfers are done, at different times; no step waits on this round.
+  SetOp(fmt::format("the staging vote of MoE layer {}", layer));
+  std::vector<Vote> votes;
   try {
-    all = control->AllGather({reinterpret_cast<const uint8_t*>(&mine), sizeof(mine)}, WaitDeadline());
+    votes = gather(Vote{staged_ok ? 1 : 0, me, 0});
   } catch (...) {
-    clear_floor();
-    if (staged_ok) {
-      std::lock_guard<std::mutex> lock(mu);
-      doubt = Doubt{0, staged, versions[layer] + 1};
-    }
+    // Sync mode commits right after this round, so a peer may have: in doubt.
+    // Async: nobody commits without this rank's part in round 2.
+    if (staged_ok && !async()) hold_in_doubt();
     if (stage_error) std::rethrow_exception(stage_error);
     throw;
   }
-  if (stage_error) {
-    clear_floor();
-    std::rethrow_exception(stage_error);
-  }
-  Vote agreed{1, -1, 0};
+  if (stage_error) std::rethrow_exception(stage_error);
   std::vector<int> failed;
-  for (int r = 0; r < world; ++r) {
-    Vote v;
-    if (all[r].size() != sizeof(Vote)) {
-      clear_floor();
-      throw Error("balancer", fmt::format("commit agreement of MoE layer {}", layer),
-                  "rank " + std::to_string(r) + " sent a malformed vote", me, r);
-    }
-    std::memcpy(&v, all[r].data(), sizeof(v));
-    if (!v.ok) failed.push_back(r);
-    agreed.proposal = std::max(agreed.proposal, v.proposal);
-  }
-  if (!failed.empty()) {
-    clear_floor();
+  for (const Vote& v : votes)
+    if (!v.ok) failed.push_back(v.rank);
+  if (!failed.empty())
     throw Error("balancer", fmt::format("stage of MoE layer {}", layer),
                 fmt::format("rank{} {} could not stage it", failed.size() > 1 ? "s" : "",
                             RankList(failed)),
                 me, failed[0]);
+  if (!async()) return Vote{1, -1, 0};
+
+  // Round 2 (async): the commit step. Every rank arrives within a round trip
+  // of the others, so the engine reaching its own proposal first (and
+  // waiting for the answer) is rare and short.
+  Vote mine{1, me, 0};
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    mine.proposal = step + cfg.commit_lead_steps;
+    floor_step = mine.proposal;
+    veto = false;
   }
+  SetOp(fmt::format("the commit-step agreement of MoE layer {}", layer));
+  try {
+    votes = gather(mine);
+  } catch (...) {
+    clear_floor();
+    hold_in_doubt();  // a peer may have completed this round and will commit
+    throw;
+  }
+  Vote agreed{1, -1, 0};
+  for (const Vote& v : votes) agreed.proposal = std::max(agreed.proposal, v.proposal);
   return agreed;
 }
 
