@@ -11,8 +11,8 @@
 //
 // The order of collectives is the same on every rank: a cycle is a store
 // handshake, then (rebuild), load sum, and per changed layer: Stage (the
-// executor's transfers and agreement) and one AllGather deciding the commit
-// step. A failure anywhere abandons the cycle on that rank; the groups are
+// executor's transfers and local copies), an AllGather vote that every rank
+// staged it, and (async) an AllGather deciding the commit step. A failure anywhere abandons the cycle on that rank; the groups are
 // rebuilt at the next handshake, so collectives that fell out of step on a
 // failure never matter.
 #include "eplb/balancer.h"
