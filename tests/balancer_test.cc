@@ -148,15 +148,9 @@ struct Scenario {
             "fault_cycle=" + std::to_string(fault_cycle), "stall_ms=" + std::to_string(stall_ms)};
   }
   static Scenario Parse(const std::vector<std::string>& args) {
-    std::map<std::string, std::string> kv;
-    for (const std::string& a : args) {
-      auto eq = a.find('=');
-      if (eq != std::string::npos) kv[a.substr(0, eq)] = a.substr(eq + 1);
-    }
+    const test::WorkerArgs kv(args);
     Scenario s;
-    auto num = [&](const char* k, auto& v) {
-      if (kv.count(k)) v = static_cast<std::decay_t<decltype(v)>>(std::stoll(kv[k]));
-    };
+    auto num = [&](const char* k, auto& v) { kv.Read(k, v); };
     num("layers", s.layers);
     num("experts", s.experts);
     num("spr", s.slots_per_rank);
@@ -171,9 +165,13 @@ struct Scenario {
     num("fault_execute", s.fault_execute);
     num("fault_cycle", s.fault_cycle);
     num("stall_ms", s.stall_ms);
-    if (kv.count("step_us")) s.step_ms = std::stoll(kv["step_us"]) / 1000.0;
-    if (kv.count("mode")) s.mode = kv["mode"];
-    if (kv.count("fault")) s.fault = kv["fault"];
+    if (kv.Has("step_us")) {
+      int64_t step_us = 0;
+      kv.Read("step_us", step_us);
+      s.step_ms = step_us / 1000.0;
+    }
+    kv.Read("mode", s.mode);
+    kv.Read("fault", s.fault);
     return s;
   }
   std::vector<uint64_t> TensorBytes() const {

@@ -62,15 +62,9 @@ struct Scenario {
             "staging_layers=" + std::to_string(staging_layers)};
   }
   static Scenario Parse(const std::vector<std::string>& args) {
-    std::map<std::string, std::string> kv;
-    for (const std::string& a : args) {
-      auto eq = a.find('=');
-      if (eq != std::string::npos) kv[a.substr(0, eq)] = a.substr(eq + 1);
-    }
+    const test::WorkerArgs kv(args);
     Scenario s;
-    auto num = [&](const char* k, auto& v) {
-      if (kv.count(k)) v = static_cast<std::decay_t<decltype(v)>>(std::stoll(kv[k]));
-    };
+    auto num = [&](const char* k, auto& v) { kv.Read(k, v); };
     num("world", s.world);
     num("layers", s.layers);
     num("spr", s.slots_per_rank);
@@ -84,7 +78,7 @@ struct Scenario {
     num("fail_layer", s.fail_layer);
     num("deadline_ms", s.deadline_ms);
     num("staging_layers", s.staging_layers);
-    if (kv.count("mode")) s.mode = kv["mode"];
+    kv.Read("mode", s.mode);
     return s;
   }
   std::vector<uint64_t> TensorBytes() const {

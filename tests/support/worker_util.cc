@@ -41,4 +41,16 @@ void ReportError(const std::exception& e, double ms) {
   std::fflush(stderr);
 }
 
+WorkerArgs::WorkerArgs(const std::vector<std::string>& args) {
+  for (const std::string& a : args) {
+    auto eq = a.find('=');
+    if (eq != std::string::npos) values_[a.substr(0, eq)] = a.substr(eq + 1);
+  }
+}
+
+void WorkerArgs::Read(const std::string& key, std::string& value) const {
+  auto it = values_.find(key);
+  if (it != values_.end()) value = it->second;
+}
+
 }  // namespace eplb::test

@@ -68,13 +68,10 @@ WorkerContext GpuWorkerContext(const std::vector<std::string>& args) {
   ctx.size = joined.env.world_size;
   ctx.store = joined.store;
   for (const auto& arg : args) {
-    if (arg.rfind(kResultsFlag, 0) == 0) {
-      ctx.results_dir = arg.substr(std::string(kResultsFlag).size());
-      continue;
-    }
-    auto eq = arg.find('=');
-    if (eq != std::string::npos) ctx.params[arg.substr(0, eq)] = arg.substr(eq + 1);
+    if (arg.rfind(kResultsFlag, 0) == 0) ctx.results_dir = arg.substr(std::string(kResultsFlag).size());
   }
+  ctx.params = WorkerArgs(args).values();
+  ctx.params.erase("--results");
   Require(!ctx.results_dir.empty(), "worker started without " + std::string(kResultsFlag));
   return ctx;
 }
