@@ -128,7 +128,8 @@ struct Scenario {
   // stall_ms inside its fault_execute-th Execute (its migration thread stops
   // participating, its engine keeps stepping). late_vote: the victim's
   // fault_execute-th AllGather (a commit agreement) completes, but the victim
-  // only sees it after its deadline and gives up, while its peers commit.
+  // only sees it late_ms after its deadline and gives up, while its peers
+  // commit.
   // marker: the victim prints EPLB-MARK at its first commit of cycle
   // fault_cycle; the test signals it.
   std::string fault = "none";
@@ -136,6 +137,7 @@ struct Scenario {
   int fault_execute = 5;
   int fault_cycle = 1;
   int stall_ms = 4000;
+  int late_ms = 200;
 
   std::vector<std::string> Args() const {
     return {"mode=" + mode, "layers=" + std::to_string(layers), "experts=" + std::to_string(experts),
@@ -145,7 +147,8 @@ struct Scenario {
             "staging=" + std::to_string(staging), "deadline_ms=" + std::to_string(deadline_ms),
             "step_us=" + std::to_string(static_cast<int>(step_ms * 1000)), "fault=" + fault,
             "victim=" + std::to_string(victim), "fault_execute=" + std::to_string(fault_execute),
-            "fault_cycle=" + std::to_string(fault_cycle), "stall_ms=" + std::to_string(stall_ms)};
+            "fault_cycle=" + std::to_string(fault_cycle), "stall_ms=" + std::to_string(stall_ms),
+            "late_ms=" + std::to_string(late_ms)};
   }
   static Scenario Parse(const std::vector<std::string>& args) {
     const test::WorkerArgs kv(args);
@@ -165,6 +168,7 @@ struct Scenario {
     num("fault_execute", s.fault_execute);
     num("fault_cycle", s.fault_cycle);
     num("stall_ms", s.stall_ms);
+    num("late_ms", s.late_ms);
     if (kv.Has("step_us")) {
       int64_t step_us = 0;
       kv.Read("step_us", step_us);
@@ -222,7 +226,7 @@ class LateControlGroup final : public ControlGroup {
   std::vector<std::vector<uint8_t>> AllGather(std::span<const uint8_t> blob, Deadline d) override {
     auto out = inner_->AllGather(blob, d);
     if (s_.fault == "late_vote" && rank() == s_.victim && ++gathers == s_.fault_execute) {
-      std::this_thread::sleep_until(d + std::chrono::milliseconds(200));
+      std::this_thread::sleep_until(d + std::chrono::milliseconds(s_.late_ms));
       std::fprintf(stderr, "EPLB-LATE-VOTE\n");
       throw TimeoutError("test", "all_gather", "injected: the agreement arrived after the deadline",
                          rank(), -1);
@@ -561,11 +565,11 @@ TEST(Balancer, RankThatStopsParticipatingIsNamedAndTheRunRecovers) {
   ExpectSameCommitSteps(logs, {0, 1, 2});
 }
 
-// The one window where ranks can disagree: a commit agreement completes on
-// two ranks (they commit the layer) and times out on the third. That rank
-// holds the layer staged "in doubt"; the next handshake shows a peer
-// committed it and it commits it too, so maps and weights agree again.
-TEST(Balancer, LayerInDoubtIsRolledForward) {
+// A commit agreement completes on two ranks and times out on the third. The
+// peers record "commit at step S" in the store first; the third records
+// "abandon", finds the commit standing, and commits at S too: no rank ever
+// serves a layer map the others do not.
+TEST(Balancer, VoteThatFailsOnOneRankStillCommitsAtTheSameStepEverywhere) {
   Scenario s;
   s.fault = "late_vote";
   s.victim = 2;
@@ -579,13 +583,12 @@ TEST(Balancer, LayerInDoubtIsRolledForward) {
   auto logs = ParseAll(exits);
   for (const auto& x : exits) ASSERT_TRUE(x.status.ok()) << test::Describe(exits);
   ASSERT_NE(exits[2].stderr_text.find("EPLB-LATE-VOTE"), std::string::npos) << exits[2].stderr_text;
-  EXPECT_NE(exits[2].stderr_text.find("was in doubt and a peer committed it"), std::string::npos)
+  EXPECT_NE(exits[2].stderr_text.find("recorded the commit: committing it here too"), std::string::npos)
       << exits[2].stderr_text;
-  EXPECT_GE(Num(logs[2], "roll_forwards"), 1) << exits[2].stderr_text;
-  // The peers committed that layer at the agreed step; the victim later.
-  bool rolled = false;
-  for (const Commit& c : logs[2].commits) rolled |= c.rf == 1 && c.cycle == 1 && c.layer == 0;
-  EXPECT_TRUE(rolled) << exits[2].stderr_text;
+  EXPECT_EQ(Num(logs[2], "roll_forwards"), 0) << exits[2].stderr_text;
+  bool committed = false;
+  for (const Commit& c : logs[2].commits) committed |= c.rf == 0 && c.cycle == 1 && c.layer == 0;
+  EXPECT_TRUE(committed) << exits[2].stderr_text;
   for (int r : {0, 1, 2}) {
     EXPECT_EQ(Num(logs[r], "mismatches"), 0) << exits[r].stderr_text;
     EXPECT_EQ(logs[r].result["placement"], logs[0].result["placement"]) << test::Describe(exits);
@@ -597,48 +600,39 @@ TEST(Balancer, LayerInDoubtIsRolledForward) {
   ExpectSameCommitSteps(logs, {0, 1, 2});
 }
 
-// A whole rank stalls (SIGSTOP) mid-cycle, then resumes: the others abandon
-// the cycle at the deadline naming it; after it resumes everyone recovers.
-TEST(Balancer, StalledRankIsNamedAndRecovers) {
+// The remaining window: the victim learns the outcome so late that its engine
+// has passed its proposed step (it waits deadline + 1 s there, then goes on
+// without committing). The layer stays staged "in doubt"; the next
+// handshake shows the peers committed it, and it commits it too.
+TEST(Balancer, LayerInDoubtIsRolledForward) {
   Scenario s;
-  s.fault = "marker";
+  s.fault = "late_vote";
+  s.late_ms = 2500;
   s.victim = 2;
-  s.fault_cycle = 1;
+  s.fault_execute = 2;
   s.deadline_ms = 1000;
-  s.steps = 2600;
+  s.steps = 2400;
   s.interval = 200;
   s.slots_per_rank = 7;
   test::RankGroup group(test::Ranks("balance", 3, s.Args()));
-  ASSERT_TRUE(group.WaitForText(s.victim, "EPLB-MARK", DeadlineAfter(30s))) << group.Stderr(s.victim);
-  group.Kill(s.victim, SIGSTOP);
-  std::this_thread::sleep_for(2500ms);
-  group.Kill(s.victim, SIGCONT);
   auto exits = group.Wait(DeadlineAfter(90s));
   auto logs = ParseAll(exits);
   for (const auto& x : exits) ASSERT_TRUE(x.status.ok()) << test::Describe(exits);
-  for (int r : {0, 1}) {
-    bool named = false;
-    for (const CycleLine& c : logs[r].cycles) named |= !c.ok && c.blamed == s.victim;
-    EXPECT_TRUE(named) << exits[r].stderr_text;
-  }
+  ASSERT_NE(exits[2].stderr_text.find("EPLB-LATE-VOTE"), std::string::npos) << exits[2].stderr_text;
+  EXPECT_NE(exits[2].stderr_text.find("was in doubt and a peer committed it"), std::string::npos)
+      << exits[2].stderr_text;
+  EXPECT_GE(Num(logs[2], "roll_forwards"), 1) << exits[2].stderr_text;
+  bool rolled = false;
+  for (const Commit& c : logs[2].commits) rolled |= c.rf == 1 && c.cycle == 1 && c.layer == 0;
+  EXPECT_TRUE(rolled) << exits[2].stderr_text;
   for (int r : {0, 1, 2}) {
     EXPECT_EQ(Num(logs[r], "mismatches"), 0) << exits[r].stderr_text;
-    EXPECT_GE(Num(logs[r], "failed"), 1) << exits[r].stderr_text;
-    bool recovered = false;
-    long long first_failed = -1;
-    for (const CycleLine& c : logs[r].cycles) {
-      if (!c.ok && first_failed < 0) first_failed = c.cycle;
-      recovered |= c.ok && first_failed >= 0 && c.cycle > first_failed;
-    }
-    EXPECT_TRUE(recovered) << exits[r].stderr_text;
     EXPECT_EQ(logs[r].result["placement"], logs[0].result["placement"]) << test::Describe(exits);
+    EXPECT_EQ(Num(logs[r], "layers"), Num(logs[0], "layers")) << test::Describe(exits);
   }
   ExpectSameCommitSteps(logs, {0, 1, 2});
 }
 
-// A rank killed mid-cycle: the others fail the cycle within the deadline
-// + 1 s naming it, keep serving to the end (every later cycle fails at its
-// handshake, naming it again), and every weight matches their maps.
 TEST(Balancer, DeadRankIsNamedAndTheOthersKeepServing) {
   Scenario s;
   s.fault = "marker";

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <sstream>
 #include <thread>
 
 #include "bootstrap/gloo_store.h"
@@ -251,6 +252,67 @@ TEST(RedisStore, ServerGoneIsAnErrorNotAHang) {
   std::string msg = ErrorOf([&] { MakeRedisStore("127.0.0.1", port); });
   EXPECT_NE(msg.find("cannot reach redis server at redis://127.0.0.1:" + std::to_string(port)), std::string::npos)
       << msg;
+}
+
+// A rank racing the others to record a decision per key; prints what stands.
+EPLB_TEST_WORKER(race_set_if_absent) {
+  LaunchEnv env = ReadLaunchEnv();
+  auto store = OpenStore(env.store_spec);
+  const int keys = std::stoi(args.at(0));
+  const std::string mine = "rank " + std::to_string(env.rank);
+  std::string out;
+  for (int k = 0; k < keys; ++k) {
+    auto stands = store->SetIfAbsent("decision/" + std::to_string(k),
+                                     {reinterpret_cast<const uint8_t*>(mine.data()), mine.size()});
+    out += std::to_string(k) + "=" + std::string(stands.begin(), stands.end()) + "\n";
+  }
+  std::fprintf(stderr, "%s", out.c_str());
+  return 0;
+}
+
+// Every rank of a race sees the same value stand for each key, and it is one
+// that some rank wrote: the property the balancer's commit decision needs.
+void ExpectOneValueStandsPerKey(const std::string& store_spec) {
+  constexpr int kKeys = 40;
+  test::GroupOptions options = test::Ranks("race_set_if_absent", 4, {std::to_string(kKeys)});
+  options.store_spec = store_spec;
+  test::RankGroup group(options);
+  auto exits = group.Wait(DeadlineAfter(30s));
+  std::vector<std::string> first;
+  for (const auto& e : exits) {
+    ASSERT_TRUE(e.status.ok()) << test::Describe(exits);
+    std::vector<std::string> lines;
+    std::istringstream in(e.stderr_text);
+    for (std::string line; std::getline(in, line);)
+      if (line.find('=') != std::string::npos) lines.push_back(line);
+    ASSERT_EQ(lines.size(), static_cast<size_t>(kKeys)) << e.stderr_text;
+    for (const auto& l : lines) {
+      const std::string v = l.substr(l.find('=') + 1);
+      EXPECT_TRUE(v == "rank 0" || v == "rank 1" || v == "rank 2" || v == "rank 3") << l;
+    }
+    if (first.empty()) first = lines;
+    EXPECT_EQ(lines, first) << "rank " << e.rank << " saw other values stand";
+  }
+}
+
+TEST(FileStore, SetIfAbsentFirstWriterWinsAcrossProcesses) {
+  auto store = MakeFileStore(test::MakeTempDir("eplb-fs-"));
+  const std::string a = "a", b = "b";
+  auto as = [](const std::vector<uint8_t>& v) { return std::string(v.begin(), v.end()); };
+  EXPECT_EQ(as(store->SetIfAbsent("k", {reinterpret_cast<const uint8_t*>(a.data()), a.size()})), "a");
+  EXPECT_EQ(as(store->SetIfAbsent("k", {reinterpret_cast<const uint8_t*>(b.data()), b.size()})), "a");
+  EXPECT_EQ(store->GetString("k", DeadlineAfter(1s)), "a");
+  ExpectOneValueStandsPerKey("file:" + test::MakeTempDir("eplb-fs-race-"));
+}
+
+TEST(RedisStore, SetIfAbsentFirstWriterWinsAcrossProcesses) {
+  test::RedisServer server;
+  auto store = OpenStore(server.spec());
+  store->SetString("k", "a");
+  const std::string b = "b";
+  auto stands = store->SetIfAbsent("k", {reinterpret_cast<const uint8_t*>(b.data()), b.size()});
+  EXPECT_EQ(std::string(stands.begin(), stands.end()), "a");
+  ExpectOneValueStandsPerKey(server.spec());
 }
 
 TEST(Process, ExitCodesSignalsAndDeadlines) {

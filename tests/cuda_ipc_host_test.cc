@@ -41,6 +41,12 @@ class MemoryStore : public Store {
     }
     return values_[key];
   }
+  std::vector<uint8_t> SetIfAbsent(const std::string& key, std::span<const uint8_t> value) override {
+    std::lock_guard lock(mutex_);
+    auto [it, inserted] = values_.try_emplace(key, value.begin(), value.end());
+    if (inserted) changed_.notify_all();
+    return it->second;
+  }
 
  private:
   std::mutex mutex_;

@@ -24,6 +24,14 @@ class Store {
   // Throws TimeoutError (layer "store") naming the key when the deadline passes.
   virtual std::vector<uint8_t> Get(const std::string& key, Deadline deadline) = 0;
 
+  // Sets `key` to `value` unless a writer got there first, atomically across
+  // processes, and returns the value that stands (first writer wins). The
+  // balancer decides each layer's commit with it: ranks that saw different
+  // outcomes of a failed collective propose different decisions, and all of
+  // them follow the one that stands, so no rank commits a layer that another
+  // survivor drops. A plain register (Set/Get) cannot do that.
+  virtual std::vector<uint8_t> SetIfAbsent(const std::string& key, std::span<const uint8_t> value) = 0;
+
   void SetString(const std::string& key, std::string_view value) {
     Set(key, {reinterpret_cast<const uint8_t*>(value.data()), value.size()});
   }

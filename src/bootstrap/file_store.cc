@@ -1,6 +1,12 @@
 // eplb::Store over Gloo's FileStore: one file per key in a directory.
 #include <gloo/rendezvous/file_store.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
 
@@ -16,6 +22,8 @@ class GlooFileStore : public gloo::rendezvous::FileStore {
  public:
   using FileStore::FileStore;
   bool Has(const std::string& key) { return check({key}); }
+  // Where Gloo keeps `key`: a value written there is what get() reads.
+  std::string PathOf(const std::string& key) { return objectPath(key); }
 };
 
 // Gloo's FileStore refuses empty values, so every value is stored behind a
@@ -52,6 +60,50 @@ class FileStoreImpl final : public Store {
     } catch (const std::exception& e) {
       throw Error("store", "set", "key '" + key + "' in file store " + dir_ + ": " + e.what());
     }
+  }
+
+  // First writer wins across processes: the value is written to a file of
+  // this writer's own, then hard-linked to the key's path, which fails with
+  // EEXIST if another writer linked first (link(2) is atomic, and Gloo's
+  // readers only ever see a complete file).
+  std::vector<uint8_t> SetIfAbsent(const std::string& key, std::span<const uint8_t> value) override {
+    static std::atomic<uint64_t> serial{0};
+    std::string path;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      path = gloo_->PathOf(key);
+    }
+    const std::string tmp = path + ".eplb-tmp-" + std::to_string(::getpid()) + "-" +
+                            std::to_string(serial.fetch_add(1));
+    auto fail = [&](const std::string& what) {
+      ::unlink(tmp.c_str());
+      return Error("store", "set-if-absent",
+                   "key '" + key + "' in file store " + dir_ + ": " + what + ": " + std::strerror(errno));
+    };
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) throw fail("cannot create " + tmp);
+    std::vector<char> data;
+    data.reserve(value.size() + 1);
+    data.push_back(kTag);
+    data.insert(data.end(), value.begin(), value.end());
+    size_t done = 0;
+    while (done < data.size()) {
+      const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        ::close(fd);
+        throw fail("cannot write " + tmp);
+      }
+      done += static_cast<size_t>(n);
+    }
+    if (::close(fd) != 0) throw fail("cannot write " + tmp);
+    if (::link(tmp.c_str(), path.c_str()) == 0) {
+      ::unlink(tmp.c_str());
+      return std::vector<uint8_t>(value.begin(), value.end());
+    }
+    if (errno != EEXIST) throw fail("cannot link " + path);
+    ::unlink(tmp.c_str());
+    return Get(key, Clock::now());
   }
 
   std::vector<uint8_t> Get(const std::string& key, Deadline deadline) override {

@@ -17,6 +17,9 @@ class PrefixStore final : public Store {
   std::vector<uint8_t> Get(const std::string& key, Deadline deadline) override {
     return base_->Get(prefix_ + key, deadline);
   }
+  std::vector<uint8_t> SetIfAbsent(const std::string& key, std::span<const uint8_t> value) override {
+    return base_->SetIfAbsent(prefix_ + key, value);
+  }
 
  private:
   std::shared_ptr<Store> base_;

@@ -57,6 +57,18 @@ class RedisStoreImpl final : public Store {
     }
   }
 
+  // Gloo's set is SETNX, atomic on the server: a key already set means
+  // another writer won, and its value stands.
+  std::vector<uint8_t> SetIfAbsent(const std::string& key, std::span<const uint8_t> value) override {
+    try {
+      Set(key, value);
+      return std::vector<uint8_t>(value.begin(), value.end());
+    } catch (const Error& e) {
+      if (std::string(e.what()).find("already set") == std::string::npos) throw;
+    }
+    return Get(key, Clock::now());
+  }
+
   std::vector<uint8_t> Get(const std::string& key, Deadline deadline) override {
     auto start = Clock::now();
     io::SigpipeBlock no_sigpipe;  // a server gone is an error, not a signal

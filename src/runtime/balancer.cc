@@ -12,9 +12,12 @@
 // The order of collectives is the same on every rank: a cycle is a store
 // handshake, then (rebuild), load sum, and per changed layer: Stage (the
 // executor's transfers and local copies), an AllGather vote that every rank
-// staged it, and (async) an AllGather deciding the commit step. A failure anywhere abandons the cycle on that rank; the groups are
-// rebuilt at the next handshake, so collectives that fell out of step on a
-// failure never matter.
+// staged it, (async) an AllGather deciding the commit step, and the decision
+// recorded once in the store (first record stands, see Decide), so ranks
+// that saw a failed vote differently still commit or drop the layer alike.
+// A failure anywhere abandons the cycle on that rank; the groups are rebuilt
+// at the next handshake, so collectives that fell out of step on a failure
+// never matter.
 #include "eplb/balancer.h"
 
 #include <fmt/format.h>
@@ -395,7 +398,8 @@ struct Balancer::State {
   void Resolve(const std::vector<RankState>& states);
   void MigrateLayerAsync(int x, int layer, const Placement& cur, const Placement& next, bool last);
   void MigrateLayerSync(int layer, const Placement& cur, const Placement& next);
-  Vote Decide(const Staged& staged, bool staged_ok, std::exception_ptr stage_error, int layer);
+  int64_t Decide(const Staged& staged, bool staged_ok, std::exception_ptr stage_error, int layer,
+                 std::exception_ptr* after);
   void EndRound();
   template <typename Pred>
   void WaitFor(Pred pred);  // cycle thread, mu held via lock
@@ -882,12 +886,24 @@ void Balancer::State::Resolve(const std::vector<RankState>& states) {
   }
 }
 
-// The commit agreement of one layer: every rank says whether it staged the
-// layer and from which step it could commit it. Returns this rank's vote
-// and throws unless every rank staged it; on a failed exchange after staging
-// the layer stays in doubt.
-Vote Balancer::State::Decide(const Staged& staged, bool staged_ok, std::exception_ptr stage_error,
-                             int layer) {
+// The commit agreement of one layer. Round 1: every rank says whether it
+// staged the layer. Round 2 (async): the step to commit it at. A collective
+// that fails part-way (a rank dies while its vote is in flight) can complete
+// on some survivors and not on others, so no rank acts on its own view: each
+// one that staged the layer records the outcome it saw -- commit at a step,
+// or abandon -- in the store under the layer's key, where the first record
+// stands (Store::SetIfAbsent), and every rank follows the record. Commit is
+// recorded only by a rank that saw every rank's vote, so a layer some rank
+// did not stage is never committed; and a survivor whose exchange failed
+// still commits at the same step as one whose exchange completed.
+//
+// Returns the agreed commit step (sync mode: 0). `after` is set when this
+// rank's exchange failed but the record says commit: the caller commits,
+// then rethrows it to abandon the rest of the cycle. Throws when the layer is
+// abandoned; if the record cannot be read or written the layer stays in
+// doubt, settled at the next handshake.
+int64_t Balancer::State::Decide(const Staged& staged, bool staged_ok, std::exception_ptr stage_error,
+                                int layer, std::exception_ptr* after) {
   // A rank whose transfers timed out skips the vote: a peer is stalled, so
   // the vote would only wait out a second deadline. Other failures are voted
   // on, so every rank abandons the layer at once.
@@ -915,9 +931,41 @@ Vote Balancer::State::Decide(const Staged& staged, bool staged_ok, std::exceptio
     floor_step = -1;
     cv.notify_all();
   };
-  auto hold_in_doubt = [&] {
-    std::lock_guard<std::mutex> lock(mu);
-    doubt = Doubt{0, staged, versions[layer] + 1};
+  // Records this rank's outcome (commit at `step`, or abandon when empty)
+  // and returns the one that stands.
+  auto record = [&](std::optional<int64_t> step) -> std::optional<int64_t> {
+    std::vector<uint8_t> mine(1 + sizeof(int64_t), 0);
+    mine[0] = step ? 'C' : 'A';
+    const int64_t v = step.value_or(0);
+    std::memcpy(mine.data() + 1, &v, sizeof(v));
+    SetOp(fmt::format("recording the decision on MoE layer {}", layer));
+    std::vector<uint8_t> stands;
+    try {
+      stands = links.store->SetIfAbsent(
+          fmt::format("{}/decision/{}/{}", cfg.name, staged.cycle, layer), mine);
+    } catch (const std::exception& e) {
+      std::lock_guard<std::mutex> lock(mu);
+      doubt = Doubt{0, staged, versions[layer] + 1};  // a peer may commit it
+      throw Error("balancer", operation,
+                  fmt::format("could not record the decision in the store ({}); the layer is in "
+                              "doubt until the next handshake",
+                              e.what()),
+                  me);
+    }
+    if (stands.size() != mine.size() || (stands[0] != 'C' && stands[0] != 'A'))
+      throw Error("balancer", operation, "the decision in the store is malformed", me);
+    if (stands[0] == 'A') return std::nullopt;
+    int64_t at;
+    std::memcpy(&at, stands.data() + 1, sizeof(at));
+    return at;
+  };
+  auto follow_peer = [&](std::optional<int64_t> stands, std::exception_ptr failure) -> int64_t {
+    if (!stands) std::rethrow_exception(failure);
+    spdlog::warn("eplb: rank {}: the vote on MoE layer {} failed here but a peer saw every vote and "
+                 "recorded the commit: committing it here too",
+                 me, layer);
+    *after = failure;
+    return *stands;
   };
 
   // Round 1: did every rank stage the layer? Ranks get here when their own
@@ -927,11 +975,9 @@ Vote Balancer::State::Decide(const Staged& staged, bool staged_ok, std::exceptio
   try {
     votes = gather(Vote{staged_ok ? 1 : 0, me, 0});
   } catch (...) {
-    // Sync mode commits right after this round, so a peer may have: in doubt.
-    // Async: nobody commits without this rank's part in round 2.
-    if (staged_ok && !async()) hold_in_doubt();
-    if (stage_error) std::rethrow_exception(stage_error);
-    throw;
+    std::exception_ptr failure = stage_error ? stage_error : std::current_exception();
+    if (!staged_ok) std::rethrow_exception(failure);
+    return follow_peer(record(std::nullopt), failure);
   }
   if (stage_error) std::rethrow_exception(stage_error);
   std::vector<int> failed;
@@ -942,7 +988,11 @@ Vote Balancer::State::Decide(const Staged& staged, bool staged_ok, std::exceptio
                 fmt::format("rank{} {} could not stage it", failed.size() > 1 ? "s" : "",
                             RankList(failed)),
                 me, failed[0]);
-  if (!async()) return Vote{1, -1, 0};
+  const std::string abandoned = "a peer's vote exchange failed and it recorded abandoning the layer";
+  if (!async()) {
+    if (!record(0)) throw Error("balancer", operation, abandoned, me);
+    return 0;
+  }
 
   // Round 2 (async): the commit step. Every rank arrives within a round trip
   // of the others, so the engine reaching its own proposal first (and
@@ -958,13 +1008,28 @@ Vote Balancer::State::Decide(const Staged& staged, bool staged_ok, std::exceptio
   try {
     votes = gather(mine);
   } catch (...) {
+    std::exception_ptr failure = std::current_exception();
+    try {
+      return follow_peer(record(std::nullopt), failure);
+    } catch (...) {
+      clear_floor();
+      throw;
+    }
+  }
+  int64_t proposal = 0;
+  for (const Vote& v : votes) proposal = std::max(proposal, v.proposal);
+  std::optional<int64_t> stands;
+  try {
+    stands = record(proposal);
+  } catch (...) {
     clear_floor();
-    hold_in_doubt();  // a peer may have completed this round and will commit
     throw;
   }
-  Vote agreed{1, -1, 0};
-  for (const Vote& v : votes) agreed.proposal = std::max(agreed.proposal, v.proposal);
-  return agreed;
+  if (!stands) {
+    clear_floor();
+    throw Error("balancer", operation, abandoned, me);
+  }
+  return *stands;
 }
 
 void Balancer::State::MigrateLayerAsync(int x, int layer, const Placement& cur,
@@ -992,9 +1057,10 @@ void Balancer::State::MigrateLayerAsync(int x, int layer, const Placement& cur,
   } catch (...) {
     error = std::current_exception();
   }
-  Vote agreed;
+  int64_t agreed;
+  std::exception_ptr after;
   try {
-    agreed = Decide(st, ok, error, layer);
+    agreed = Decide(st, ok, error, layer, &after);
   } catch (...) {
     if (doubt) doubt->executor = x;
     throw;
@@ -1009,12 +1075,13 @@ void Balancer::State::MigrateLayerAsync(int x, int layer, const Placement& cur,
     }
     // One layer per step, so a step pauses for one commit copy at most: the
     // previous layer's step is the same on every rank, so this is too.
-    st.step = std::max(agreed.proposal, last_commit_step + 1);
+    st.step = std::max(agreed, last_commit_step + 1);
     last_commit_step = st.step;
     scheduled[x] = std::move(st);
     floor_step = -1;
   }
   cv.notify_all();
+  if (after) std::rethrow_exception(after);  // committed as recorded; the cycle ends here
 }
 
 void Balancer::State::MigrateLayerSync(int layer, const Placement& cur, const Placement& next) {
@@ -1035,11 +1102,15 @@ void Balancer::State::MigrateLayerSync(int layer, const Placement& cur, const Pl
   } catch (...) {
     error = std::current_exception();
   }
-  Decide(st, ok, error, layer);
+  std::exception_ptr after;
+  Decide(st, ok, error, layer, &after);
   const auto start = Clock::now();
   executors[0]->Commit(st.plan);
-  std::lock_guard<std::mutex> lock(mu);
-  ApplyCommitLocked(st, SecondsSince(start), step);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    ApplyCommitLocked(st, SecondsSince(start), step);
+  }
+  if (after) std::rethrow_exception(after);  // committed as recorded; the cycle ends here
 }
 
 // A cycle with nothing to commit still ends at an agreed step, so the next
