@@ -28,11 +28,14 @@
 // dies makes the others abandon the cycle: layers not committed keep their
 // old placement on every rank; the error is logged naming the rank, counted in
 // the metrics, and the engine keeps stepping. The next cycle rebuilds the
-// groups and starts fresh. The one window where ranks can disagree — a
-// commit agreement that completed on some ranks and timed out on others —
-// leaves the layer staged "in doubt" on the latter; the next handshake sees
-// that a peer committed it and they commit it too (roll forward), so maps
-// and weights converge again on every rank.
+// groups and starts fresh. A commit agreement can complete on some ranks and
+// fail on others (a rank dies while its vote is in flight), so no rank acts
+// on its own view: each records the outcome it saw in the store, the first
+// record stands (Store::SetIfAbsent), and all follow it -- a survivor whose
+// exchange failed still commits at the agreed step. Only if a rank cannot
+// reach the store, or learns the outcome after its engine passed the step,
+// does the layer stay staged "in doubt"; the next handshake sees that a peer
+// committed it and it commits it too (roll forward).
 //
 // GPU side (builds with EPLB_HAVE_CUDA, config.device >= 0): RecordTopK
 // counts a layer's router choices on the GPU with the load-counting kernel
