@@ -236,7 +236,14 @@ class Balancer {
   // Called once per engine step: closes the step's loads into the window,
   // commits a staged layer whose agreed step this is, starts a cycle when one
   // is due (and, in sync mode, runs it). Engine thread.
-  void Step();
+  //
+  // Weights in device memory: `stream` is the engine's CUDA stream (nullptr:
+  // the default stream). A commit's copies are queued on the GPU after the
+  // work already on that stream (kernels still reading the old experts) and
+  // before the work queued after Step() returns, and the host does not wait
+  // for them: Step() costs the engine the copy time on its stream, never a
+  // host stall. Host memory: `stream` is unused.
+  void Step(void* stream = nullptr);
 
   // The load window's sum over ranks-local steps, [layers][experts]. Engine thread.
   LoadMatrix window_load() const;

@@ -62,6 +62,15 @@ class LocalCopier {
   virtual void Copy(void* dst, const void* src, size_t bytes) = 0;
   // Waits for every issued copy; throws TimeoutError past the deadline.
   virtual void Wait(Deadline deadline) = 0;
+  // Device copiers: the copies issued next start after the work queued so far
+  // on `stream` (an engine's CUDA stream; nullptr: the default stream), and
+  // OrderBefore makes that stream's later work start after the copies issued
+  // so far; the host waits for neither. A commit issued between the two
+  // replaces an expert exactly between the engine's kernels that read the old
+  // one and those that read the new one. Host copiers: nothing to order (the
+  // engine's host code does not run while its thread commits).
+  virtual void OrderAfter(void* /*stream*/) {}
+  virtual void OrderBefore(void* /*stream*/) {}
 };
 
 // Host memory: memcpy, done when Copy returns.
@@ -156,6 +165,11 @@ class MigrationExecutor {
   // staged at once; a Stage beyond that replaces the oldest.
   LayerMigrationReport Stage(const LayerPlan& plan, Deadline deadline);
   void Commit(const LayerPlan& plan, LayerMigrationReport* report = nullptr);
+  // Commit in the order of an engine's CUDA stream (device memory: the copies
+  // run after the kernels queued on `stream` so far and before those queued
+  // next, and the host does not wait for them; a later Stage into the same
+  // staging buffer does). Host memory: Commit.
+  void CommitOn(const LayerPlan& plan, void* stream, LayerMigrationReport* report = nullptr);
 
  private:
   struct Staging {

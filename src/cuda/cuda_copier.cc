@@ -14,7 +14,8 @@ namespace {
 
 class CudaCopier final : public LocalCopier {
  public:
-  explicit CudaCopier(int device) : device_(device), stream_(device), done_(device) {}
+  explicit CudaCopier(int device)
+      : device_(device), stream_(device), done_(device), engine_ready_(device), copies_done_(device) {}
 
   MemoryKind kind() const override { return MemoryKind::kCuda; }
 
@@ -45,10 +46,25 @@ class CudaCopier final : public LocalCopier {
     done_.Wait(deadline, "cuda", "wait for local copies");
   }
 
+  void OrderAfter(void* stream) override {
+    cuda::DeviceGuard guard(device_);
+    engine_ready_.Record(static_cast<cudaStream_t>(stream));
+    cuda::Check(cudaStreamWaitEvent(stream_.get(), engine_ready_.get(), 0),
+                "cudaStreamWaitEvent (copies after the engine's queued work)");
+  }
+
+  void OrderBefore(void* stream) override {
+    cuda::DeviceGuard guard(device_);
+    copies_done_.Record(stream_.get());
+    cuda::Check(cudaStreamWaitEvent(static_cast<cudaStream_t>(stream), copies_done_.get(), 0),
+                "cudaStreamWaitEvent (the engine's next work after the copies)");
+  }
+
  private:
   int device_;
   cuda::Stream stream_;
   cuda::Event done_;
+  cuda::Event engine_ready_, copies_done_;
 };
 
 }  // namespace

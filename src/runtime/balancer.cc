@@ -348,6 +348,9 @@ struct Balancer::State {
   bool failed_since_rebuild = false;  // cycle thread
   std::optional<Doubt> doubt;         // cycle thread
   int64_t last_commit_step = -1;      // cycle thread: the step of the cycle's last scheduled commit
+  // The engine's CUDA stream of the current Step() (engine thread; sync-mode
+  // cycles and every commit run on that thread).
+  void* engine_stream = nullptr;
 
   mutable std::mutex mu;
   std::condition_variable cv;
@@ -388,7 +391,7 @@ struct Balancer::State {
   void SetOp(std::string op);
 
   // Engine thread.
-  void StepEngine();
+  void StepEngine(void* stream);
   void CommitScheduled(int x, int64_t at_step);
 
   // Cycle thread (background in async mode, the engine in sync mode).
@@ -580,7 +583,7 @@ void Balancer::State::CommitScheduled(int x, int64_t at_step) {
   const Staged& st = scheduled[x];  // stable: only the engine clears it
   const auto start = Clock::now();
   try {
-    executors[x]->Commit(st.plan);
+    executors[x]->CommitOn(st.plan, engine_stream);
   } catch (const std::exception& e) {
     // Cannot happen unless the bookkeeping is wrong: the layer was staged.
     spdlog::critical("eplb: rank {} could not commit MoE layer {}: {}", me, st.plan.layer, e.what());
@@ -600,7 +603,8 @@ void Balancer::State::CommitScheduled(int x, int64_t at_step) {
   cv.notify_all();
 }
 
-void Balancer::State::StepEngine() {
+void Balancer::State::StepEngine(void* stream) {
+  engine_stream = stream;
 #if EPLB_HAVE_CUDA
   if (device_load) device_load->EndStep(window, WaitDeadline());
 #endif
@@ -879,7 +883,7 @@ void Balancer::State::Resolve(const std::vector<RankState>& states) {
     WaitFor([&] { return scheduled[d.executor].step < 0; });
   } else {
     const auto start = Clock::now();
-    executors[d.executor]->Commit(d.staged.plan);
+    executors[d.executor]->CommitOn(d.staged.plan, engine_stream);
     std::lock_guard<std::mutex> lock(mu);
     ApplyCommitLocked(d.staged, SecondsSince(start), step);
     Publish();
@@ -1105,7 +1109,7 @@ void Balancer::State::MigrateLayerSync(int layer, const Placement& cur, const Pl
   std::exception_ptr after;
   Decide(st, ok, error, layer, &after);
   const auto start = Clock::now();
-  executors[0]->Commit(st.plan);
+  executors[0]->CommitOn(st.plan, engine_stream);
   {
     std::lock_guard<std::mutex> lock(mu);
     ApplyCommitLocked(st, SecondsSince(start), step);
@@ -1348,7 +1352,7 @@ Balancer::~Balancer() = default;
 
 void Balancer::RecordLoad(int layer, std::span<const int64_t> counts) { s_->window.Add(layer, counts); }
 
-void Balancer::Step() { s_->StepEngine(); }
+void Balancer::Step(void* stream) { s_->StepEngine(stream); }
 
 LoadMatrix Balancer::window_load() const {
   LoadMatrix m(s_->cfg.num_layers, s_->cfg.num_experts);

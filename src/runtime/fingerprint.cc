@@ -2,22 +2,12 @@
 
 #include <cstring>
 
+#include "runtime/fingerprint_word.h"
+
 namespace eplb::runtime {
-namespace {
-
-uint64_t Mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-}  // namespace
 
 uint64_t FingerprintWord(int layer, int expert, int tensor, uint64_t word) {
-  const uint64_t key = (uint64_t(uint32_t(layer)) << 40) ^ (uint64_t(uint32_t(expert)) << 16) ^
-                       uint64_t(uint32_t(tensor));
-  return Mix(Mix(key) ^ word);
+  return FingerprintWordOf(layer, expert, tensor, word);
 }
 
 void FillFingerprint(uint8_t* data, uint64_t bytes, int layer, int expert, int tensor) {

@@ -286,6 +286,15 @@ void MigrationExecutor::Commit(const LayerPlan& plan, LayerMigrationReport* repo
   if (report != nullptr) report->commit_seconds = SecondsSince(start);
 }
 
+void MigrationExecutor::CommitOn(const LayerPlan& plan, void* stream, LayerMigrationReport* report) {
+  if (copier_->kind() != MemoryKind::kCuda) return Commit(plan, report);
+  const auto start = Clock::now();
+  copier_->OrderAfter(stream);
+  IssueCommit(plan);
+  copier_->OrderBefore(stream);
+  if (report != nullptr) report->commit_seconds = SecondsSince(start);
+}
+
 LayerMigrationReport MigrationExecutor::StageAndAgree(const LayerPlan& plan, Deadline deadline) {
   CheckPlan(plan);
   const auto start = Clock::now();

@@ -47,6 +47,8 @@
 #include "io/files.h"
 #include "io/process.h"
 #include "runtime/fingerprint.h"
+#include "cuda/runtime.h"
+#include "demo_gpu.h"
 
 namespace eplb::cli {
 namespace {
@@ -73,6 +75,8 @@ struct DemoOptions {
   double skew = 0.5;
   double drift = 50;  // steps for the hot set to move by one expert
   bool sync = false;
+  bool gpu = false;
+  std::string gpu_work = "mixed";
   std::string communicator;
   int deadline_ms = 5000;
   int staging = 2;
@@ -108,6 +112,7 @@ struct DemoOptions {
         "--timeout", std::to_string(timeout_s)};
     if (!load_path.empty()) a.insert(a.end(), {"--load", load_path});
     if (sync) a.push_back("--sync");
+    if (gpu) a.insert(a.end(), {"--gpu", "--gpu-work", gpu_work});
     if (!communicator.empty()) a.insert(a.end(), {"--communicator", communicator});
     if (json) a.push_back("--json");
     if (no_progress) a.push_back("--no-progress");
@@ -134,6 +139,9 @@ Model Validate(const DemoOptions& o, int world) {
   if (o.tokens < 1 || o.top_k < 1 || o.top_k > o.experts) fail("--tokens >= 1 and 1 <= --top-k <= --experts");
   if (o.deadline_ms < 10) fail("--deadline-ms must be at least 10");
   if (o.timeout_s < 1) fail("--timeout must be positive");
+  if (o.gpu && o.expert_bytes % 8 != 0) fail("--gpu: --expert-bytes must be a multiple of 8 (the GPU checks whole words)");
+  if (o.gpu_work != "memory" && o.gpu_work != "compute" && o.gpu_work != "mixed")
+    fail("--gpu-work must be memory, compute or mixed");
   Model m;
   m.layers = o.layers;
   m.experts = o.experts;
@@ -163,7 +171,7 @@ Model Validate(const DemoOptions& o, int world) {
     SelectCommunicator(request, SelectionFacts{});
   }
   const double gib = double(m.spr) * m.layers * o.expert_bytes * world / (1u << 30);
-  if (gib > 16) fail(fmt::format("the weights would take {:.1f} GiB of memory in all; lower --expert-bytes or --layers", gib));
+  if (!o.gpu && gib > 16) fail(fmt::format("the weights would take {:.1f} GiB of memory in all; lower --expert-bytes or --layers", gib));
   return m;
 }
 
@@ -233,7 +241,17 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
   std::vector<std::vector<Buffer>> buffers(m.layers);
   std::vector<LayerWeights> weights(m.layers);
   const Placement initial = Placement::Identity(m.layers, m.experts, m.slots, world);
-  for (int l = 0; l < m.layers; ++l)
+  // --gpu: the weights on this rank's GPU, the step's work on its stream.
+  std::unique_ptr<GpuDemo> gpu;
+  if (o.gpu) {
+    const int devices = std::max(1, cuda::Probe().devices);
+    GpuWorkOptions work;
+    work.kind = o.gpu_work;
+    work.step_ms = o.step_ms;
+    gpu = std::make_unique<GpuDemo>(env.local_rank % devices, me, m.layers, m.spr, m.tensor_bytes, initial, work);
+    weights = gpu->weights();
+  }
+  for (int l = 0; l < m.layers && !gpu; ++l)
     for (size_t t = 0; t < m.tensor_bytes.size(); ++t) {
       const size_t bytes = (m.tensor_bytes[t] * m.spr + 4095) / 4096 * 4096;
       auto* p = static_cast<uint8_t*>(std::aligned_alloc(4096, bytes));
@@ -255,7 +273,15 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
 
   // Every own slot of layer l holds the expert `p` names, every byte.
   int64_t mismatches = 0, experts_checked = 0;
-  auto verify_layer = [&](const Placement& p, int l, const char* when) {
+  std::vector<int> all_slots(m.spr);
+  std::iota(all_slots.begin(), all_slots.end(), 0);
+  // `full`: every byte; otherwise (GPU only, where the checks run on the
+  // engine's stream and cost it time) both ends of every tensor.
+  auto verify_layer = [&](const Placement& p, int l, const char* when, bool full = true) {
+    if (gpu) {
+      experts_checked += gpu->CheckSlots(p, l, all_slots, full);
+      return;
+    }
     for (int i = 0; i < m.spr; ++i) {
       const int e = p.expert_at(l, me * m.spr + i);
       for (size_t t = 0; t < m.tensor_bytes.size(); ++t) {
@@ -276,7 +302,7 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
   SelectionRequest request;
   request.communicator = o.communicator;
   request.async = !o.sync;
-  BalancerLinks links = MakeBalancerLinks(store, me, world, request, connect);
+  BalancerLinks links = MakeBalancerLinks(store, me, world, request, connect, gpu ? gpu->device() : -1);
   if (talk) {
     progress.Line(fmt::format("eplb demo: {} ranks, {} mode", world, o.sync ? "sync" : "async"));
     progress.Line(fmt::format(
@@ -293,6 +319,9 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
                               o.window, o.FirstRebalance(), o.interval, o.deadline_ms, o.steps,
                               o.step_ms));
     progress.Line("eplb: " + DescribeSelection(links.selection));
+    if (gpu)
+      progress.Line(fmt::format("GPU: weights on GPU {} ({}) per rank; the step is {}", gpu->device(),
+                                gpu->device_name(), gpu->work_description()));
   }
   GlooOptions engine_opts;
   engine_opts.store = store;
@@ -323,14 +352,14 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
   json rebalances = json::array();
   balancer.set_on_commit([&](const CommitEvent& e) {
     const auto t = Clock::now();
-    verify_layer(*balancer.placement(), e.layer, "after a commit");
+    verify_layer(*balancer.placement(), e.layer, "after a commit", /*full=*/false);
     check_time += Clock::now() - t;
   });
   balancer.set_on_cycle([&](const CycleReport& r) {
     const auto t = Clock::now();
     auto maps = balancer.placement();
     const int64_t before = mismatches;
-    for (int l = 0; l < m.layers; ++l) verify_layer(*maps, l, "after a rebalance");
+    for (int l = 0; l < m.layers; ++l) verify_layer(*maps, l, "after a rebalance", /*full=*/false);
     check_time += Clock::now() - t;
     json j{{"cycle", r.cycle},
            {"trigger_step", r.trigger_step},
@@ -347,6 +376,7 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
            {"GBps", r.GBps()},
            {"commit_ms_max", r.commit_seconds_max * 1e3},
            {"verified", mismatches == before}};
+    if (gpu) j["verified"] = "on the GPU, counted at the end";
     if (!r.ok) j["error"] = r.error;
     rebalances.push_back(j);
     if (talk)
@@ -357,7 +387,7 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
                                        r.balancedness_after, r.experts_moved, r.bytes_moved / 1e6,
                                        r.layers_committed, m.layers, r.seconds, r.GBps(),
                                        links.selection.name,
-                                       mismatches == before ? "verified" : "MISMATCH")
+                                       gpu ? "checked on the GPU" : mismatches == before ? "verified" : "MISMATCH")
                          : fmt::format("rebalance {} at step {} FAILED: {}", r.cycle, r.trigger_step, r.error));
   });
 
@@ -384,6 +414,7 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
     const auto t0 = Clock::now();
     const auto checks_before = check_time;
     auto maps = balancer.placement();
+    if (gpu) gpu->LaunchWork();
     int64_t routed = 0;
     for (int l = 0; l < m.layers; ++l) {
       load.Counts(step, me, l, counts);
@@ -406,6 +437,13 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
       // name, reading its first bytes.
       for (int i = 0; i < m.spr; ++i) routed += slot_tokens[i];
       if (l != step % m.layers) continue;
+      if (gpu) {
+        std::vector<int> used;
+        for (int i = 0; i < m.spr; ++i)
+          if (slot_tokens[i] > 0) used.push_back(i);
+        gpu->CheckSlots(*maps, l, used, /*full=*/false);
+        continue;
+      }
       for (int i = 0; i < m.spr; ++i) {
         if (slot_tokens[i] == 0) continue;
         const int e = maps->expert_at(l, me * m.spr + i);
@@ -426,12 +464,15 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
     engine->AllReduceSum(std::span<int64_t>(sync), DeadlineAfter(std::chrono::seconds(60)));
     const int64_t started = balancer.metrics().cycles_started;
     const auto c0 = Clock::now();
-    balancer.Step();
+    balancer.Step(gpu ? gpu->stream() : nullptr);
     const auto c1 = Clock::now();
+    // The engine waits for its GPU work (and the commits queued behind it).
+    if (gpu) gpu->Synchronize();
+    const auto g1 = Clock::now();
     // Sync mode migrates inside the Step() that starts a cycle.
     if (balancer.metrics().cycles_started != started) migrating = true;
     (migrating ? reduce_during : reduce_outside).push_back(Ms(c0 - a0));
-    const double busy = Ms(c1 - t0 - (check_time - checks_before));
+    const double busy = Ms(g1 - t0 - (check_time - checks_before));
     const double call = Ms(c1 - c0 - (check_time - checks_before));
     (migrating ? during : outside).push_back(busy);
     (migrating ? calls_during : calls_outside).push_back(call);
@@ -451,12 +492,19 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
     if (Clock::now() - start > std::chrono::seconds(o.timeout_s))
       throw Error("demo", "run", fmt::format("still running after {} s (--timeout)", o.timeout_s), me);
     // The GPU's forward pass: the engine's CPU thread waits for it.
-    std::this_thread::sleep_for(period);
+    if (!gpu) std::this_thread::sleep_for(period);
   }
   const double run_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   {
     auto maps = balancer.placement();
     for (int l = 0; l < m.layers; ++l) verify_layer(*maps, l, "at the end");
+  }
+  if (gpu) {
+    int64_t first_bad = -1;
+    mismatches += static_cast<int64_t>(gpu->mismatches(&first_bad));
+    if (first_bad >= 0)
+      spdlog::error("demo: the GPU checks found {} wrong words; the first in MoE layer {} slot {}", mismatches,
+                    first_bad >> 16, me * m.spr + (first_bad & 0xffff));
   }
   const BalancerMetrics bm = balancer.metrics();
 
@@ -508,6 +556,7 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
               {"communicator", links.selection.name},
               {"communicator_reason", links.selection.reason},
               {"mode", o.sync ? "sync" : "async"},
+              {"memory", gpu ? "cuda" : "host"},
               {"ranks", world},
               {"model", {{"layers", m.layers}, {"experts", m.experts}, {"slots", m.slots},
                          {"groups", o.groups}, {"expert_bytes", o.expert_bytes},
@@ -523,14 +572,25 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
               {"commit_wait_ms_max", wait_ms_max},
               {"experts_checked", total_checked},
               {"mismatches", total_mismatches}};
+  // How much slower a step is while a migration runs (median against median).
+  if (!d.empty() && !out.empty())
+    report["step_ms_p50_during_vs_outside"] =
+        report["step_ms"]["during_migration"]["p50"].get<double>() /
+            report["step_ms"]["outside_migration"]["p50"].get<double>() - 1;
+  if (gpu) report["gpu"] = {{"device", gpu->device_name()}, {"work", gpu->work_description()}};
   if (o.json) {
     std::fprintf(stdout, "%s\n", report.dump(2).c_str());
   } else {
     progress.Line(fmt::format("{} steps in {:.1f} s on {} ranks; {} rebalances ({} failed)", step, run_seconds, world,
                               ok_cycles, rebalances.size() - ok_cycles));
-    progress.Line("step time, every rank (routing, expert reads, the step's all-reduce and Step()):");
+    progress.Line(gpu ? "step time, every rank (the GPU work on the engine's stream, routing, the step's "
+                        "all-reduce, Step(), and waiting for the stream):"
+                      : "step time, every rank (routing, expert reads, the step's all-reduce and Step()):");
     progress.Line("  outside migrations: " + PercentileText(report["step_ms"]["outside_migration"]));
     progress.Line("  during migrations:  " + PercentileText(report["step_ms"]["during_migration"]));
+    if (report.contains("step_ms_p50_during_vs_outside"))
+      progress.Line(fmt::format("  median during migrations vs outside: {:+.2f}%",
+                                100 * report["step_ms_p50_during_vs_outside"].get<double>()));
     progress.Line("  of which the step's all-reduce (waiting for the slowest rank):");
     progress.Line("    outside migrations: " + PercentileText(report["engine_all_reduce_ms"]["outside_migration"]));
     progress.Line("    during migrations:  " + PercentileText(report["engine_all_reduce_ms"]["during_migration"]));
@@ -540,8 +600,11 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
     progress.Line(fmt::format("  longest commit copy {:.3f} ms; {} steps waited for a commit agreement, the "
                               "longest {:.3f} ms",
                               commit_ms_max, waits, wait_ms_max));
-    progress.Line(fmt::format("verified: {} expert slots checked byte for byte on {} ranks, {} mismatches",
-                              total_checked, world, total_mismatches));
+    progress.Line(gpu ? fmt::format("verified: {} expert slot checks on the GPUs of {} ranks (every byte at the "
+                                    "end, both ends of each tensor while serving), {} wrong words",
+                                    total_checked, world, total_mismatches)
+                      : fmt::format("verified: {} expert slots checked byte for byte on {} ranks, {} mismatches",
+                                    total_checked, world, total_mismatches));
     progress.Line(ok ? "result: OK" : (total_mismatches ? "result: FAILED (weights do not match the maps)"
                                                         : "result: FAILED (no rebalance completed)"));
   }
@@ -665,6 +728,10 @@ EPLB_COMMAND(demo, [](CLI::App& app) -> std::function<int()> {
   cmd->add_option("--drift", o->drift, "steps for the hot experts to move by one")->capture_default_str();
   cmd->add_flag("--sync,!--async", o->sync, "migrate inside the step (--sync) or on a background thread (--async, the default)")
       ->capture_default_str();
+  cmd->add_flag("--gpu", o->gpu,
+                "weights in GPU memory (rank r on GPU r), the step's work as kernels on the engine's stream "
+                "for --step-ms, every check on the GPU");
+  cmd->add_option("--gpu-work", o->gpu_work, "with --gpu: memory, compute or mixed")->capture_default_str();
   cmd->add_option("--communicator", o->communicator, "nixl, cuda_ipc, gloo, ... (default: the selection rule)");
   cmd->add_option("--deadline-ms", o->deadline_ms, "deadline of every cross-rank wait")->capture_default_str();
   cmd->add_option("--staging", o->staging, "layers staged at once in async mode (1 or 2)")->capture_default_str();
