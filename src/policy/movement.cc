@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <limits>
 #include <numeric>
+#include <span>
 #include <vector>
 
 #include "policy/packing.h"
@@ -69,6 +70,7 @@ class Repair {
       const int h = static_cast<int>(std::max_element(load_.begin(), load_.end()) - load_.begin());
       if (load_[h] <= target) return true;
       Action best;
+      Lightest(8, light_);
       ConsiderSwaps(h, target, best);
       ConsiderReplicas(h, target, best);
       if (best.kind == Action::kNone) return false;
@@ -122,16 +124,15 @@ class Repair {
     if (a.score < best.score || (a.score == best.score && a.peak < best.peak)) best = a;
   }
 
-  // Ranks by load, lightest first (index on ties): the first `n`.
-  std::vector<int> Lightest(int n) const {
-    std::vector<int> ranks(P_);
+  // Ranks by load, lightest first (index on ties): the first `n`, into `ranks`.
+  void Lightest(int n, std::vector<int>& ranks) const {
+    ranks.resize(P_);
     std::iota(ranks.begin(), ranks.end(), 0);
     n = std::min(n, P_);
     std::partial_sort(ranks.begin(), ranks.begin() + n, ranks.end(), [&](int a, int b) {
       return load_[a] < load_[b] || (load_[a] == load_[b] && a < b);
     });
     ranks.resize(n);
-    return ranks;
   }
 
   // Swap partners: the eight lightest ranks, where the heaviest rank's load
@@ -139,8 +140,10 @@ class Repair {
   // may go back for free.
   void ConsiderSwaps(int h, double target, Action& best) const {
     const double lh = load_[h];
-    std::vector<int> partners = Lightest(8);
-    std::vector<char> listed(P_, 0);
+    std::vector<int>& partners = partners_;
+    partners.assign(light_.begin(), light_.end());
+    std::vector<char>& listed = listed_;
+    listed.assign(P_, 0);
     for (int r : partners) listed[r] = 1;
     for (int i = 0; i < S_; ++i)
       for (int r = 0; r < P_; ++r)
@@ -148,16 +151,22 @@ class Repair {
     for (int r : partners) {
       const double gap = lh - load_[r];
       if (r == h || gap <= eps_) continue;
+      // A partner slot j needs wa - gap + eps < w[j] < wa - eps: items of h
+      // outside the range of r's weights have none.
+      const double* rw = &slot_w_[r * S_];
+      const auto [min_it, max_it] = std::minmax_element(rw, rw + S_);
+      const double min_w = *min_it, max_w = *max_it;
       for (int i = 0; i < S_; ++i) {
         const int a = item_[h * S_ + i];
         const double wa = slot_w_[h * S_ + i];
         if (wa <= eps_) continue;
+        if (wa - min_w <= eps_ || wa - max_w >= gap - eps_ || has_[Cell(r, a)] != 0) continue;
         for (int j = 0; j < S_; ++j) {
           const double d = wa - slot_w_[r * S_ + j];
           if (d <= eps_ || d >= gap - eps_) continue;
           const int b = item_[r * S_ + j];
           // No swap that gives a rank a second copy of an expert it holds.
-          if (a == b || has_[Cell(r, a)] != 0 || has_[Cell(h, b)] != 0) continue;
+          if (a == b || has_[Cell(h, b)] != 0) continue;
           const double peak = std::max(lh - d, load_[r] + d);
           const int cost = Leave(h, a) + Arrive(r, a) + Leave(r, b) + Arrive(h, b);
           Action act{Action::kSwap, h, i, r, j, cost, peak, Score(cost, peak, lh, target)};
@@ -172,7 +181,8 @@ class Repair {
   void ConsiderReplicas(int h, double target, Action& best) const {
     const double lh = load_[h];
     // Candidate ranks: the four lightest, and those that held y before.
-    const std::vector<int> light = Lightest(4);
+    // (the lightest ranks in order: the first four of the eight)
+    const std::span<const int> light(light_.data(), std::min<size_t>(4, light_.size()));
     // The three heaviest distinct experts of h.
     int ys[3], n_ys = 0;
     for (int pick = 0; pick < 3; ++pick) {
@@ -189,7 +199,8 @@ class Repair {
     for (int t = 0; t < n_ys; ++t) {
       const int y = ys[t];
       if (W_[y] <= eps_) continue;
-      std::vector<int> ranks = light;
+      std::vector<int>& ranks = ranks_;
+      ranks.assign(light.begin(), light.end());
       for (int r = 0; r < P_; ++r)
         if (prev_has_[Cell(r, y)] && std::find(ranks.begin(), ranks.end(), r) == ranks.end())
           ranks.push_back(r);
@@ -237,13 +248,24 @@ class Repair {
 
   void Apply(const Action& a) {
     if (a.kind == Action::kSwap) {
+      // Replica counts stay: only the two ranks' slots and loads change.
       const int x = item_[a.h * S_ + a.i], y = item_[a.r * S_ + a.j];
       Set(a.h, a.i, y);
       Set(a.r, a.j, x);
+      std::swap(slot_w_[a.h * S_ + a.i], slot_w_[a.r * S_ + a.j]);
+      RecomputeLoad(a.h);
+      RecomputeLoad(a.r);
     } else {
       Set(a.r, a.j, a.i);
+      RecomputeLoads();
     }
-    RecomputeLoads();
+  }
+
+  // Sums in slot order, as RecomputeLoads does, so both give the same bits.
+  void RecomputeLoad(int r) {
+    double l = 0.0;
+    for (int k = 0; k < S_; ++k) l += slot_w_[r * S_ + k];
+    load_[r] = l;
   }
 
   std::span<const double> W_;
@@ -256,6 +278,10 @@ class Repair {
   std::vector<uint16_t> has_;
   int transfers_ = 0;
   double eps_ = 0;
+  // Scratch of one step (mutable: the Consider* searches only reuse them).
+  std::vector<int> light_;  // the eight lightest ranks, lightest first
+  mutable std::vector<int> partners_, ranks_;
+  mutable std::vector<char> listed_;
 };
 
 // Minimum-cost perfect assignment of rows to columns of an n x n matrix

@@ -164,10 +164,15 @@ namespace {
 // ~bits orders by decreasing load; a stable LSD radix sort on the top 32 bits
 // (sign, exponent, 20 mantissa bits) keeps equal keys in id order. No
 // comparisons, so no branch mispredictions on real loads.
-void ExpertsByLoad(std::span<const double> load, std::vector<int32_t>& ids) {
+void ExpertsByLoad(std::span<const double> load, ReplicaScratch& scratch) {
   const size_t n = load.size();
-  std::vector<uint64_t> keys(n), tmp(n);
-  std::vector<int32_t> tmp_ids(n);
+  std::vector<uint64_t>& keys = scratch.keys;
+  std::vector<uint64_t>& tmp = scratch.keys_tmp;
+  std::vector<int32_t>& ids = scratch.by_load;
+  std::vector<int32_t>& tmp_ids = scratch.ids_tmp;
+  keys.resize(n);
+  tmp.resize(n);
+  tmp_ids.resize(n);
   ids.resize(n);
   for (size_t e = 0; e < n; ++e) {
     keys[e] = ~std::bit_cast<uint64_t>(load[e]);
@@ -176,6 +181,9 @@ void ExpertsByLoad(std::span<const double> load, std::vector<int32_t>& ids) {
   for (int shift = 32; shift < 64; shift += 8) {
     size_t bucket[257] = {};
     for (size_t i = 0; i < n; ++i) ++bucket[((keys[i] >> shift) & 0xff) + 1];
+    // A digit every key shares (the top byte of loads of one magnitude)
+    // leaves the order as it is.
+    if (n > 0 && bucket[((keys[0] >> shift) & 0xff) + 1] == n) continue;
     for (int d = 0; d < 256; ++d) bucket[d + 1] += bucket[d];
     for (size_t i = 0; i < n; ++i) {
       const size_t at = bucket[(keys[i] >> shift) & 0xff]++;
@@ -190,10 +198,10 @@ void ExpertsByLoad(std::span<const double> load, std::vector<int32_t>& ids) {
 }  // namespace
 
 void Replicas(std::span<const double> load, int num_slots, std::vector<int>& counts,
-              std::vector<double>& weight, std::vector<int32_t>& order) {
+              std::vector<double>& weight, std::vector<int32_t>& order, ReplicaScratch& scratch) {
   const int n = static_cast<int>(load.size());
-  std::vector<int32_t> by_load;
-  ExpertsByLoad(load, by_load);
+  ExpertsByLoad(load, scratch);
+  const std::vector<int32_t>& by_load = scratch.by_load;
   counts.assign(n, 1);
   // Spare slots, one at a time, to the largest load per replica; on equal
   // values fewer replicas first (an all-zero layer spreads its spare slots
@@ -201,17 +209,14 @@ void Replicas(std::span<const double> load, int num_slots, std::vector<int>& cou
   // win one: any other has `extra` experts at least as heavy ahead of it at
   // every step.
   const int extra = num_slots - n;
-  struct Entry {
-    double per_replica;
-    int count;
-    int expert;
-  };
+  using Entry = ReplicaScratch::Entry;
   auto worse = [](const Entry& a, const Entry& b) {
     if (a.per_replica != b.per_replica) return a.per_replica < b.per_replica;
     if (a.count != b.count) return a.count > b.count;
     return a.expert > b.expert;
   };
-  std::vector<Entry> heap;
+  std::vector<Entry>& heap = scratch.heap;
+  heap.clear();
   for (int k = 0; k < std::min(extra, n); ++k) heap.push_back({load[by_load[k]], 1, by_load[k]});
   // Experts tied with the last candidate may win instead of it: take them too.
   for (int k = std::min(extra, n); k < n && !heap.empty() && load[by_load[k]] >= heap.back().per_replica; ++k)
@@ -224,29 +229,33 @@ void Replicas(std::span<const double> load, int num_slots, std::vector<int>& cou
     top.per_replica = load[top.expert] / top.count;
     std::push_heap(heap.begin(), heap.end(), worse);
   }
-  weight.resize(n);
-  for (int e = 0; e < n; ++e) weight[e] = load[e] / counts[e];
+  // load / 1 is load: only the replicated experts need a division.
+  weight.assign(load.begin(), load.end());
+  for (const Entry& entry : heap) weight[entry.expert] = load[entry.expert] / counts[entry.expert];
   // Replicated experts, by decreasing weight (few: insertion sort), merged
   // with the single-replica ones, already in decreasing weight.
   auto heavier = [&](int32_t a, int32_t b) {
     return weight[a] > weight[b] || (weight[a] == weight[b] && a < b);
   };
-  std::vector<int32_t> replicated;
+  std::vector<int32_t>& replicated = scratch.replicated;
+  replicated.clear();
   for (const Entry& entry : heap)
     if (counts[entry.expert] > 1) replicated.push_back(entry.expert);
   std::sort(replicated.begin(), replicated.end(), heavier);
-  order.clear();
+  order.resize(std::max(num_slots, n));  // sum of counts: n + extra
+  int32_t* out = order.data();
   size_t next = 0;
   for (int32_t e : by_load) {
     if (counts[e] > 1) continue;
     while (next < replicated.size() && heavier(replicated[next], e)) {
-      order.insert(order.end(), counts[replicated[next]], replicated[next]);
+      out = std::fill_n(out, counts[replicated[next]], replicated[next]);
       ++next;
     }
-    order.push_back(e);
+    *out++ = e;
   }
   for (; next < replicated.size(); ++next)
-    order.insert(order.end(), counts[replicated[next]], replicated[next]);
+    out = std::fill_n(out, counts[replicated[next]], replicated[next]);
+  order.resize(out - order.data());
 }
 
 void PackGreedy(std::span<const int32_t> order, std::span<const double> w,
@@ -521,7 +530,7 @@ bool LocalityApplies(int num_groups, int num_nodes) {
 
 void BalanceLayer(std::span<const double> load, int num_slots, int num_ranks, int num_groups,
                   int num_nodes, const BalanceOptions& options, Workspace& ws) {
-  Replicas(load, num_slots, ws.counts, ws.weight, ws.order);
+  Replicas(load, num_slots, ws.counts, ws.weight, ws.order, ws.replica_scratch);
   const bool locality = options.keep_locality && LocalityApplies(num_groups, num_nodes);
   ws.bins.Reset(num_ranks, num_slots / num_ranks, locality ? num_ranks / num_nodes : num_ranks,
                 static_cast<int>(load.size()));

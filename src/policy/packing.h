@@ -21,8 +21,22 @@ namespace eplb::packing {
 // replica load, which bounds balance whatever the packing: a layer cannot
 // beat mean / max(mean, max W/c). Also gives each expert's load per replica
 // (`weight`) and the replicas, one entry each, by decreasing weight (`order`).
+struct ReplicaScratch;
 void Replicas(std::span<const double> load, int num_slots, std::vector<int>& counts,
-              std::vector<double>& weight, std::vector<int32_t>& order);
+              std::vector<double>& weight, std::vector<int32_t>& order, ReplicaScratch& scratch);
+
+// Buffers of Replicas, kept across layers so it allocates nothing per layer.
+struct ReplicaScratch {
+  std::vector<uint64_t> keys, keys_tmp;  // sort keys of ExpertsByLoad
+  std::vector<int32_t> by_load, ids_tmp;
+  std::vector<int32_t> replicated;
+  struct Entry {
+    double per_replica;
+    int count;
+    int expert;
+  };
+  std::vector<Entry> heap;
+};
 
 // Node of each expert's group when groups are packed onto nodes as DeepSeek's
 // hierarchical step does (heaviest group first onto the lightest node with
@@ -112,6 +126,7 @@ struct Workspace {
   std::vector<double> weight;  // load per replica of each expert
   std::vector<int> home;       // expert -> home node (locality only)
   std::vector<int32_t> order;  // replicas by decreasing weight
+  ReplicaScratch replica_scratch;
   RankBins bins;
 };
 
