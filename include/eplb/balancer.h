@@ -107,6 +107,9 @@ struct BalancerConfig {
   int staging_layers = 2;
   // Keys of this balancer in the run's store; groups are named under it.
   std::string name = "balancer";
+  // Threads the policy's layers are split over (0: one per core); the
+  // placement is the same with any number.
+  int policy_threads = 0;
   // CUDA device of this rank for RecordTopK and the device maps; -1: none.
   // Needs a build with EPLB_HAVE_CUDA.
   int device = -1;

@@ -4,6 +4,7 @@
 // across machines, so every rank computes the same placement without talking.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -14,6 +15,13 @@
 
 namespace eplb {
 
+// Runs body(begin, end) over a split of the layers [0, n) into contiguous
+// ranges that together cover each layer once, possibly at the same time on
+// threads of the caller's (LayerThreads, runtime/layer_threads.h). Layers are
+// independent, so the placement is the same bit for bit however they are
+// split; policies stay free of threads and only lend their per-layer work.
+using LayerRunner = std::function<void(int n, const std::function<void(int begin, int end)>& body)>;
+
 struct PolicyInput {
   const LoadMatrix* load = nullptr;
   int num_replicas = 0;  // physical slots R
@@ -23,7 +31,12 @@ struct PolicyInput {
   // The placement in force, when there is one. Movement-aware policies use
   // it; all results go through slot preservation against it (preserve.h).
   const Placement* previous = nullptr;
+  // Where the per-layer work runs; empty: in order on the calling thread.
+  LayerRunner run_layers;
 };
+
+// in.run_layers, or one range [0, n) on the calling thread.
+void RunLayers(const PolicyInput& in, int n, const std::function<void(int begin, int end)>& body);
 
 // Sizes beyond these are rejected as absurd (a typo, not a deployment): the
 // largest models served with EP today have ~60 MoE layers, 256-384 experts

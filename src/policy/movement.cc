@@ -395,33 +395,35 @@ class MovementPolicy final : public Policy {
     out.num_slots = in.num_replicas;
     out.num_ranks = in.num_ranks;
     out.phy2log.resize(static_cast<size_t>(load.num_layers) * in.num_replicas);
-    packing::Workspace ws;
-    std::vector<int32_t> relabeled;
-    for (int l = 0; l < load.num_layers; ++l) {
-      const auto w = load.layer(l);
-      packing::BalanceLayer(w, in.num_replicas, in.num_ranks, in.num_groups, in.num_nodes, kBest,
-                            ws);
-      const double best_max = ws.bins.MaxLoad();
-      const double mean = std::accumulate(w.begin(), w.end(), 0.0) / in.num_ranks;
-      // balancedness >= best * (1 - tolerance)  <=>  max <= best_max / (1 - tolerance)
-      const double target = std::max(best_max / (1 - tolerance_), mean);
-      const int relabel_sends = Relabel(ws.bins, prev.layer_phy2log(l), load.num_experts, relabeled);
-      // Repair keeps [rank][expert] tables; past kMaxRepairCells (absurd
-      // shapes) only the relabelled best placement is offered.
-      const bool small = static_cast<size_t>(in.num_ranks) * load.num_experts <= kMaxRepairCells;
-      std::vector<int32_t> repaired_items;
-      bool repaired = false;
-      int repair_sends = 0;
-      if (small) {
-        Repair repair(w, prev.layer_phy2log(l), in.num_ranks);
-        repaired = repair.Run(target, 8 * in.num_ranks);
-        repair_sends = repair.transfers();
-        repaired_items = repair.items();
+    RunLayers(in, load.num_layers, [&](int begin, int end) {
+      packing::Workspace ws;  // one per range: ranges may run at the same time
+      std::vector<int32_t> relabeled;
+      for (int l = begin; l < end; ++l) {
+        const auto w = load.layer(l);
+        packing::BalanceLayer(w, in.num_replicas, in.num_ranks, in.num_groups, in.num_nodes, kBest,
+                              ws);
+        const double best_max = ws.bins.MaxLoad();
+        const double mean = std::accumulate(w.begin(), w.end(), 0.0) / in.num_ranks;
+        // balancedness >= best * (1 - tolerance)  <=>  max <= best_max / (1 - tolerance)
+        const double target = std::max(best_max / (1 - tolerance_), mean);
+        const int relabel_sends = Relabel(ws.bins, prev.layer_phy2log(l), load.num_experts, relabeled);
+        // Repair keeps [rank][expert] tables; past kMaxRepairCells (absurd
+        // shapes) only the relabelled best placement is offered.
+        const bool small = static_cast<size_t>(in.num_ranks) * load.num_experts <= kMaxRepairCells;
+        std::vector<int32_t> repaired_items;
+        bool repaired = false;
+        int repair_sends = 0;
+        if (small) {
+          Repair repair(w, prev.layer_phy2log(l), in.num_ranks);
+          repaired = repair.Run(target, 8 * in.num_ranks);
+          repair_sends = repair.transfers();
+          repaired_items = repair.items();
+        }
+        const std::vector<int32_t>& chosen =
+            repaired && repair_sends <= relabel_sends ? repaired_items : relabeled;
+        std::copy(chosen.begin(), chosen.end(), out.layer_phy2log(l).begin());
       }
-      const std::vector<int32_t>& chosen =
-          repaired && repair_sends <= relabel_sends ? repaired_items : relabeled;
-      std::copy(chosen.begin(), chosen.end(), out.layer_phy2log(l).begin());
-    }
+    });
     out.Derive();
     return out;
   }

@@ -554,12 +554,14 @@ Placement BalanceAllLayers(const PolicyInput& in, const BalanceOptions& options)
   out.num_slots = in.num_replicas;
   out.num_ranks = in.num_ranks;
   out.phy2log.resize(static_cast<size_t>(load.num_layers) * in.num_replicas);
-  Workspace ws;
-  for (int l = 0; l < load.num_layers; ++l) {
-    BalanceLayer(load.layer(l), in.num_replicas, in.num_ranks, in.num_groups, in.num_nodes,
-                 options, ws);
-    std::copy(ws.bins.item.begin(), ws.bins.item.end(), out.layer_phy2log(l).begin());
-  }
+  RunLayers(in, load.num_layers, [&](int begin, int end) {
+    Workspace ws;  // one per range: ranges may run at the same time
+    for (int l = begin; l < end; ++l) {
+      BalanceLayer(load.layer(l), in.num_replicas, in.num_ranks, in.num_groups, in.num_nodes,
+                   options, ws);
+      std::copy(ws.bins.item.begin(), ws.bins.item.end(), out.layer_phy2log(l).begin());
+    }
+  });
   out.Derive();
   return out;
 }

@@ -73,6 +73,15 @@ void ValidatePolicyInput(const PolicyInput& in) {
   }
 }
 
+void RunLayers(const PolicyInput& in, int n, const std::function<void(int begin, int end)>& body) {
+  if (n <= 0) return;
+  if (in.run_layers) {
+    in.run_layers(n, body);
+  } else {
+    body(0, n);
+  }
+}
+
 Placement ComputePlacement(const Policy& policy, const PolicyInput& in) {
   ValidatePolicyInput(in);
   Placement next = policy.Rebalance(in);

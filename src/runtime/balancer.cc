@@ -38,6 +38,7 @@
 #include "eplb/gloo.h"
 #include "eplb/policy.h"
 #include "runtime/device_load.h"
+#include "runtime/layer_threads.h"
 #include "runtime/load_window.h"
 
 namespace eplb {
@@ -330,6 +331,7 @@ struct Balancer::State {
   BalancerConfig cfg;
   int me = 0, world = 0, spr = 0;
   std::unique_ptr<Policy> policy;
+  std::unique_ptr<runtime::LayerThreads> policy_threads;
   std::vector<LayerWeights> weights;
   runtime::LoadWindow window;
 #if EPLB_HAVE_CUDA
@@ -454,9 +456,11 @@ Balancer::State::State(BalancerLinks l, std::vector<LayerWeights> w, const Balan
   initial.Validate();
   spr = cfg.num_slots / world;
   policy = MakePolicy(cfg.policy);
+  if (cfg.policy_threads < 0) fail("policy_threads must be 0 (one per core) or more");
+  policy_threads = std::make_unique<runtime::LayerThreads>(cfg.policy_threads);
   {
     LoadMatrix zero(cfg.num_layers, cfg.num_experts);
-    PolicyInput in{&zero, cfg.num_slots, cfg.num_groups, cfg.num_nodes, world, &initial};
+    PolicyInput in{&zero, cfg.num_slots, cfg.num_groups, cfg.num_nodes, world, &initial, {}};
     ValidatePolicyInput(in);
   }
   if (async() && IsNcclFamily(links.selection.name))
@@ -1238,7 +1242,8 @@ void Balancer::State::RunCycle(Request req) {
       std::lock_guard<std::mutex> lock(mu);
       cur = current;
     }
-    PolicyInput in{&load, cfg.num_slots, cfg.num_groups, cfg.num_nodes, world, &cur};
+    PolicyInput in{&load, cfg.num_slots, cfg.num_groups, cfg.num_nodes, world, &cur, {}};
+    in.run_layers = policy_threads->runner();
     Placement next = ComputePlacement(*policy, in);
     std::vector<int> changed;
     for (int l = 0; l < cfg.num_layers; ++l)

@@ -160,7 +160,7 @@ Model Validate(const DemoOptions& o, int world) {
   m.tensor_bytes = {third, third, o.expert_bytes - 2 * third};
   // The policy's own checks (groups divide experts, slots >= experts, ...).
   LoadMatrix zero(o.layers, o.experts);
-  PolicyInput in{&zero, m.slots, o.groups, o.nodes, world, nullptr};
+  PolicyInput in{&zero, m.slots, o.groups, o.nodes, world, nullptr, {}};
   ValidatePolicyInput(in);
   MakePolicy(o.policy);
   // An unknown communicator, or an NCCL-family one in async mode, is bad input.

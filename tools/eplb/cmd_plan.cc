@@ -22,6 +22,7 @@
 #include "eplb/error.h"
 #include "eplb/placement.h"
 #include "eplb/policy.h"
+#include "runtime/layer_threads.h"
 #include "io/files.h"
 
 namespace eplb::cli {
@@ -38,6 +39,7 @@ struct PlanOptions {
   bool list_policies = false;
   bool json = false;
   int repeat = 50;
+  int threads = 0;  // 0: one per core
 };
 
 json BalancednessToJson(const Balancedness& b) {
@@ -145,6 +147,9 @@ int RunPlan(const PlanOptions& o) {
     in.previous = &*previous;
   }
   ValidatePolicyInput(in);
+  if (o.threads < 0) throw InvalidArgument("plan: --threads must be 0 (one per core) or more");
+  runtime::LayerThreads threads(o.threads);
+  in.run_layers = threads.runner();
 
   Placement placement = ComputePlacement(*policy, in);
   const double seconds = TimePolicy(*policy, in, o.repeat);
@@ -163,6 +168,7 @@ int RunPlan(const PlanOptions& o) {
   out["balancedness_before"] = BalancednessToJson(before);
   out["policy_seconds"] = seconds;
   out["policy_runs"] = o.repeat;
+  out["policy_threads"] = threads.threads();
   if (!o.output_path.empty()) io::WriteFileAtomic(o.output_path, out.dump() + "\n");
 
   if (o.json) {
@@ -194,6 +200,10 @@ EPLB_COMMAND(plan, [](CLI::App& app) -> std::function<int()> {
   cmd->add_option("--policy", o->policy, "placement policy (see --list-policies)")
       ->capture_default_str();
   cmd->add_flag("--list-policies", o->list_policies, "print the policy names, one per line");
+  cmd->add_option("--threads", o->threads,
+                  "threads the policy's layers are split over (0: one per core); the placement is "
+                  "the same with any number")
+      ->capture_default_str();
   cmd->add_option("--repeat", o->repeat, "policy runs to time (best is reported)")
       ->capture_default_str();
   cmd->add_flag("--json", o->json, "machine output: the OUT.json document on stdout");

@@ -1,0 +1,47 @@
+// Threads lent to a placement policy (PolicyInput::run_layers): the layers
+// are split into one contiguous range per thread, the caller's thread taking
+// the first. The policy is pure and its layers independent, so the placement
+// is the same bit for bit with any number of threads; the rebalance's policy
+// step, which every rank runs before any weight moves, just ends sooner.
+#pragma once
+
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "eplb/policy.h"
+
+namespace eplb::runtime {
+
+class LayerThreads {
+ public:
+  // `threads` in all, the caller's included (0: one per core). 1: no threads
+  // are started and Run calls body(0, n).
+  explicit LayerThreads(int threads = 0);
+  ~LayerThreads();
+  LayerThreads(const LayerThreads&) = delete;
+  LayerThreads& operator=(const LayerThreads&) = delete;
+
+  int threads() const { return static_cast<int>(workers_.size()) + 1; }
+  // body(begin, end) over [0, n) split into ranges; returns when all are done.
+  // One Run at a time.
+  void Run(int n, const std::function<void(int begin, int end)>& body);
+  // A LayerRunner calling Run (this object must outlive its use).
+  LayerRunner runner();
+
+ private:
+  void Work(int index);
+
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable wake_, done_;
+  const std::function<void(int, int)>* body_ = nullptr;
+  int n_ = 0;
+  long generation_ = 0;
+  int pending_ = 0;
+  bool stop_ = false;
+};
+
+}  // namespace eplb::runtime
