@@ -38,26 +38,44 @@ constexpr size_t kMaxRepairCells = size_t{1} << 22;
 constexpr int kMaxRelabelRanks = 512;
 
 // One layer's state during repair: items per rank and what each rank held
-// before, so every action's wire cost is known exactly.
+// before, so every action's wire cost is known exactly. Buffers are kept
+// across layers (Reset), so a repair allocates nothing per layer.
 class Repair {
  public:
-  Repair(std::span<const double> load, std::span<const int32_t> previous, int num_ranks)
-      : W_(load),
-        E_(static_cast<int>(load.size())),
-        P_(num_ranks),
-        S_(static_cast<int>(previous.size()) / num_ranks),
-        item_(previous.begin(), previous.end()),
-        count_(E_, 0),
-        load_(P_, 0.0),
-        prev_has_(static_cast<size_t>(P_) * E_, 0),
-        has_(static_cast<size_t>(P_) * E_, 0) {
+  void Reset(std::span<const double> load, std::span<const int32_t> previous, int num_ranks) {
+    W_ = load;
+    E_ = static_cast<int>(load.size());
+    P_ = num_ranks;
+    S_ = static_cast<int>(previous.size()) / num_ranks;
+    item_.assign(previous.begin(), previous.end());
+    count_.assign(E_, 0);
+    load_.assign(P_, 0.0);
+    prev_has_.assign(static_cast<size_t>(P_) * E_, 0);
+    has_.assign(static_cast<size_t>(P_) * E_, 0);
+    holder_first_.assign(E_ + 1, 0);
     for (int32_t e : item_) ++count_[e];
     for (int r = 0; r < P_; ++r)
       for (int k = 0; k < S_; ++k) {
         const int e = item_[r * S_ + k];
+        if (!prev_has_[Cell(r, e)]) ++holder_first_[e + 1];
         prev_has_[Cell(r, e)] = 1;
         ++has_[Cell(r, e)];
       }
+    // Ranks that held each expert before, ascending: where it goes back free.
+    for (int e = 0; e < E_; ++e) holder_first_[e + 1] += holder_first_[e];
+    holders_.resize(holder_first_[E_]);
+    std::vector<int>& next = scratch_;
+    next.assign(holder_first_.begin(), holder_first_.end() - 1);
+    std::vector<int>& last = listed_;  // last rank listed for each expert
+    last.assign(E_, -1);
+    for (int r = 0; r < P_; ++r)
+      for (int k = 0; k < S_; ++k) {
+        const int e = item_[r * S_ + k];
+        if (last[e] != r) last[e] = r, holders_[next[e]++] = r;
+      }
+    transfers_ = 0;
+    listed_.assign(P_, -1);
+    stamp_ = 0;
     RecomputeLoads();
   }
 
@@ -67,20 +85,19 @@ class Repair {
     const double total = std::accumulate(load_.begin(), load_.end(), 0.0);
     eps_ = total * 1e-12 + 1e-300;
     for (int step = 0; step < max_actions; ++step) {
-      const int h = static_cast<int>(std::max_element(load_.begin(), load_.end()) - load_.begin());
+      const int h = by_load_.back();
       if (load_[h] <= target) return true;
       Action best;
-      Lightest(8, light_);
       ConsiderSwaps(h, target, best);
       ConsiderReplicas(h, target, best);
       if (best.kind == Action::kNone) return false;
       Apply(best);
     }
-    return *std::max_element(load_.begin(), load_.end()) <= target;
+    return max_load() <= target;
   }
 
   int transfers() const { return transfers_; }
-  double max_load() const { return *std::max_element(load_.begin(), load_.end()); }
+  double max_load() const { return load_[by_load_.back()]; }
   const std::vector<int32_t>& items() const { return item_; }
 
  private:
@@ -95,15 +112,54 @@ class Repair {
 
   size_t Cell(int r, int e) const { return static_cast<size_t>(r) * E_ + e; }
   double Weight(int e) const { return W_[e] / count_[e]; }
+  std::span<const int> Holders(int e) const {
+    return {holders_.data() + holder_first_[e], holders_.data() + holder_first_[e + 1]};
+  }
 
   void RecomputeLoads() {
-    std::fill(load_.begin(), load_.end(), 0.0);
     slot_w_.resize(item_.size());
-    for (int r = 0; r < P_; ++r)
-      for (int k = 0; k < S_; ++k) {
-        slot_w_[r * S_ + k] = Weight(item_[r * S_ + k]);
-        load_[r] += slot_w_[r * S_ + k];
-      }
+    for (int r = 0; r < P_; ++r) {
+      for (int k = 0; k < S_; ++k) slot_w_[r * S_ + k] = Weight(item_[r * S_ + k]);
+      RecomputeLoad(r);
+    }
+    by_slot_w_.resize(item_.size());
+    for (int r = 0; r < P_; ++r) {
+      std::iota(by_slot_w_.begin() + r * S_, by_slot_w_.begin() + (r + 1) * S_, 0);
+      SortSlots(r);
+    }
+    by_load_.resize(P_);
+    std::iota(by_load_.begin(), by_load_.end(), 0);
+    std::sort(by_load_.begin(), by_load_.end(), [&](int a, int b) { return Lighter(a, b); });
+  }
+
+  // Sums in slot order, so every path gives the same bits.
+  void RecomputeLoad(int r) {
+    double l = 0.0;
+    for (int k = 0; k < S_; ++k) l += slot_w_[r * S_ + k];
+    load_[r] = l;
+  }
+
+  bool Lighter(int a, int b) const { return load_[a] < load_[b] || (load_[a] == load_[b] && a < b); }
+
+  // Rank r's slots by weight ascending (slot on ties): insertion sort, as a
+  // rank holds a handful and one swap changes one of them.
+  void SortSlots(int r) {
+    int* o = &by_slot_w_[r * S_];
+    const double* w = &slot_w_[r * S_];
+    for (int i = 1; i < S_; ++i) {
+      const int x = o[i];
+      int j = i - 1;
+      for (; j >= 0 && (w[x] < w[o[j]] || (w[x] == w[o[j]] && x < o[j])); --j) o[j + 1] = o[j];
+      o[j + 1] = x;
+    }
+  }
+
+  // Moves rank r to its place in by_load_ after its load changed.
+  void Reposition(int r) {
+    int i = static_cast<int>(std::find(by_load_.begin(), by_load_.end(), r) - by_load_.begin());
+    for (; i > 0 && Lighter(by_load_[i], by_load_[i - 1]); --i) std::swap(by_load_[i], by_load_[i - 1]);
+    for (; i + 1 < P_ && Lighter(by_load_[i + 1], by_load_[i]); ++i)
+      std::swap(by_load_[i], by_load_[i + 1]);
   }
 
   // Wire cost of rank r gaining / losing one copy of e.
@@ -112,8 +168,16 @@ class Repair {
     return has_[Cell(r, e)] == 1 && !prev_has_[Cell(r, e)] ? -1 : 0;
   }
 
+  // Whether an action scoring `score` with peak `peak` or more can beat
+  // `best` (Offer's order).
+  static bool MayBeat(double score, double peak, const Action& best) {
+    return score < best.score || (score == best.score && peak < best.peak);
+  }
+
   // Lower is better: free actions first (by cost, then peak), then by cost
   // per unit of load taken off the heaviest rank (capped at what it needs).
+  // Rises with cost and with peak, so Score(least cost, least peak) bounds a
+  // whole set of actions from below.
   double Score(int cost, double peak, double lh, double target) const {
     if (cost <= 0) return cost - 1.0 + peak / (lh + 1e-300) * 1e-3;
     const double gain = lh - std::max(peak, target);
@@ -124,53 +188,79 @@ class Repair {
     if (a.score < best.score || (a.score == best.score && a.peak < best.peak)) best = a;
   }
 
-  // Ranks by load, lightest first (index on ties): the first `n`, into `ranks`.
-  void Lightest(int n, std::vector<int>& ranks) const {
-    ranks.resize(P_);
-    std::iota(ranks.begin(), ranks.end(), 0);
-    n = std::min(n, P_);
-    std::partial_sort(ranks.begin(), ranks.begin() + n, ranks.end(), [&](int a, int b) {
-      return load_[a] < load_[b] || (load_[a] == load_[b] && a < b);
-    });
-    ranks.resize(n);
-  }
-
   // Swap partners: the eight lightest ranks, where the heaviest rank's load
   // can go, and every rank that held one of h's experts before, where one
-  // may go back for free.
-  void ConsiderSwaps(int h, double target, Action& best) const {
+  // may go back for free. For each item of h, the partner items are searched
+  // outwards from the weight that would level the two ranks: within a cost,
+  // a partner further out leaves a higher peak, so each direction stops at
+  // the first valid partner of the least cost that rank offers.
+  void ConsiderSwaps(int h, double target, Action& best) {
     const double lh = load_[h];
     std::vector<int>& partners = partners_;
-    partners.assign(light_.begin(), light_.end());
-    std::vector<char>& listed = listed_;
-    listed.assign(P_, 0);
-    for (int r : partners) listed[r] = 1;
+    partners.assign(by_load_.begin(), by_load_.begin() + std::min(8, P_));
+    ++stamp_;
+    for (int r : partners) listed_[r] = stamp_;
     for (int i = 0; i < S_; ++i)
-      for (int r = 0; r < P_; ++r)
-        if (!listed[r] && prev_has_[Cell(r, item_[h * S_ + i])]) listed[r] = 1, partners.push_back(r);
+      for (int r : Holders(item_[h * S_ + i]))
+        if (listed_[r] != stamp_) listed_[r] = stamp_, partners.push_back(r);
+    const int* ho = &by_slot_w_[h * S_];
+    a_cost_.resize(S_);
+    b_cost_.resize(S_);
+    int* a_cost = a_cost_.data();  // cost of each item of h going to r (2: it may not)
+    int* b_cost = b_cost_.data();  // cost of each item of r going to h (2: it may not)
     for (int r : partners) {
-      const double gap = lh - load_[r];
+      const double lr = load_[r];
+      const double gap = lh - lr;
       if (r == h || gap <= eps_) continue;
-      // A partner slot j needs wa - gap + eps < w[j] < wa - eps: items of h
-      // outside the range of r's weights have none.
-      const double* rw = &slot_w_[r * S_];
-      const auto [min_it, max_it] = std::minmax_element(rw, rw + S_);
-      const double min_w = *min_it, max_w = *max_it;
+      const double min_peak = (lh + lr) / 2;
+      int min_b = 2;
+      for (int j = 0; j < S_; ++j) {
+        const int b = item_[r * S_ + j];
+        // No swap that gives a rank a second copy of an expert it holds.
+        b_cost[j] = has_[Cell(h, b)] != 0 ? 2 : Leave(r, b) + Arrive(h, b);
+        min_b = std::min(min_b, b_cost[j]);
+      }
+      if (min_b == 2) continue;
+      int min_a = 2;
       for (int i = 0; i < S_; ++i) {
         const int a = item_[h * S_ + i];
+        a_cost[i] = slot_w_[h * S_ + i] <= eps_ || has_[Cell(r, a)] != 0 ? 2 : Leave(h, a) + Arrive(r, a);
+        min_a = std::min(min_a, a_cost[i]);
+      }
+      if (min_a == 2 || !MayBeat(Score(min_a + min_b, min_peak, lh, target), min_peak, best)) continue;
+      const int* ro = &by_slot_w_[r * S_];
+      const double* rw = &slot_w_[r * S_];
+      const double min_rw = rw[ro[0]];
+      int p = 0;  // first of r's slots (by weight) at or above the level point
+      for (int ii = 0; ii < S_; ++ii) {
+        const int i = ho[ii];
+        if (a_cost[i] == 2) continue;
         const double wa = slot_w_[h * S_ + i];
-        if (wa <= eps_) continue;
-        if (wa - min_w <= eps_ || wa - max_w >= gap - eps_ || has_[Cell(r, a)] != 0) continue;
-        for (int j = 0; j < S_; ++j) {
-          const double d = wa - slot_w_[r * S_ + j];
-          if (d <= eps_ || d >= gap - eps_) continue;
-          const int b = item_[r * S_ + j];
-          // No swap that gives a rank a second copy of an expert it holds.
-          if (a == b || has_[Cell(h, b)] != 0) continue;
-          const double peak = std::max(lh - d, load_[r] + d);
-          const int cost = Leave(h, a) + Arrive(r, a) + Leave(r, b) + Arrive(h, b);
-          Action act{Action::kSwap, h, i, r, j, cost, peak, Score(cost, peak, lh, target)};
-          Offer(act, best);
+        // h keeps at least lh - (wa - lightest of r).
+        const double peak_lb = std::max(min_peak, lh - wa + min_rw);
+        if (!MayBeat(Score(a_cost[i] + min_b, peak_lb, lh, target), peak_lb, best)) continue;
+        const double level = wa - gap / 2;  // ascending with ii, so p only rises
+        while (p < S_ && rw[ro[p]] < level) ++p;
+        auto offer = [&](int j, double d) {
+          const double peak = std::max(lh - d, lr + d);
+          const int cost = a_cost[i] + b_cost[j];
+          Offer({Action::kSwap, h, i, r, j, cost, peak, Score(cost, peak, lh, target)}, best);
+        };
+        for (int k = p - 1; k >= 0; --k) {  // lighter partners: d above gap / 2
+          const int j = ro[k];
+          const double d = wa - rw[j];
+          if (d >= gap - eps_) break;
+          if (b_cost[j] == 2 || d <= eps_) continue;
+          offer(j, d);
+          if (b_cost[j] == min_b) break;
+        }
+        for (int k = p; k < S_; ++k) {  // heavier partners: d at most gap / 2
+          const int j = ro[k];
+          const double d = wa - rw[j];
+          if (d <= eps_) break;
+          if (b_cost[j] == 2 || d >= gap - eps_) continue;
+          offer(j, d);
+          if (b_cost[j] == min_b) break;
         }
       }
     }
@@ -178,33 +268,25 @@ class Repair {
 
   // Slot j of rank r (a spare replica of x) becomes one more replica of y,
   // an expert of the heaviest rank h; every holder of x or y changes load.
-  void ConsiderReplicas(int h, double target, Action& best) const {
+  void ConsiderReplicas(int h, double target, Action& best) {
     const double lh = load_[h];
-    // Candidate ranks: the four lightest, and those that held y before.
-    // (the lightest ranks in order: the first four of the eight)
-    const std::span<const int> light(light_.data(), std::min<size_t>(4, light_.size()));
     // The three heaviest distinct experts of h.
     int ys[3], n_ys = 0;
-    for (int pick = 0; pick < 3; ++pick) {
-      int best_i = -1;
-      for (int i = 0; i < S_; ++i) {
-        const int e = item_[h * S_ + i];
-        bool taken = false;
-        for (int k = 0; k < n_ys; ++k) taken |= ys[k] == e;
-        if (!taken && (best_i < 0 || slot_w_[h * S_ + i] > slot_w_[h * S_ + best_i])) best_i = i;
-      }
-      if (best_i < 0) break;
-      ys[n_ys++] = item_[h * S_ + best_i];
+    for (int k = S_ - 1; k >= 0 && n_ys < 3; --k) {
+      const int e = item_[h * S_ + by_slot_w_[h * S_ + k]];
+      if (std::find(ys, ys + n_ys, e) == ys + n_ys) ys[n_ys++] = e;
     }
     for (int t = 0; t < n_ys; ++t) {
       const int y = ys[t];
       if (W_[y] <= eps_) continue;
+      // Candidate ranks: the four lightest, and those that held y before.
       std::vector<int>& ranks = ranks_;
-      ranks.assign(light.begin(), light.end());
-      for (int r = 0; r < P_; ++r)
-        if (prev_has_[Cell(r, y)] && std::find(ranks.begin(), ranks.end(), r) == ranks.end())
-          ranks.push_back(r);
+      ranks.assign(by_load_.begin(), by_load_.begin() + std::min(4, P_));
+      for (int r : Holders(y))
+        if (std::find(ranks.begin(), ranks.end(), r) == ranks.end()) ranks.push_back(r);
       const double dy = W_[y] / (count_[y] + 1) - Weight(y);
+      // h holds y and loses dy on each copy; it gains on x, if it holds x.
+      const double h_at_least = lh + has_[Cell(h, y)] * dy;
       for (int r : ranks) {
         if (has_[Cell(r, y)] != 0) continue;
         // The spare replica whose removal raises its expert's replicas least.
@@ -216,21 +298,20 @@ class Repair {
           const double wx_new = W_[x] / (count_[x] - 1);
           if (wx_new < j_new) j = k, j_new = wx_new;
         }
-        if (j >= 0) {
-          const int x = item_[r * S_ + j];
-          const double wx_new = j_new;
-          const double dx = wx_new - Weight(x);
-          double peak = 0;
-          for (int q = 0; q < P_; ++q) {
-            double l = load_[q] + has_[Cell(q, y)] * dy + has_[Cell(q, x)] * dx;
-            if (q == r) l += W_[y] / (count_[y] + 1) - wx_new;
-            peak = std::max(peak, l);
-          }
-          if (peak >= lh - eps_) continue;
-          const int cost = Leave(r, x) + Arrive(r, y);
-          Action act{Action::kReplicate, h, y, r, j, cost, peak, Score(cost, peak, lh, target)};
-          Offer(act, best);
+        if (j < 0) continue;
+        const int x = item_[r * S_ + j];
+        const int cost = Leave(r, x) + Arrive(r, y);
+        if (!MayBeat(Score(cost, h_at_least, lh, target), h_at_least, best)) continue;
+        const double wx_new = j_new;
+        const double dx = wx_new - Weight(x);
+        double peak = 0;
+        for (int q = 0; q < P_; ++q) {
+          double l = load_[q] + has_[Cell(q, y)] * dy + has_[Cell(q, x)] * dx;
+          if (q == r) l += W_[y] / (count_[y] + 1) - wx_new;
+          peak = std::max(peak, l);
         }
+        if (peak >= lh - eps_) continue;
+        Offer({Action::kReplicate, h, y, r, j, cost, peak, Score(cost, peak, lh, target)}, best);
       }
     }
   }
@@ -253,35 +334,34 @@ class Repair {
       Set(a.h, a.i, y);
       Set(a.r, a.j, x);
       std::swap(slot_w_[a.h * S_ + a.i], slot_w_[a.r * S_ + a.j]);
-      RecomputeLoad(a.h);
-      RecomputeLoad(a.r);
+      for (int r : {a.h, a.r}) {
+        RecomputeLoad(r);
+        SortSlots(r);
+        Reposition(r);
+      }
     } else {
       Set(a.r, a.j, a.i);
       RecomputeLoads();
     }
   }
 
-  // Sums in slot order, as RecomputeLoads does, so both give the same bits.
-  void RecomputeLoad(int r) {
-    double l = 0.0;
-    for (int k = 0; k < S_; ++k) l += slot_w_[r * S_ + k];
-    load_[r] = l;
-  }
-
   std::span<const double> W_;
-  int E_, P_, S_;
+  int E_ = 0, P_ = 0, S_ = 0;
   std::vector<int32_t> item_;
   std::vector<int> count_;
   std::vector<double> load_;
-  std::vector<double> slot_w_;  // weight of each slot's replica
+  std::vector<double> slot_w_;    // weight of each slot's replica
+  std::vector<int> by_slot_w_;    // [rank][k] slots of each rank by weight ascending
+  std::vector<int> by_load_;      // ranks by load ascending (index on ties)
   std::vector<uint8_t> prev_has_;
   std::vector<uint16_t> has_;
+  std::vector<int> holder_first_, holders_;  // previous holders of each expert
   int transfers_ = 0;
   double eps_ = 0;
-  // Scratch of one step (mutable: the Consider* searches only reuse them).
-  std::vector<int> light_;  // the eight lightest ranks, lightest first
-  mutable std::vector<int> partners_, ranks_;
-  mutable std::vector<char> listed_;
+  // Scratch of one step.
+  std::vector<int> partners_, ranks_, scratch_, a_cost_, b_cost_;
+  std::vector<int> listed_;  // == stamp_: listed as a partner this step
+  int stamp_ = 0;
 };
 
 // Minimum-cost perfect assignment of rows to columns of an n x n matrix
@@ -396,32 +476,45 @@ class MovementPolicy final : public Policy {
     out.num_ranks = in.num_ranks;
     out.phy2log.resize(static_cast<size_t>(load.num_layers) * in.num_replicas);
     RunLayers(in, load.num_layers, [&](int begin, int end) {
-      packing::Workspace ws;  // one per range: ranges may run at the same time
+      // One of each per range (ranges may run at the same time), reused
+      // across its layers.
+      packing::Workspace ws;
+      Repair repair;
       std::vector<int32_t> relabeled;
       for (int l = begin; l < end; ++l) {
         const auto w = load.layer(l);
-        packing::BalanceLayer(w, in.num_replicas, in.num_ranks, in.num_groups, in.num_nodes, kBest,
-                              ws);
-        const double best_max = ws.bins.MaxLoad();
-        const double mean = std::accumulate(w.begin(), w.end(), 0.0) / in.num_ranks;
-        // balancedness >= best * (1 - tolerance)  <=>  max <= best_max / (1 - tolerance)
-        const double target = std::max(best_max / (1 - tolerance_), mean);
-        const int relabel_sends = Relabel(ws.bins, prev.layer_phy2log(l), load.num_experts, relabeled);
+        const auto previous = prev.layer_phy2log(l);
+        const auto chosen = out.layer_phy2log(l);
+        const double total = std::accumulate(w.begin(), w.end(), 0.0);
+        const double mean = total / in.num_ranks;
         // Repair keeps [rank][expert] tables; past kMaxRepairCells (absurd
         // shapes) only the relabelled best placement is offered.
         const bool small = static_cast<size_t>(in.num_ranks) * load.num_experts <= kMaxRepairCells;
-        std::vector<int32_t> repaired_items;
-        bool repaired = false;
-        int repair_sends = 0;
         if (small) {
-          Repair repair(w, prev.layer_phy2log(l), in.num_ranks);
-          repaired = repair.Run(target, 8 * in.num_ranks);
-          repair_sends = repair.transfers();
-          repaired_items = repair.items();
+          // First towards a bound no placement beats: the mean rank load, and
+          // the hottest expert over as many replicas as it can have. Meeting
+          // it is within the tolerance of the best placement there is, so
+          // the best one need not be computed.
+          const double hottest = *std::max_element(w.begin(), w.end());
+          const double bound =
+              std::max(mean, hottest / (in.num_replicas - load.num_experts + 1));
+          repair.Reset(w, previous, in.num_ranks);
+          if (repair.Run(bound / (1 - tolerance_), 8 * in.num_ranks)) {
+            std::copy(repair.items().begin(), repair.items().end(), chosen.begin());
+            continue;
+          }
         }
-        const std::vector<int32_t>& chosen =
-            repaired && repair_sends <= relabel_sends ? repaired_items : relabeled;
-        std::copy(chosen.begin(), chosen.end(), out.layer_phy2log(l).begin());
+        // Otherwise the best placement found sets the target, and is a
+        // candidate itself, relabelled.
+        packing::BalanceLayer(w, in.num_replicas, in.num_ranks, in.num_groups, in.num_nodes, kBest,
+                              ws);
+        // balancedness >= best * (1 - tolerance)  <=>  max <= best_max / (1 - tolerance)
+        const double target = std::max(ws.bins.MaxLoad() / (1 - tolerance_), mean);
+        const int relabel_sends = Relabel(ws.bins, previous, load.num_experts, relabeled);
+        const bool repaired = small && repair.max_load() <= target;
+        const std::vector<int32_t>& items =
+            repaired && repair.transfers() <= relabel_sends ? repair.items() : relabeled;
+        std::copy(items.begin(), items.end(), chosen.begin());
       }
     });
     out.Derive();
