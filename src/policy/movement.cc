@@ -52,6 +52,7 @@ class Repair {
     load_.assign(P_, 0.0);
     prev_has_.assign(static_cast<size_t>(P_) * E_, 0);
     has_.assign(static_cast<size_t>(P_) * E_, 0);
+    arrive_.assign(static_cast<size_t>(P_) * E_, 1);
     holder_first_.assign(E_ + 1, 0);
     for (int32_t e : item_) ++count_[e];
     for (int r = 0; r < P_; ++r)
@@ -60,6 +61,7 @@ class Repair {
         if (!prev_has_[Cell(r, e)]) ++holder_first_[e + 1];
         prev_has_[Cell(r, e)] = 1;
         ++has_[Cell(r, e)];
+        arrive_[Cell(r, e)] = kHeld;
       }
     // Ranks that held each expert before, ascending: where it goes back free.
     for (int e = 0; e < E_; ++e) holder_first_[e + 1] += holder_first_[e];
@@ -75,7 +77,10 @@ class Repair {
       }
     transfers_ = 0;
     listed_.assign(P_, -1);
+    holder_mark_.assign(P_, -1);
     stamp_ = 0;
+    slot_leave_.assign(item_.size(), 0);  // nothing has arrived yet
+    min_leave_.assign(P_, 0);
     RecomputeLoads();
   }
 
@@ -122,8 +127,11 @@ class Repair {
       for (int k = 0; k < S_; ++k) slot_w_[r * S_ + k] = Weight(item_[r * S_ + k]);
       RecomputeLoad(r);
     }
+    spare_slot_.resize(P_);
+    spare_w_.resize(P_);
     by_slot_w_.resize(item_.size());
     for (int r = 0; r < P_; ++r) {
+      UpdateSpare(r);
       std::iota(by_slot_w_.begin() + r * S_, by_slot_w_.begin() + (r + 1) * S_, 0);
       SortSlots(r);
     }
@@ -168,6 +176,32 @@ class Repair {
     return has_[Cell(r, e)] == 1 && !prev_has_[Cell(r, e)] ? -1 : 0;
   }
 
+  // The spare replica of rank r (of an expert with another replica) whose
+  // removal raises its expert's load per replica least, after r's items or
+  // any replica count changed.
+  void UpdateSpare(int r) {
+    int j = -1;
+    double j_new = kInf;
+    for (int k = 0; k < S_; ++k) {
+      const int x = item_[r * S_ + k];
+      if (count_[x] < 2) continue;
+      const double wx_new = W_[x] / (count_[x] - 1);
+      if (wx_new < j_new) j = k, j_new = wx_new;
+    }
+    spare_slot_[r] = j;
+    spare_w_[r] = j_new;
+  }
+
+  // slot_leave_ and min_leave_ of rank r, after its items changed.
+  void UpdateLeave(int r) {
+    int least = 0;
+    for (int k = 0; k < S_; ++k) {
+      slot_leave_[r * S_ + k] = static_cast<int8_t>(Leave(r, item_[r * S_ + k]));
+      least = std::min<int>(least, slot_leave_[r * S_ + k]);
+    }
+    min_leave_[r] = static_cast<int8_t>(least);
+  }
+
   // Whether an action scoring `score` with peak `peak` or more can beat
   // `best` (Offer's order).
   static bool MayBeat(double score, double peak, const Action& best) {
@@ -203,6 +237,8 @@ class Repair {
     for (int i = 0; i < S_; ++i)
       for (int r : Holders(item_[h * S_ + i]))
         if (listed_[r] != stamp_) listed_[r] = stamp_, partners.push_back(r);
+    for (int i = 0; i < S_; ++i)
+      for (int r : Holders(item_[h * S_ + i])) holder_mark_[r] = stamp_;
     const int* ho = &by_slot_w_[h * S_];
     a_cost_.resize(S_);
     b_cost_.resize(S_);
@@ -213,18 +249,21 @@ class Repair {
       const double gap = lh - lr;
       if (r == h || gap <= eps_) continue;
       const double min_peak = (lh + lr) / 2;
+      // An item of h arrives free only where it was before.
+      const int least_cost = min_leave_[h] + min_leave_[r] + (holder_mark_[r] == stamp_ ? 0 : 1);
+      if (!MayBeat(Score(least_cost, min_peak, lh, target), min_peak, best)) continue;
+      // No swap that gives a rank a second copy of an expert it holds.
       int min_b = 2;
       for (int j = 0; j < S_; ++j) {
-        const int b = item_[r * S_ + j];
-        // No swap that gives a rank a second copy of an expert it holds.
-        b_cost[j] = has_[Cell(h, b)] != 0 ? 2 : Leave(r, b) + Arrive(h, b);
+        const int arrive = arrive_[Cell(h, item_[r * S_ + j])];
+        b_cost[j] = arrive == kHeld ? 2 : slot_leave_[r * S_ + j] + arrive;
         min_b = std::min(min_b, b_cost[j]);
       }
       if (min_b == 2) continue;
       int min_a = 2;
       for (int i = 0; i < S_; ++i) {
-        const int a = item_[h * S_ + i];
-        a_cost[i] = slot_w_[h * S_ + i] <= eps_ || has_[Cell(r, a)] != 0 ? 2 : Leave(h, a) + Arrive(r, a);
+        const int arrive = arrive_[Cell(r, item_[h * S_ + i])];
+        a_cost[i] = slot_w_[h * S_ + i] <= eps_ || arrive == kHeld ? 2 : slot_leave_[h * S_ + i] + arrive;
         min_a = std::min(min_a, a_cost[i]);
       }
       if (min_a == 2 || !MayBeat(Score(min_a + min_b, min_peak, lh, target), min_peak, best)) continue;
@@ -288,29 +327,31 @@ class Repair {
       // h holds y and loses dy on each copy; it gains on x, if it holds x.
       const double h_at_least = lh + has_[Cell(h, y)] * dy;
       for (int r : ranks) {
-        if (has_[Cell(r, y)] != 0) continue;
-        // The spare replica whose removal raises its expert's replicas least.
-        int j = -1;
-        double j_new = kInf;
-        for (int k = 0; k < S_; ++k) {
-          const int x = item_[r * S_ + k];
-          if (x == y || count_[x] < 2) continue;
-          const double wx_new = W_[x] / (count_[x] - 1);
-          if (wx_new < j_new) j = k, j_new = wx_new;
-        }
-        if (j < 0) continue;
+        const int j = spare_slot_[r];
+        if (j < 0 || arrive_[Cell(r, y)] == kHeld) continue;  // r holds no y, so x != y
         const int x = item_[r * S_ + j];
-        const int cost = Leave(r, x) + Arrive(r, y);
+        const int cost = slot_leave_[r * S_ + j] + arrive_[Cell(r, y)];
         if (!MayBeat(Score(cost, h_at_least, lh, target), h_at_least, best)) continue;
-        const double wx_new = j_new;
+        const double wx_new = spare_w_[r];
         const double dx = wx_new - Weight(x);
-        double peak = 0;
-        for (int q = 0; q < P_; ++q) {
+        auto new_load = [&](int q) {
           double l = load_[q] + has_[Cell(q, y)] * dy + has_[Cell(q, x)] * dx;
           if (q == r) l += W_[y] / (count_[y] + 1) - wx_new;
-          peak = std::max(peak, l);
+          return l;
+        };
+        // Other ranks gain at most dx per copy of x: walk them heaviest
+        // first until none can top the peak.
+        const double rise = count_[x] * dx;
+        double peak = new_load(r);
+        auto hopeless = [&] {
+          return peak >= lh - eps_ || !MayBeat(Score(cost, peak, lh, target), peak, best);
+        };
+        for (int k = P_ - 1; k >= 0 && !hopeless(); --k) {
+          const int q = by_load_[k];
+          if (load_[q] + rise < peak) break;
+          if (q != r) peak = std::max(peak, new_load(q));
         }
-        if (peak >= lh - eps_) continue;
+        if (hopeless()) continue;
         Offer({Action::kReplicate, h, y, r, j, cost, peak, Score(cost, peak, lh, target)}, best);
       }
     }
@@ -319,10 +360,11 @@ class Repair {
   void Set(int r, int k, int e) {
     const int old = item_[r * S_ + k];
     transfers_ -= (has_[Cell(r, old)] == 1 && !prev_has_[Cell(r, old)]);
-    --has_[Cell(r, old)];
+    if (--has_[Cell(r, old)] == 0) arrive_[Cell(r, old)] = !prev_has_[Cell(r, old)];
     --count_[old];
     transfers_ += (has_[Cell(r, e)] == 0 && !prev_has_[Cell(r, e)]);
     ++has_[Cell(r, e)];
+    arrive_[Cell(r, e)] = kHeld;
     ++count_[e];
     item_[r * S_ + k] = e;
   }
@@ -335,12 +377,15 @@ class Repair {
       Set(a.r, a.j, x);
       std::swap(slot_w_[a.h * S_ + a.i], slot_w_[a.r * S_ + a.j]);
       for (int r : {a.h, a.r}) {
+        UpdateLeave(r);
+        UpdateSpare(r);
         RecomputeLoad(r);
         SortSlots(r);
         Reposition(r);
       }
     } else {
       Set(a.r, a.j, a.i);
+      UpdateLeave(a.r);
       RecomputeLoads();
     }
   }
@@ -355,12 +400,20 @@ class Repair {
   std::vector<int> by_load_;      // ranks by load ascending (index on ties)
   std::vector<uint8_t> prev_has_;
   std::vector<uint16_t> has_;
+  // Arrive(r, e), or kHeld where r holds e (no rank takes a second copy).
+  static constexpr int8_t kHeld = 2;
+  std::vector<int8_t> arrive_;
+  std::vector<int8_t> slot_leave_;  // Leave(r, e) of each slot's expert
+  std::vector<int8_t> min_leave_;   // least of each rank's slot_leave_
+  std::vector<int> spare_slot_;     // UpdateSpare: slot, or -1
+  std::vector<double> spare_w_;     // its expert's load per replica with one fewer
   std::vector<int> holder_first_, holders_;  // previous holders of each expert
   int transfers_ = 0;
   double eps_ = 0;
   // Scratch of one step.
   std::vector<int> partners_, ranks_, scratch_, a_cost_, b_cost_;
-  std::vector<int> listed_;  // == stamp_: listed as a partner this step
+  std::vector<int> listed_;       // == stamp_: listed as a partner this step
+  std::vector<int> holder_mark_;  // == stamp_: held one of h's experts before
   int stamp_ = 0;
 };
 
