@@ -47,12 +47,25 @@ class Repair {
     E_ = static_cast<int>(load.size());
     P_ = num_ranks;
     S_ = static_cast<int>(previous.size()) / num_ranks;
+    const size_t cells = static_cast<size_t>(P_) * E_;
+    if (prev_has_.size() != cells || prev_item_.size() != previous.size()) {
+      prev_has_.assign(cells, 0);
+      has_.assign(cells, 0);
+      arrive_.assign(cells, 1);
+    } else {
+      // Only the cells of the last layer's items were touched: clear those.
+      for (const std::vector<int32_t>* items : {&prev_item_, &item_})
+        for (size_t k = 0; k < items->size(); ++k) {
+          const size_t c = Cell(static_cast<int>(k) / S_, (*items)[k]);
+          prev_has_[c] = 0;
+          has_[c] = 0;
+          arrive_[c] = 1;
+        }
+    }
+    prev_item_.assign(previous.begin(), previous.end());
     item_.assign(previous.begin(), previous.end());
     count_.assign(E_, 0);
     load_.assign(P_, 0.0);
-    prev_has_.assign(static_cast<size_t>(P_) * E_, 0);
-    has_.assign(static_cast<size_t>(P_) * E_, 0);
-    arrive_.assign(static_cast<size_t>(P_) * E_, 1);
     holder_first_.assign(E_ + 1, 0);
     for (int32_t e : item_) ++count_[e];
     for (int r = 0; r < P_; ++r)
@@ -202,9 +215,10 @@ class Repair {
     min_leave_[r] = static_cast<int8_t>(least);
   }
 
-  // Whether an action scoring `score` with peak `peak` or more can beat
-  // `best` (Offer's order).
-  static bool MayBeat(double score, double peak, const Action& best) {
+  // Whether an action of cost `cost` or more and peak `peak` or more may beat
+  // `best` (Offer's order): Score rises with both, so false means none can.
+  bool MayBeat(int cost, double peak, double lh, double target, const Action& best) const {
+    const double score = Score(cost, peak, lh, target);
     return score < best.score || (score == best.score && peak < best.peak);
   }
 
@@ -251,7 +265,7 @@ class Repair {
       const double min_peak = (lh + lr) / 2;
       // An item of h arrives free only where it was before.
       const int least_cost = min_leave_[h] + min_leave_[r] + (holder_mark_[r] == stamp_ ? 0 : 1);
-      if (!MayBeat(Score(least_cost, min_peak, lh, target), min_peak, best)) continue;
+      if (!MayBeat(least_cost, min_peak, lh, target, best)) continue;
       // No swap that gives a rank a second copy of an expert it holds.
       int min_b = 2;
       for (int j = 0; j < S_; ++j) {
@@ -266,7 +280,7 @@ class Repair {
         a_cost[i] = slot_w_[h * S_ + i] <= eps_ || arrive == kHeld ? 2 : slot_leave_[h * S_ + i] + arrive;
         min_a = std::min(min_a, a_cost[i]);
       }
-      if (min_a == 2 || !MayBeat(Score(min_a + min_b, min_peak, lh, target), min_peak, best)) continue;
+      if (min_a == 2 || !MayBeat(min_a + min_b, min_peak, lh, target, best)) continue;
       const int* ro = &by_slot_w_[r * S_];
       const double* rw = &slot_w_[r * S_];
       const double min_rw = rw[ro[0]];
@@ -277,7 +291,7 @@ class Repair {
         const double wa = slot_w_[h * S_ + i];
         // h keeps at least lh - (wa - lightest of r).
         const double peak_lb = std::max(min_peak, lh - wa + min_rw);
-        if (!MayBeat(Score(a_cost[i] + min_b, peak_lb, lh, target), peak_lb, best)) continue;
+        if (!MayBeat(a_cost[i] + min_b, peak_lb, lh, target, best)) continue;
         const double level = wa - gap / 2;  // ascending with ii, so p only rises
         while (p < S_ && rw[ro[p]] < level) ++p;
         auto offer = [&](int j, double d) {
@@ -331,7 +345,7 @@ class Repair {
         if (j < 0 || arrive_[Cell(r, y)] == kHeld) continue;  // r holds no y, so x != y
         const int x = item_[r * S_ + j];
         const int cost = slot_leave_[r * S_ + j] + arrive_[Cell(r, y)];
-        if (!MayBeat(Score(cost, h_at_least, lh, target), h_at_least, best)) continue;
+        if (!MayBeat(cost, h_at_least, lh, target, best)) continue;
         const double wx_new = spare_w_[r];
         const double dx = wx_new - Weight(x);
         auto new_load = [&](int q) {
@@ -344,7 +358,7 @@ class Repair {
         const double rise = count_[x] * dx;
         double peak = new_load(r);
         auto hopeless = [&] {
-          return peak >= lh - eps_ || !MayBeat(Score(cost, peak, lh, target), peak, best);
+          return peak >= lh - eps_ || !MayBeat(cost, peak, lh, target, best);
         };
         for (int k = P_ - 1; k >= 0 && !hopeless(); --k) {
           const int q = by_load_[k];
@@ -392,7 +406,7 @@ class Repair {
 
   std::span<const double> W_;
   int E_ = 0, P_ = 0, S_ = 0;
-  std::vector<int32_t> item_;
+  std::vector<int32_t> item_, prev_item_;
   std::vector<int> count_;
   std::vector<double> load_;
   std::vector<double> slot_w_;    // weight of each slot's replica
