@@ -88,9 +88,14 @@ class Repair {
         const int e = item_[r * S_ + k];
         if (last[e] != r) last[e] = r, holders_[next[e]++] = r;
       }
+    holding_.resize(E_);
+    for (std::vector<int>& ranks : holding_) ranks.clear();
+    for (int r = 0; r < P_; ++r)
+      for (int k = 0; k < S_; ++k) holding_[item_[r * S_ + k]].push_back(r);
     transfers_ = 0;
     listed_.assign(P_, -1);
     holder_mark_.assign(P_, -1);
+    lost_mark_.assign(P_, -1);
     stamp_ = 0;
     slot_leave_.assign(item_.size(), 0);  // nothing has arrived yet
     min_leave_.assign(P_, 0);
@@ -253,6 +258,12 @@ class Repair {
         if (listed_[r] != stamp_) listed_[r] = stamp_, partners.push_back(r);
     for (int i = 0; i < S_; ++i)
       for (int r : Holders(item_[h * S_ + i])) holder_mark_[r] = stamp_;
+    // Ranks holding an expert h held before and has lost: it returns free.
+    for (int k = 0; k < S_; ++k) {
+      const int e = prev_item_[h * S_ + k];
+      if (has_[Cell(h, e)] == 0)
+        for (int r : holding_[e]) lost_mark_[r] = stamp_;
+    }
     const int* ho = &by_slot_w_[h * S_];
     a_cost_.resize(S_);
     b_cost_.resize(S_);
@@ -263,8 +274,9 @@ class Repair {
       const double gap = lh - lr;
       if (r == h || gap <= eps_) continue;
       const double min_peak = (lh + lr) / 2;
-      // An item of h arrives free only where it was before.
-      const int least_cost = min_leave_[h] + min_leave_[r] + (holder_mark_[r] == stamp_ ? 0 : 1);
+      // An item arrives free only where it was before.
+      const int least_cost = min_leave_[h] + min_leave_[r] + (holder_mark_[r] == stamp_ ? 0 : 1) +
+                             (lost_mark_[r] == stamp_ ? 0 : 1);
       if (!MayBeat(least_cost, min_peak, lh, target, best)) continue;
       // No swap that gives a rank a second copy of an expert it holds.
       int min_b = 2;
@@ -376,6 +388,9 @@ class Repair {
     transfers_ -= (has_[Cell(r, old)] == 1 && !prev_has_[Cell(r, old)]);
     if (--has_[Cell(r, old)] == 0) arrive_[Cell(r, old)] = !prev_has_[Cell(r, old)];
     --count_[old];
+    std::vector<int>& from = holding_[old];
+    from.erase(std::find(from.begin(), from.end(), r));
+    holding_[e].push_back(r);
     transfers_ += (has_[Cell(r, e)] == 0 && !prev_has_[Cell(r, e)]);
     ++has_[Cell(r, e)];
     arrive_[Cell(r, e)] = kHeld;
@@ -428,6 +443,8 @@ class Repair {
   std::vector<int> partners_, ranks_, scratch_, a_cost_, b_cost_;
   std::vector<int> listed_;       // == stamp_: listed as a partner this step
   std::vector<int> holder_mark_;  // == stamp_: held one of h's experts before
+  std::vector<int> lost_mark_;    // == stamp_: holds an expert h held before and lost
+  std::vector<std::vector<int>> holding_;  // ranks holding each expert, once a copy
   int stamp_ = 0;
 };
 
