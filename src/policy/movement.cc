@@ -265,67 +265,70 @@ class Repair {
         for (int r : holding_[e]) lost_mark_[r] = stamp_;
     }
     const int* ho = &by_slot_w_[h * S_];
-    a_cost_.resize(S_);
+    const int8_t* h_leave = &slot_leave_[h * S_];
     b_cost_.resize(S_);
-    int* a_cost = a_cost_.data();  // cost of each item of h going to r (2: it may not)
-    int* b_cost = b_cost_.data();  // cost of each item of r going to h (2: it may not)
+    b_seen_.resize(S_, 0);
     for (int r : partners) {
       const double lr = load_[r];
       const double gap = lh - lr;
       if (r == h || gap <= eps_) continue;
       const double min_peak = (lh + lr) / 2;
-      // An item arrives free only where it was before.
-      const int least_cost = min_leave_[h] + min_leave_[r] + (holder_mark_[r] == stamp_ ? 0 : 1) +
-                             (lost_mark_[r] == stamp_ ? 0 : 1);
-      if (!MayBeat(least_cost, min_peak, lh, target, best)) continue;
-      // No swap that gives a rank a second copy of an expert it holds.
-      int min_b = 2;
-      for (int j = 0; j < S_; ++j) {
-        const int arrive = arrive_[Cell(h, item_[r * S_ + j])];
-        b_cost[j] = arrive == kHeld ? 2 : slot_leave_[r * S_ + j] + arrive;
-        min_b = std::min(min_b, b_cost[j]);
-      }
-      if (min_b == 2) continue;
-      int min_a = 2;
-      for (int i = 0; i < S_; ++i) {
-        const int arrive = arrive_[Cell(r, item_[h * S_ + i])];
-        a_cost[i] = slot_w_[h * S_ + i] <= eps_ || arrive == kHeld ? 2 : slot_leave_[h * S_ + i] + arrive;
-        min_a = std::min(min_a, a_cost[i]);
-      }
-      if (min_a == 2 || !MayBeat(min_a + min_b, min_peak, lh, target, best)) continue;
+      // Least costs: an item arrives free only where it was before.
+      const int a_least = min_leave_[h] + (holder_mark_[r] == stamp_ ? 0 : 1);
+      const int b_least = min_leave_[r] + (lost_mark_[r] == stamp_ ? 0 : 1);
+      if (!MayBeat(a_least + b_least, min_peak, lh, target, best)) continue;
+      const int32_t* ri = &item_[r * S_];
+      const int8_t* r_leave = &slot_leave_[r * S_];
+      // Cost of item j of r going to h, computed when first needed; 2: it
+      // may not (no swap gives a rank a second copy of an expert it holds).
+      const int seen = ++b_stamp_;
+      auto b_cost = [&](int j) {
+        if (b_seen_[j] != seen) {
+          const int arrive = arrive_[Cell(h, ri[j])];
+          b_cost_[j] = arrive == kHeld ? 2 : r_leave[j] + arrive;
+          b_seen_[j] = seen;
+        }
+        return b_cost_[j];
+      };
       const int* ro = &by_slot_w_[r * S_];
       const double* rw = &slot_w_[r * S_];
       const double min_rw = rw[ro[0]];
       int p = 0;  // first of r's slots (by weight) at or above the level point
       for (int ii = 0; ii < S_; ++ii) {
         const int i = ho[ii];
-        if (a_cost[i] == 2) continue;
         const double wa = slot_w_[h * S_ + i];
+        if (wa <= eps_) continue;
         // h keeps at least lh - (wa - lightest of r).
         const double peak_lb = std::max(min_peak, lh - wa + min_rw);
-        if (!MayBeat(a_cost[i] + min_b, peak_lb, lh, target, best)) continue;
+        if (!MayBeat(h_leave[i] + b_least, peak_lb, lh, target, best)) continue;
+        const int arrive = arrive_[Cell(r, item_[h * S_ + i])];
+        if (arrive == kHeld) continue;
+        const int a_cost = h_leave[i] + arrive;
+        if (!MayBeat(a_cost + b_least, peak_lb, lh, target, best)) continue;
         const double level = wa - gap / 2;  // ascending with ii, so p only rises
         while (p < S_ && rw[ro[p]] < level) ++p;
         auto offer = [&](int j, double d) {
           const double peak = std::max(lh - d, lr + d);
-          const int cost = a_cost[i] + b_cost[j];
+          const int cost = a_cost + b_cost_[j];
           Offer({Action::kSwap, h, i, r, j, cost, peak, Score(cost, peak, lh, target)}, best);
         };
+        // Outwards from the level point; past a partner of r's least cost,
+        // every one further out is no cheaper and leaves a higher peak.
         for (int k = p - 1; k >= 0; --k) {  // lighter partners: d above gap / 2
           const int j = ro[k];
           const double d = wa - rw[j];
           if (d >= gap - eps_) break;
-          if (b_cost[j] == 2 || d <= eps_) continue;
+          if (d <= eps_ || b_cost(j) == 2) continue;
           offer(j, d);
-          if (b_cost[j] == min_b) break;
+          if (b_cost_[j] == b_least) break;
         }
         for (int k = p; k < S_; ++k) {  // heavier partners: d at most gap / 2
           const int j = ro[k];
           const double d = wa - rw[j];
           if (d <= eps_) break;
-          if (b_cost[j] == 2 || d >= gap - eps_) continue;
+          if (d >= gap - eps_ || b_cost(j) == 2) continue;
           offer(j, d);
-          if (b_cost[j] == min_b) break;
+          if (b_cost_[j] == b_least) break;
         }
       }
     }
@@ -440,7 +443,8 @@ class Repair {
   int transfers_ = 0;
   double eps_ = 0;
   // Scratch of one step.
-  std::vector<int> partners_, ranks_, scratch_, a_cost_, b_cost_;
+  std::vector<int> partners_, ranks_, scratch_, b_cost_, b_seen_;
+  int b_stamp_ = 0;
   std::vector<int> listed_;       // == stamp_: listed as a partner this step
   std::vector<int> holder_mark_;  // == stamp_: held one of h's experts before
   std::vector<int> lost_mark_;    // == stamp_: holds an expert h held before and lost
