@@ -1,8 +1,7 @@
 // Policy "movement": the placement in force, repaired just enough. Given the
 // previous placement, each layer gets a placement whose balancedness is
 // within a tolerance (default 0.5%) of the best this library finds (policy
-// "balanced") and that sends as few experts over the wire as it can. Two
-// candidates per layer, the one sending fewer experts wins:
+// "balanced") and that sends as few experts over the wire as it can:
 //
 //   repair:   start from the previous placement (nothing sent) and, while the
 //             heaviest rank is over the target, take the action with the
@@ -11,9 +10,14 @@
 //             of a cold expert into one more replica of a hot expert of the
 //             heaviest rank. Cost counts experts a rank gains that it did not
 //             hold before; moving an expert back where it was is free.
-//   relabel:  the best placement with its ranks renamed to overlap the
-//             previous placement most (an assignment problem, Hungarian
-//             algorithm), which always meets the target.
+//             The target is first the bound no placement beats (mean rank
+//             load, hottest expert over its most replicas) / (1 - tolerance):
+//             met, the best placement need not be computed at all.
+//   relabel:  only where the repair misses that: the best placement, which
+//             sets the target it must meet instead, with its ranks renamed to
+//             overlap the previous placement most (an assignment problem,
+//             Hungarian algorithm); it always meets the target. Of the two,
+//             the one sending fewer experts wins.
 //
 // Without a previous placement it is "balanced".
 #include <algorithm>
