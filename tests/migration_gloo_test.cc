@@ -184,7 +184,7 @@ EPLB_TEST_WORKER(migrate) {
   options.ranks_per_node = s.ranks_per_node;
   options.staging_layers = s.staging_layers;
   MigrationExecutor ex(comm, *control, weights, s.slots_per_rank,
-                       s.staging_layers == 2 ? MakeThreadedHostCopier() : MakeHostCopier(), options,
+                       s.staging_layers == 2 ? MakeThreadedHostCopier(2) : MakeHostCopier(), options,
                        connect);
 
   spdlog::info("connected");

@@ -102,26 +102,35 @@ class GlooCommunicator final : public Communicator {
     mesh_.Step("execute", kExecute, check, deadline, [&](Ops& ops, uint64_t seq) {
       // Host memory is read and written in place; device memory is staged
       // through pinned host buffers (device_staging.h).
+      //
+      // Every receive is posted before any send. Posting a receive writes a
+      // small "ready to receive" note onto the peer's connection, and Gloo
+      // starts a send only once the receiver's note arrived. A rank that
+      // posted its sends first would queue all their bytes on the connection
+      // ahead of its own notes, so the peer could not start sending back
+      // until this rank had written everything: the two directions of a pair
+      // would take turns instead of running at once.
       std::vector<gloo_backend::StagedItem> staged_sends, staged_recvs;
       for (size_t i = 0; i < transfers.size(); ++i) {
         const Transfer& t = transfers[i];
-        if (t.bytes == 0) continue;
-        if (t.src_rank == me) {
-          const MemoryRegion& r = regions_[t.src_region].local;
-          auto* src = static_cast<uint8_t*>(r.base) + t.src_offset;
-          if (r.kind == MemoryKind::kCuda) {
-            staged_sends.push_back({t.dst_rank, Slot(seq, i), src, t.bytes, static_cast<int64_t>(i)});
-          } else {
-            ops.Send(t.dst_rank, Slot(seq, i), src, t.bytes, "transfer", static_cast<int64_t>(i));
-          }
-        } else if (t.dst_rank == me) {
-          const MemoryRegion& r = regions_[t.dst_region].local;
-          auto* dst = static_cast<uint8_t*>(r.base) + t.dst_offset;
-          if (r.kind == MemoryKind::kCuda) {
-            staged_recvs.push_back({t.src_rank, Slot(seq, i), dst, t.bytes, static_cast<int64_t>(i)});
-          } else {
-            ops.Recv(t.src_rank, Slot(seq, i), dst, t.bytes, "transfer", static_cast<int64_t>(i));
-          }
+        if (t.bytes == 0 || t.dst_rank != me) continue;
+        const MemoryRegion& r = regions_[t.dst_region].local;
+        auto* dst = static_cast<uint8_t*>(r.base) + t.dst_offset;
+        if (r.kind == MemoryKind::kCuda) {
+          staged_recvs.push_back({t.src_rank, Slot(seq, i), dst, t.bytes, static_cast<int64_t>(i)});
+        } else {
+          ops.Recv(t.src_rank, Slot(seq, i), dst, t.bytes, "transfer", static_cast<int64_t>(i));
+        }
+      }
+      for (size_t i = 0; i < transfers.size(); ++i) {
+        const Transfer& t = transfers[i];
+        if (t.bytes == 0 || t.src_rank != me) continue;
+        const MemoryRegion& r = regions_[t.src_region].local;
+        auto* src = static_cast<uint8_t*>(r.base) + t.src_offset;
+        if (r.kind == MemoryKind::kCuda) {
+          staged_sends.push_back({t.dst_rank, Slot(seq, i), src, t.bytes, static_cast<int64_t>(i)});
+        } else {
+          ops.Send(t.dst_rank, Slot(seq, i), src, t.bytes, "transfer", static_cast<int64_t>(i));
         }
       }
       if (!staged_sends.empty() || !staged_recvs.empty()) staging_->Run(ops, staged_sends, staged_recvs, deadline);
