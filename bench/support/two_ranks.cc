@@ -71,19 +71,18 @@ RegionId RawGloo::AddRegion(void* base, size_t bytes) {
 
 void RawGloo::Move(std::span<const Transfer> transfers, std::chrono::milliseconds timeout) {
   std::vector<std::pair<gloo::transport::UnboundBuffer*, bool>> posted;  // (buffer, is a send)
-  for (size_t i = 0; i < transfers.size(); ++i) {
-    const Transfer& t = transfers[i];
-    if (t.dst_rank != rank_ || t.bytes == 0) continue;
-    auto* buffer = regions_.at(t.dst_region).get();
-    buffer->recv(t.src_rank, kFirstDataSlot + i, t.dst_offset, t.bytes);
-    posted.emplace_back(buffer, false);
-  }
-  for (size_t i = 0; i < transfers.size(); ++i) {
-    const Transfer& t = transfers[i];
-    if (t.src_rank != rank_ || t.bytes == 0) continue;
-    auto* buffer = regions_.at(t.src_region).get();
-    buffer->send(t.dst_rank, kFirstDataSlot + i, t.src_offset, t.bytes);
-    posted.emplace_back(buffer, true);
+  for (bool send : {false, true}) {
+    for (size_t i = 0; i < transfers.size(); ++i) {
+      const Transfer& t = transfers[i];
+      if ((send ? t.src_rank : t.dst_rank) != rank_ || t.bytes == 0) continue;
+      auto* buffer = regions_.at(send ? t.src_region : t.dst_region).get();
+      if (send) {
+        buffer->send(t.dst_rank, kFirstDataSlot + i, t.src_offset, t.bytes);
+      } else {
+        buffer->recv(t.src_rank, kFirstDataSlot + i, t.dst_offset, t.bytes);
+      }
+      posted.emplace_back(buffer, send);
+    }
   }
   // An unbound buffer counts its completions: one wait per op posted on it.
   for (auto [buffer, send] : posted) {
