@@ -1201,6 +1201,11 @@ void Balancer::State::RunCycle(Request req) {
   bool groups_used = false, summed = false;
   LoadMatrix load(cfg.num_layers, cfg.num_experts);
   try {
+    // Commits queued on the engine's stream must have landed before any peer
+    // reads these weights for the next transfers (they stage after the
+    // handshake, which waits for this rank).
+    SetOp("waiting for the last cycle's commits to land");
+    for (auto& x : executors) x->WaitForCommits(WaitDeadline());
     std::vector<RankState> states = Handshake(req);
     {
       std::lock_guard<std::mutex> lock(mu);
