@@ -111,7 +111,7 @@ TEST(Fingerprint, NamesItsExpert) {
 
 // ---- the scenario a balancer worker runs -----------------------------------------
 
-struct Scenario {
+struct Scenario : test::FieldsAsArgs<Scenario> {
   std::string mode = "async";
   int layers = 6;
   int experts = 16;
@@ -123,7 +123,7 @@ struct Scenario {
   int window = 60;
   int staging = 2;
   int deadline_ms = 1500;
-  double step_ms = 2;
+  int step_us = 2000;  // simulated GPU time of a step
   // Failure injection. stall_comm: the victim's communicator sleeps
   // stall_ms inside its fault_execute-th Execute (its migration thread stops
   // participating, its engine keeps stepping). late_vote: the victim's
@@ -139,48 +139,16 @@ struct Scenario {
   int stall_ms = 4000;
   int late_ms = 200;
 
-  std::vector<std::string> Args() const {
-    return {"mode=" + mode, "layers=" + std::to_string(layers), "experts=" + std::to_string(experts),
-            "spr=" + std::to_string(slots_per_rank), "bytes=" + std::to_string(expert_bytes),
-            "steps=" + std::to_string(steps), "interval=" + std::to_string(interval),
-            "first=" + std::to_string(first), "window=" + std::to_string(window),
-            "staging=" + std::to_string(staging), "deadline_ms=" + std::to_string(deadline_ms),
-            "step_us=" + std::to_string(static_cast<int>(step_ms * 1000)), "fault=" + fault,
-            "victim=" + std::to_string(victim), "fault_execute=" + std::to_string(fault_execute),
-            "fault_cycle=" + std::to_string(fault_cycle), "stall_ms=" + std::to_string(stall_ms),
-            "late_ms=" + std::to_string(late_ms)};
+  // Every field as a worker argument, named once.
+  test::ArgFields Fields() {
+    test::ArgFields f;
+    f("mode", mode)("layers", layers)("experts", experts)("spr", slots_per_rank)("bytes", expert_bytes)(
+        "steps", steps)("interval", interval)("first", first)("window", window)("staging", staging)(
+        "deadline_ms", deadline_ms)("step_us", step_us)("fault", fault)("victim", victim)(
+        "fault_execute", fault_execute)("fault_cycle", fault_cycle)("stall_ms", stall_ms)("late_ms", late_ms);
+    return f;
   }
-  static Scenario Parse(const std::vector<std::string>& args) {
-    const test::WorkerArgs kv(args);
-    Scenario s;
-    auto num = [&](const char* k, auto& v) { kv.Read(k, v); };
-    num("layers", s.layers);
-    num("experts", s.experts);
-    num("spr", s.slots_per_rank);
-    num("bytes", s.expert_bytes);
-    num("steps", s.steps);
-    num("interval", s.interval);
-    num("first", s.first);
-    num("window", s.window);
-    num("staging", s.staging);
-    num("deadline_ms", s.deadline_ms);
-    num("victim", s.victim);
-    num("fault_execute", s.fault_execute);
-    num("fault_cycle", s.fault_cycle);
-    num("stall_ms", s.stall_ms);
-    num("late_ms", s.late_ms);
-    if (kv.Has("step_us")) {
-      int64_t step_us = 0;
-      kv.Read("step_us", step_us);
-      s.step_ms = step_us / 1000.0;
-    }
-    kv.Read("mode", s.mode);
-    kv.Read("fault", s.fault);
-    return s;
-  }
-  std::vector<uint64_t> TensorBytes() const {
-    return {expert_bytes, expert_bytes / 2, expert_bytes + 24};
-  }
+  std::vector<uint64_t> TensorBytes() const { return test::ThreeTensorBytes(expert_bytes); }
 };
 
 // The real communicator, except that the victim's migration thread stops
@@ -340,7 +308,7 @@ EPLB_TEST_WORKER(balance) {
   SyntheticLoad load(lo);
   std::vector<int64_t> counts(s.experts);
   const auto t0 = Clock::now();
-  const auto period = std::chrono::duration<double, std::milli>(s.step_ms);
+  const auto period = std::chrono::duration<double, std::micro>(s.step_us);
   int64_t step = 0;
   auto run_step = [&] {
     std::this_thread::sleep_until(t0 + std::chrono::duration_cast<Clock::duration>(period * step));
