@@ -6,11 +6,13 @@
 // and let the online Balancer rebalance every K steps, moving weights with
 // the default communicator. Every expert's bytes are a fingerprint of
 // (layer, expert), checked at every commit, after every rebalance, on every
-// routed step and at the end: exit 0 only if every check passed.
+// routed step and at the end: exit 0 only if every check passed. With --gpu
+// the weights live on the ranks' GPUs and the step is real GPU work on the
+// engine's stream (demo_gpu.h).
 //
 //   eplb demo [--ranks 4] [--layers 58 --experts 256 --slots 288 --expert-bytes 49152]
 //             [--steps 1500 --interval 300 --window 100] [--load FILE] [--async|--sync]
-//             [--communicator NAME] [--json]
+//             [--communicator NAME] [--gpu [--gpu-work mixed]] [--json]
 //
 // Without a launcher the command starts the ranks itself (copies of this
 // binary, a file store in a temporary directory); when RANK / WORLD_SIZE are
