@@ -177,6 +177,11 @@ class MigrationExecutor {
   // next, and the host does not wait for them; a later Stage into the same
   // staging buffer does). Host memory: Commit.
   void CommitOn(const LayerPlan& plan, void* stream, LayerMigrationReport* report = nullptr);
+  // Waits until every commit issued so far has landed in the weights (after
+  // CommitOn, the copies may still be queued behind the engine's work). Peers
+  // read this rank's weights when they stage a layer, so a runtime calls it
+  // before the next round of transfers. Throws TimeoutError past `deadline`.
+  void WaitForCommits(Deadline deadline);
 
  private:
   struct Staging {

@@ -311,6 +311,11 @@ void MigrationExecutor::CommitOn(const LayerPlan& plan, void* stream, LayerMigra
   if (report != nullptr) report->commit_seconds = SecondsSince(start);
 }
 
+void MigrationExecutor::WaitForCommits(Deadline deadline) {
+  for (const Staging& st : staging_)
+    if (st.commit_in_flight) return WaitForCopies(deadline);
+}
+
 LayerMigrationReport MigrationExecutor::StageAndAgree(const LayerPlan& plan, Deadline deadline) {
   CheckPlan(plan);
   const auto start = Clock::now();
