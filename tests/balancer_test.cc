@@ -111,7 +111,7 @@ TEST(Fingerprint, NamesItsExpert) {
 
 // ---- the scenario a balancer worker runs -----------------------------------------
 
-struct Scenario {
+struct Scenario : test::FieldsAsArgs<Scenario> {
   std::string mode = "async";
   int layers = 6;
   int experts = 16;
@@ -123,7 +123,7 @@ struct Scenario {
   int window = 60;
   int staging = 2;
   int deadline_ms = 1500;
-  double step_ms = 2;
+  int step_us = 2000;  // simulated GPU time of a step
   // Failure injection. stall_comm: the victim's communicator sleeps
   // stall_ms inside its fault_execute-th Execute (its migration thread stops
   // participating, its engine keeps stepping). late_vote: the victim's
@@ -139,48 +139,16 @@ struct Scenario {
   int stall_ms = 4000;
   int late_ms = 200;
 
-  std::vector<std::string> Args() const {
-    return {"mode=" + mode, "layers=" + std::to_string(layers), "experts=" + std::to_string(experts),
-            "spr=" + std::to_string(slots_per_rank), "bytes=" + std::to_string(expert_bytes),
-            "steps=" + std::to_string(steps), "interval=" + std::to_string(interval),
-            "first=" + std::to_string(first), "window=" + std::to_string(window),
-            "staging=" + std::to_string(staging), "deadline_ms=" + std::to_string(deadline_ms),
-            "step_us=" + std::to_string(static_cast<int>(step_ms * 1000)), "fault=" + fault,
-            "victim=" + std::to_string(victim), "fault_execute=" + std::to_string(fault_execute),
-            "fault_cycle=" + std::to_string(fault_cycle), "stall_ms=" + std::to_string(stall_ms),
-            "late_ms=" + std::to_string(late_ms)};
+  // Every field as a worker argument, named once.
+  test::ArgFields Fields() {
+    test::ArgFields f;
+    f("mode", mode)("layers", layers)("experts", experts)("spr", slots_per_rank)("bytes", expert_bytes)(
+        "steps", steps)("interval", interval)("first", first)("window", window)("staging", staging)(
+        "deadline_ms", deadline_ms)("step_us", step_us)("fault", fault)("victim", victim)(
+        "fault_execute", fault_execute)("fault_cycle", fault_cycle)("stall_ms", stall_ms)("late_ms", late_ms);
+    return f;
   }
-  static Scenario Parse(const std::vector<std::string>& args) {
-    const test::WorkerArgs kv(args);
-    Scenario s;
-    auto num = [&](const char* k, auto& v) { kv.Read(k, v); };
-    num("layers", s.layers);
-    num("experts", s.experts);
-    num("spr", s.slots_per_rank);
-    num("bytes", s.expert_bytes);
-    num("steps", s.steps);
-    num("interval", s.interval);
-    num("first", s.first);
-    num("window", s.window);
-    num("staging", s.staging);
-    num("deadline_ms", s.deadline_ms);
-    num("victim", s.victim);
-    num("fault_execute", s.fault_execute);
-    num("fault_cycle", s.fault_cycle);
-    num("stall_ms", s.stall_ms);
-    num("late_ms", s.late_ms);
-    if (kv.Has("step_us")) {
-      int64_t step_us = 0;
-      kv.Read("step_us", step_us);
-      s.step_ms = step_us / 1000.0;
-    }
-    kv.Read("mode", s.mode);
-    kv.Read("fault", s.fault);
-    return s;
-  }
-  std::vector<uint64_t> TensorBytes() const {
-    return {expert_bytes, expert_bytes / 2, expert_bytes + 24};
-  }
+  std::vector<uint64_t> TensorBytes() const { return test::ThreeTensorBytes(expert_bytes); }
 };
 
 // The real communicator, except that the victim's migration thread stops
@@ -340,7 +308,7 @@ EPLB_TEST_WORKER(balance) {
   SyntheticLoad load(lo);
   std::vector<int64_t> counts(s.experts);
   const auto t0 = Clock::now();
-  const auto period = std::chrono::duration<double, std::milli>(s.step_ms);
+  const auto period = std::chrono::duration<double, std::micro>(s.step_us);
   int64_t step = 0;
   auto run_step = [&] {
     std::this_thread::sleep_until(t0 + std::chrono::duration_cast<Clock::duration>(period * step));
@@ -565,72 +533,73 @@ TEST(Balancer, RankThatStopsParticipatingIsNamedAndTheRunRecovers) {
   ExpectSameCommitSteps(logs, {0, 1, 2});
 }
 
-// A commit agreement completes on two ranks and times out on the third. The
-// peers record "commit at step S" in the store first; the third records
-// "abandon", finds the commit standing, and commits at S too: no rank ever
-// serves a layer map the others do not.
-TEST(Balancer, VoteThatFailsOnOneRankStillCommitsAtTheSameStepEverywhere) {
+// Three ranks; the commit-step agreement of the first cycle's first layer
+// completes on ranks 0 and 1, and rank 2 learns it `late_ms` after its
+// deadline. Checks what holds either way: rank 2 committed layer 0 of cycle 1
+// (rolled forward or not, as `rolled_forward` says), and every rank ends with
+// the same maps and weights, every commit at the same step.
+struct LateVoteRun {
+  std::vector<test::RankExit> exits;
+  std::vector<RankLog> logs;
+};
+LateVoteRun RunLateVote(int late_ms, int steps, bool rolled_forward) {
   Scenario s;
   s.fault = "late_vote";
+  s.late_ms = late_ms;
   s.victim = 2;
   s.fault_execute = 2;  // the commit-step agreement of the first cycle's first layer
   s.deadline_ms = 1000;
-  s.steps = 1800;
+  s.steps = steps;
   s.interval = 200;
   s.slots_per_rank = 7;
   test::RankGroup group(test::Ranks("balance", 3, s.Args()));
-  auto exits = group.Wait(DeadlineAfter(90s));
-  auto logs = ParseAll(exits);
-  for (const auto& x : exits) ASSERT_TRUE(x.status.ok()) << test::Describe(exits);
-  ASSERT_NE(exits[2].stderr_text.find("EPLB-LATE-VOTE"), std::string::npos) << exits[2].stderr_text;
-  EXPECT_NE(exits[2].stderr_text.find("recorded the commit: committing it here too"), std::string::npos)
-      << exits[2].stderr_text;
-  EXPECT_EQ(Num(logs[2], "roll_forwards"), 0) << exits[2].stderr_text;
+  LateVoteRun run;
+  run.exits = group.Wait(DeadlineAfter(90s));
+  run.logs = ParseAll(run.exits);
+  const auto& exits = run.exits;
+  auto& logs = run.logs;
+  for (const auto& x : exits) EXPECT_TRUE(x.status.ok()) << test::Describe(exits);
+  if (logs.size() != 3) return run;
+  EXPECT_NE(exits[2].stderr_text.find("EPLB-LATE-VOTE"), std::string::npos) << exits[2].stderr_text;
   bool committed = false;
-  for (const Commit& c : logs[2].commits) committed |= c.rf == 0 && c.cycle == 1 && c.layer == 0;
+  for (const Commit& c : logs[2].commits)
+    committed |= c.rf == (rolled_forward ? 1 : 0) && c.cycle == 1 && c.layer == 0;
   EXPECT_TRUE(committed) << exits[2].stderr_text;
   for (int r : {0, 1, 2}) {
     EXPECT_EQ(Num(logs[r], "mismatches"), 0) << exits[r].stderr_text;
     EXPECT_EQ(logs[r].result["placement"], logs[0].result["placement"]) << test::Describe(exits);
     EXPECT_EQ(Num(logs[r], "layers"), Num(logs[0], "layers")) << test::Describe(exits);
-    bool recovered = false;
-    for (const CycleLine& c : logs[r].cycles) recovered |= c.ok && c.cycle > 1;
-    EXPECT_TRUE(recovered) << exits[r].stderr_text;
   }
   ExpectSameCommitSteps(logs, {0, 1, 2});
+  return run;
 }
 
-// The remaining window: the victim learns the outcome so late that its engine
-// has passed its proposed step (it waits deadline + 1 s there, then goes on
+// The peers record "commit at step S" in the store first; the late rank
+// records "abandon", finds the commit standing, and commits at S too: no
+// rank ever serves a layer map the others do not.
+TEST(Balancer, VoteThatFailsOnOneRankStillCommitsAtTheSameStepEverywhere) {
+  LateVoteRun run = RunLateVote(/*late_ms=*/200, /*steps=*/1800, /*rolled_forward=*/false);
+  ASSERT_EQ(run.logs.size(), 3u);
+  EXPECT_NE(run.exits[2].stderr_text.find("recorded the commit: committing it here too"), std::string::npos)
+      << run.exits[2].stderr_text;
+  EXPECT_EQ(Num(run.logs[2], "roll_forwards"), 0) << run.exits[2].stderr_text;
+  for (int r : {0, 1, 2}) {
+    bool recovered = false;
+    for (const CycleLine& c : run.logs[r].cycles) recovered |= c.ok && c.cycle > 1;
+    EXPECT_TRUE(recovered) << run.exits[r].stderr_text;
+  }
+}
+
+// The remaining window: the late rank learns the outcome after its engine
+// passed its proposed step (it waits deadline + 1 s there, then goes on
 // without committing). The layer stays staged "in doubt"; the next
 // handshake shows the peers committed it, and it commits it too.
 TEST(Balancer, LayerInDoubtIsRolledForward) {
-  Scenario s;
-  s.fault = "late_vote";
-  s.late_ms = 2500;
-  s.victim = 2;
-  s.fault_execute = 2;
-  s.deadline_ms = 1000;
-  s.steps = 2400;
-  s.interval = 200;
-  s.slots_per_rank = 7;
-  test::RankGroup group(test::Ranks("balance", 3, s.Args()));
-  auto exits = group.Wait(DeadlineAfter(90s));
-  auto logs = ParseAll(exits);
-  for (const auto& x : exits) ASSERT_TRUE(x.status.ok()) << test::Describe(exits);
-  ASSERT_NE(exits[2].stderr_text.find("EPLB-LATE-VOTE"), std::string::npos) << exits[2].stderr_text;
-  EXPECT_NE(exits[2].stderr_text.find("was in doubt and a peer committed it"), std::string::npos)
-      << exits[2].stderr_text;
-  EXPECT_GE(Num(logs[2], "roll_forwards"), 1) << exits[2].stderr_text;
-  bool rolled = false;
-  for (const Commit& c : logs[2].commits) rolled |= c.rf == 1 && c.cycle == 1 && c.layer == 0;
-  EXPECT_TRUE(rolled) << exits[2].stderr_text;
-  for (int r : {0, 1, 2}) {
-    EXPECT_EQ(Num(logs[r], "mismatches"), 0) << exits[r].stderr_text;
-    EXPECT_EQ(logs[r].result["placement"], logs[0].result["placement"]) << test::Describe(exits);
-    EXPECT_EQ(Num(logs[r], "layers"), Num(logs[0], "layers")) << test::Describe(exits);
-  }
-  ExpectSameCommitSteps(logs, {0, 1, 2});
+  LateVoteRun run = RunLateVote(/*late_ms=*/2500, /*steps=*/2400, /*rolled_forward=*/true);
+  ASSERT_EQ(run.logs.size(), 3u);
+  EXPECT_NE(run.exits[2].stderr_text.find("was in doubt and a peer committed it"), std::string::npos)
+      << run.exits[2].stderr_text;
+  EXPECT_GE(Num(run.logs[2], "roll_forwards"), 1) << run.exits[2].stderr_text;
 }
 
 TEST(Balancer, DeadRankIsNamedAndTheOthersKeepServing) {

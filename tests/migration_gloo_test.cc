@@ -29,7 +29,7 @@ using namespace std::chrono_literals;
 
 // ---- the scenario, shared by the test and its workers ----------------------
 
-struct Scenario {
+struct Scenario : test::FieldsAsArgs<Scenario> {
   int world = 2;
   int layers = 3;
   int slots_per_rank = 4;
@@ -45,45 +45,16 @@ struct Scenario {
   int deadline_ms = 5000;        // per MigrateLayer
   int staging_layers = 1;        // 2: Migrate() per round, commits overlapping (copier thread)
 
-  std::vector<std::string> Args() const {
-    return {"world=" + std::to_string(world),
-            "layers=" + std::to_string(layers),
-            "spr=" + std::to_string(slots_per_rank),
-            "experts=" + std::to_string(experts),
-            "rounds=" + std::to_string(rounds),
-            "seed=" + std::to_string(seed),
-            "rpn=" + std::to_string(ranks_per_node),
-            "bytes=" + std::to_string(expert_bytes),
-            "mode=" + mode,
-            "victim=" + std::to_string(victim),
-            "fail_round=" + std::to_string(fail_round),
-            "fail_layer=" + std::to_string(fail_layer),
-            "deadline_ms=" + std::to_string(deadline_ms),
-            "staging_layers=" + std::to_string(staging_layers)};
+  // Every field as a worker argument, named once.
+  test::ArgFields Fields() {
+    test::ArgFields f;
+    f("world", world)("layers", layers)("spr", slots_per_rank)("experts", experts)("rounds", rounds)(
+        "seed", seed)("rpn", ranks_per_node)("bytes", expert_bytes)("mode", mode)("victim", victim)(
+        "fail_round", fail_round)("fail_layer", fail_layer)("deadline_ms", deadline_ms)(
+        "staging_layers", staging_layers);
+    return f;
   }
-  static Scenario Parse(const std::vector<std::string>& args) {
-    const test::WorkerArgs kv(args);
-    Scenario s;
-    auto num = [&](const char* k, auto& v) { kv.Read(k, v); };
-    num("world", s.world);
-    num("layers", s.layers);
-    num("spr", s.slots_per_rank);
-    num("experts", s.experts);
-    num("rounds", s.rounds);
-    num("seed", s.seed);
-    num("rpn", s.ranks_per_node);
-    num("bytes", s.expert_bytes);
-    num("victim", s.victim);
-    num("fail_round", s.fail_round);
-    num("fail_layer", s.fail_layer);
-    num("deadline_ms", s.deadline_ms);
-    num("staging_layers", s.staging_layers);
-    kv.Read("mode", s.mode);
-    return s;
-  }
-  std::vector<uint64_t> TensorBytes() const {
-    return {expert_bytes, expert_bytes / 2, expert_bytes + 24};
-  }
+  std::vector<uint64_t> TensorBytes() const { return test::ThreeTensorBytes(expert_bytes); }
 };
 
 // A random placement with redundancy: every expert once, the other slots
@@ -184,7 +155,7 @@ EPLB_TEST_WORKER(migrate) {
   options.ranks_per_node = s.ranks_per_node;
   options.staging_layers = s.staging_layers;
   MigrationExecutor ex(comm, *control, weights, s.slots_per_rank,
-                       s.staging_layers == 2 ? MakeThreadedHostCopier() : MakeHostCopier(), options,
+                       s.staging_layers == 2 ? MakeThreadedHostCopier(2) : MakeHostCopier(), options,
                        connect);
 
   spdlog::info("connected");

@@ -40,7 +40,7 @@ struct SingleRank {
     MigrationOptions options;
     options.staging_layers = staging_layers;
     return MigrationExecutor(*comm, *control, std::move(weights), slots_per_rank,
-                             staging_layers == 2 ? MakeThreadedHostCopier() : MakeHostCopier(),
+                             staging_layers == 2 ? MakeThreadedHostCopier(3) : MakeHostCopier(),
                              options, DeadlineAfter(10s));
   }
 };

@@ -100,8 +100,10 @@ struct BalancerConfig {
   // Async: a staged layer is committed at least this many steps after the
   // step at which a rank proposes it (>= 1); the agreed step is the largest
   // proposal. A Step() that reaches its own proposal before the agreement
-  // arrived waits for it (counted in the metrics as a commit wait).
-  int commit_lead_steps = 2;
+  // arrived waits for it (counted in the metrics as a commit wait). Four
+  // steps leave the agreement's round trip room even on an overloaded host
+  // (with two, a 2-core box running 4 ranks saw engines wait up to 18 ms).
+  int commit_lead_steps = 4;
   // Async: layers staged at once, 1 or 2 (two: the next layer's transfers run
   // while the previous one waits for its commit step).
   int staging_layers = 2;

@@ -76,11 +76,18 @@ class LocalCopier {
 // Host memory: memcpy, done when Copy returns.
 std::unique_ptr<LocalCopier> MakeHostCopier();
 
-// Host memory, copied in order by a thread of its own: Copy returns at once
-// (the source must stay valid until Wait), so a commit can overlap the next
-// layer's transfers (MigrationOptions::staging_layers = 2), as a CUDA stream
-// would.
-std::unique_ptr<LocalCopier> MakeThreadedHostCopier();
+// Host memory, copied by `threads` threads of its own (0: the default below)
+// as if in order: Copy returns at once (the source must stay valid until
+// Wait), so a commit can overlap the next layer's transfers
+// (MigrationOptions::staging_layers = 2), as a CUDA stream would. Large copies
+// are split over the threads, and a copy starts before earlier ones finish
+// only when it touches none of their bytes, so the result is that of the
+// copies run one after the other. Throws InvalidArgument outside [0, 64].
+std::unique_ptr<LocalCopier> MakeThreadedHostCopier(int threads = 0);
+
+// Threads of MakeThreadedHostCopier(0): one per 8 hardware threads, 1 to 4
+// (memory bandwidth, not cores, bounds a copy; the rest serve the transfers).
+int DefaultHostCopierThreads();
 
 // Device memory of `device`: copies on a non-blocking stream of its own (so
 // they never wait behind the engine's default-stream work; Wait polls an event
@@ -170,6 +177,11 @@ class MigrationExecutor {
   // next, and the host does not wait for them; a later Stage into the same
   // staging buffer does). Host memory: Commit.
   void CommitOn(const LayerPlan& plan, void* stream, LayerMigrationReport* report = nullptr);
+  // Waits until every commit issued so far has landed in the weights (after
+  // CommitOn, the copies may still be queued behind the engine's work). Peers
+  // read this rank's weights when they stage a layer, so a runtime calls it
+  // before the next round of transfers. Throws TimeoutError past `deadline`.
+  void WaitForCommits(Deadline deadline);
 
  private:
   struct Staging {

@@ -401,6 +401,12 @@ struct Balancer::State {
   void RunCycle(Request req);
   std::vector<RankState> Handshake(Request& req);
   void Resolve(const std::vector<RankState>& states);
+  struct StagedOutcome {
+    Staged staged;
+    bool ok = false;
+    std::exception_ptr error;  // why staging failed
+  };
+  StagedOutcome StageLayer(int x, int layer, const Placement& cur, const Placement& next);
   void MigrateLayerAsync(int x, int layer, const Placement& cur, const Placement& next, bool last);
   void MigrateLayerSync(int layer, const Placement& cur, const Placement& next);
   int64_t Decide(const Staged& staged, bool staged_ok, std::exception_ptr stage_error, int layer,
@@ -1044,31 +1050,15 @@ void Balancer::State::MigrateLayerAsync(int x, int layer, const Placement& cur,
                                         const Placement& next, bool last) {
   SetOp(fmt::format("waiting for staging buffer {} (commit of an earlier layer)", x));
   WaitFor([&] { return scheduled[x].step < 0; });
-  Staged st;
-  st.cycle = live.cycle;
   // Agreed steps never decrease, so the last layer's commit step is the
   // cycle's largest: committing it ends the cycle, at the same step everywhere.
+  StagedOutcome o = StageLayer(x, layer, cur, next);
+  Staged& st = o.staged;
   st.ends_cycle = last;
-  st.plan = executors[x]->Plan(cur, next, layer);
-  auto row = next.layer_phy2log(layer);
-  st.phy2log.assign(row.begin(), row.end());
-  bool ok = false;
-  std::exception_ptr error;
-  SetOp(fmt::format("the transfers of MoE layer {}", layer));
-  try {
-    LayerMigrationReport r = executors[x]->Stage(st.plan, WaitDeadline());
-    std::lock_guard<std::mutex> lock(mu);
-    live.transfer_seconds += r.stage_seconds;
-    ok = true;
-  } catch (const InvalidArgument&) {
-    throw;
-  } catch (...) {
-    error = std::current_exception();
-  }
   int64_t agreed;
   std::exception_ptr after;
   try {
-    agreed = Decide(st, ok, error, layer, &after);
+    agreed = Decide(st, o.ok, o.error, layer, &after);
   } catch (...) {
     if (doubt) doubt->executor = x;
     throw;
@@ -1092,26 +1082,34 @@ void Balancer::State::MigrateLayerAsync(int x, int layer, const Placement& cur,
   if (after) std::rethrow_exception(after);  // committed as recorded; the cycle ends here
 }
 
-void Balancer::State::MigrateLayerSync(int layer, const Placement& cur, const Placement& next) {
-  Staged st;
-  st.cycle = live.cycle;
-  st.plan = executors[0]->Plan(cur, next, layer);
+// Plans and stages one layer on executor x; a failure to stage is returned
+// (every rank votes on it), bad input thrown.
+Balancer::State::StagedOutcome Balancer::State::StageLayer(int x, int layer, const Placement& cur,
+                                                           const Placement& next) {
+  StagedOutcome o;
+  o.staged.cycle = live.cycle;
+  o.staged.plan = executors[x]->Plan(cur, next, layer);
   auto row = next.layer_phy2log(layer);
-  st.phy2log.assign(row.begin(), row.end());
-  bool ok = false;
-  std::exception_ptr error;
+  o.staged.phy2log.assign(row.begin(), row.end());
+  SetOp(fmt::format("the transfers of MoE layer {}", layer));
   try {
-    LayerMigrationReport r = executors[0]->Stage(st.plan, WaitDeadline());
+    LayerMigrationReport r = executors[x]->Stage(o.staged.plan, WaitDeadline());
     std::lock_guard<std::mutex> lock(mu);
     live.transfer_seconds += r.stage_seconds;
-    ok = true;
+    o.ok = true;
   } catch (const InvalidArgument&) {
     throw;
   } catch (...) {
-    error = std::current_exception();
+    o.error = std::current_exception();
   }
+  return o;
+}
+
+void Balancer::State::MigrateLayerSync(int layer, const Placement& cur, const Placement& next) {
+  StagedOutcome o = StageLayer(0, layer, cur, next);
+  const Staged& st = o.staged;
   std::exception_ptr after;
-  Decide(st, ok, error, layer, &after);
+  Decide(st, o.ok, o.error, layer, &after);
   const auto start = Clock::now();
   executors[0]->CommitOn(st.plan, engine_stream);
   {
@@ -1201,6 +1199,11 @@ void Balancer::State::RunCycle(Request req) {
   bool groups_used = false, summed = false;
   LoadMatrix load(cfg.num_layers, cfg.num_experts);
   try {
+    // Commits queued on the engine's stream must have landed before any peer
+    // reads these weights for the next transfers (they stage after the
+    // handshake, which waits for this rank).
+    SetOp("waiting for the last cycle's commits to land");
+    for (auto& x : executors) x->WaitForCommits(WaitDeadline());
     std::vector<RankState> states = Handshake(req);
     {
       std::lock_guard<std::mutex> lock(mu);

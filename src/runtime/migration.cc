@@ -222,29 +222,45 @@ LayerMigrationReport MigrationExecutor::Stage(const LayerPlan& plan, Deadline de
     return report;
   }
   const char* step = "the previous commit from this buffer";
-  try {
-    if (st->commit_in_flight) WaitForCopies(deadline);
-    step = "transfers";
-    if (!plan.wire.empty()) {
-      std::vector<WireTensor> tensors = wire_[layer];
-      for (WireTensor& w : tensors) w.dst_region = st->region;
-      comm_.Execute(WireTransfers(plan, tensors), deadline);
-    }
-    step = "local copies";
-    const auto& tensors = layers_[layer].tensors;
-    for (const SlotFill& f : plan.LocalOf(me)) {
+  const auto& tensors = layers_[layer].tensors;
+  const std::vector<SlotFill> local = plan.LocalOf(me);
+  // Local copies in the plan's order; `duplicates` picks the fills from slots
+  // filled by a receive (kDuplicate) or those from the weights (kLocalCopy).
+  auto issue = [&](bool duplicates) {
+    for (const SlotFill& f : local) {
+      if ((f.action == SlotAction::kDuplicate) != duplicates) continue;
       const int dst = f.slot % slots_per_rank_, src = f.src_slot % slots_per_rank_;
       for (size_t t = 0; t < tensors.size(); ++t) {
         const int ti = static_cast<int>(t);
-        const uint8_t* from = f.action == SlotAction::kLocalCopy
-                                  ? weight_slot(layer, ti, src)
-                                  : staging_slot(*st, layer, ti, src);
+        const uint8_t* from = duplicates ? staging_slot(*st, layer, ti, src) : weight_slot(layer, ti, src);
         copier_->Copy(staging_slot(*st, layer, ti, dst), from, tensors[t].bytes_per_expert);
       }
     }
+  };
+  try {
+    if (st->commit_in_flight) WaitForCopies(deadline);
+    // Copies from the weights go first: they write staging slots no receive
+    // writes, so an asynchronous copier runs them while the bytes are on the
+    // wire. Duplicates read received slots: after the transfers.
+    step = "local copies";
+    issue(false);
+    step = "transfers";
+    if (!plan.wire.empty()) {
+      std::vector<WireTensor> wire = wire_[layer];
+      for (WireTensor& w : wire) w.dst_region = st->region;
+      comm_.Execute(WireTransfers(plan, wire), deadline);
+    }
+    step = "local copies";
+    issue(true);
     WaitForCopies(deadline);
   } catch (...) {
     spdlog::debug("eplb migration: rank {} failed {} of MoE layer {}", me, step, layer);
+    // Copies into this buffer may still run: they end before it is used again.
+    try {
+      WaitForCopies(Deadline::max());
+    } catch (const std::exception& e) {
+      spdlog::error("eplb migration: local copies of MoE layer {} failed: {}", layer, e.what());
+    }
     RethrowNamingLayer(layer, me, step);
   }
   st->layer = layer;
@@ -293,6 +309,11 @@ void MigrationExecutor::CommitOn(const LayerPlan& plan, void* stream, LayerMigra
   IssueCommit(plan);
   copier_->OrderBefore(stream);
   if (report != nullptr) report->commit_seconds = SecondsSince(start);
+}
+
+void MigrationExecutor::WaitForCommits(Deadline deadline) {
+  for (const Staging& st : staging_)
+    if (st.commit_in_flight) return WaitForCopies(deadline);
 }
 
 LayerMigrationReport MigrationExecutor::StageAndAgree(const LayerPlan& plan, Deadline deadline) {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <map>
 #include <string>
@@ -46,6 +47,62 @@ class WorkerArgs {
  private:
   std::map<std::string, std::string> values_;
 };
+
+// A test scenario's fields as key=value worker arguments, named once:
+//   ArgFields f; f("layers", s.layers)("mode", s.mode);
+// Args() writes every field, Read() sets the fields an argument list gives.
+// Fields are integers or strings (a duration as whole microseconds, say).
+class ArgFields {
+ public:
+  ArgFields& operator()(const char* key, std::string& field) {
+    fields_.push_back({key, [&field] { return field; },
+                       [&field](const WorkerArgs& kv, const std::string& k) { kv.Read(k, field); }});
+    return *this;
+  }
+  template <typename T>
+  ArgFields& operator()(const char* key, T& field) {
+    static_assert(std::is_integral_v<T>);
+    fields_.push_back({key, [&field] { return std::to_string(field); },
+                       [&field](const WorkerArgs& kv, const std::string& k) { kv.Read(k, field); }});
+    return *this;
+  }
+  std::vector<std::string> Args() const {
+    std::vector<std::string> out;
+    for (const Field& f : fields_) out.push_back(f.key + "=" + f.get());
+    return out;
+  }
+  void Read(const std::vector<std::string>& args) const {
+    const WorkerArgs kv(args);
+    for (const Field& f : fields_) f.set(kv, f.key);
+  }
+
+ private:
+  struct Field {
+    std::string key;
+    std::function<std::string()> get;
+    std::function<void(const WorkerArgs&, const std::string&)> set;
+  };
+  std::vector<Field> fields_;
+};
+
+// Args() and Parse() for a scenario struct S that names its fields once, in
+// `test::ArgFields Fields()`.
+template <typename S>
+struct FieldsAsArgs {
+  std::vector<std::string> Args() const {
+    S copy = static_cast<const S&>(*this);
+    return copy.Fields().Args();
+  }
+  static S Parse(const std::vector<std::string>& args) {
+    S s;
+    s.Fields().Read(args);
+    return s;
+  }
+};
+
+// The three tensors of a test expert (w1, w2, w3 sizes) from the first one's
+// bytes: unequal on purpose, one not a multiple of 8.
+inline std::vector<uint64_t> ThreeTensorBytes(uint64_t first) { return {first, first / 2, first + 24}; }
 
 // "EPLB-ERROR kind=<timeout|error|invalid> rank=R peer=P layer=L op=O ms=T: what"
 void ReportError(const std::exception& e, double ms);

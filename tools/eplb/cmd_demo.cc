@@ -6,11 +6,13 @@
 // and let the online Balancer rebalance every K steps, moving weights with
 // the default communicator. Every expert's bytes are a fingerprint of
 // (layer, expert), checked at every commit, after every rebalance, on every
-// routed step and at the end: exit 0 only if every check passed.
+// routed step and at the end: exit 0 only if every check passed. With --gpu
+// the weights live on the ranks' GPUs and the step is real GPU work on the
+// engine's stream (demo_gpu.h).
 //
 //   eplb demo [--ranks 4] [--layers 58 --experts 256 --slots 288 --expert-bytes 49152]
 //             [--steps 1500 --interval 300 --window 100] [--load FILE] [--async|--sync]
-//             [--communicator NAME] [--json]
+//             [--communicator NAME] [--gpu [--gpu-work mixed]] [--json]
 //
 // Without a launcher the command starts the ranks itself (copies of this
 // binary, a file store in a temporary directory); when RANK / WORLD_SIZE are
@@ -80,7 +82,7 @@ struct DemoOptions {
   std::string communicator;
   int deadline_ms = 5000;
   int staging = 2;
-  int lead = 2;
+  int lead = 4;
   std::string policy = "deepseek";
   uint64_t seed = 1;
   bool json = false;
@@ -350,7 +352,9 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
   // Time spent checking inside the balancer's callbacks: not engine time.
   Clock::duration check_time{};
   json rebalances = json::array();
+  double commit_ms_in_step = 0;  // the commit copies of the current Step()
   balancer.set_on_commit([&](const CommitEvent& e) {
+    commit_ms_in_step += e.copy_seconds * 1e3;
     const auto t = Clock::now();
     verify_layer(*balancer.placement(), e.layer, "after a commit", /*full=*/false);
     check_time += Clock::now() - t;
@@ -404,6 +408,7 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
   std::vector<int64_t> counts(m.experts);
   std::vector<int64_t> slot_tokens(m.spr);
   std::vector<double> during, outside, calls_during, calls_outside, reduce_during, reduce_outside;
+  std::vector<double> beyond_commit;  // Step() minus its commit copies, during migrations
   uint64_t checksum = 0;
   const auto start = Clock::now();
   const auto period = std::chrono::duration<double, std::milli>(o.step_ms);
@@ -476,6 +481,8 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
     const double call = Ms(c1 - c0 - (check_time - checks_before));
     (migrating ? during : outside).push_back(busy);
     (migrating ? calls_during : calls_outside).push_back(call);
+    if (migrating) beyond_commit.push_back(std::max(0.0, call - commit_ms_in_step));
+    commit_ms_in_step = 0;
     ++step;
     if (sync[1] == 0) break;
     if (step >= o.steps && !draining) draining = true;
@@ -517,6 +524,7 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
             {"outside", outside},
             {"calls_during", calls_during},
             {"calls_outside", calls_outside},
+            {"beyond_commit", beyond_commit},
             {"reduce_during", reduce_during},
             {"reduce_outside", reduce_outside},
             {"commit_wait_ms_max", bm.commit_wait_seconds_max * 1e3},
@@ -533,7 +541,7 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
   std::vector<json> all;
   for (int r = 0; r < world; ++r)
     all.push_back(json::parse(store->GetString("demo/result/" + std::to_string(r), DeadlineAfter(60s))));
-  std::vector<double> d, out, cd, co, rd, ro;
+  std::vector<double> d, out, cd, co, rd, ro, bc;
   int64_t total_mismatches = 0, total_checked = 0, waits = 0;
   double wait_ms_max = 0;
   for (const json& j : all) {
@@ -541,6 +549,7 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
     for (double v : j["outside"]) out.push_back(v);
     for (double v : j["calls_during"]) cd.push_back(v);
     for (double v : j["calls_outside"]) co.push_back(v);
+    for (double v : j["beyond_commit"]) bc.push_back(v);
     for (double v : j["reduce_during"]) rd.push_back(v);
     for (double v : j["reduce_outside"]) ro.push_back(v);
     wait_ms_max = std::max(wait_ms_max, j["commit_wait_ms_max"].get<double>());
@@ -566,6 +575,7 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
               {"rebalances", rebalances},
               {"step_ms", {{"outside_migration", Percentiles(out)}, {"during_migration", Percentiles(d)}}},
               {"step_call_ms", {{"outside_migration", Percentiles(co)}, {"during_migration", Percentiles(cd)}}},
+              {"step_call_beyond_commit_ms", Percentiles(bc)},
               {"engine_all_reduce_ms", {{"outside_migration", Percentiles(ro)}, {"during_migration", Percentiles(rd)}}},
               {"commit_copy_ms_max", commit_ms_max},
               {"commit_waits", waits},
@@ -597,6 +607,8 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
     progress.Line("Balancer::Step() alone:");
     progress.Line("  outside migrations: " + PercentileText(report["step_call_ms"]["outside_migration"]));
     progress.Line("  during migrations:  " + PercentileText(report["step_call_ms"]["during_migration"]));
+    progress.Line("  during migrations, beyond the step's commit copy: " +
+                  PercentileText(report["step_call_beyond_commit_ms"]));
     progress.Line(fmt::format("  longest commit copy {:.3f} ms; {} steps waited for a commit agreement, the "
                               "longest {:.3f} ms",
                               commit_ms_max, waits, wait_ms_max));

@@ -102,28 +102,34 @@ class GlooCommunicator final : public Communicator {
     mesh_.Step("execute", kExecute, check, deadline, [&](Ops& ops, uint64_t seq) {
       // Host memory is read and written in place; device memory is staged
       // through pinned host buffers (device_staging.h).
+      //
+      // Every receive is posted before any send. Gloo writes a send's bytes
+      // once the receiver's "ready to receive" note has arrived, and each
+      // connection writes in order. A rank that posted its sends first, with
+      // the peer's notes already in, would queue all their bytes on the
+      // connection ahead of the notes of its own receives: the peer could not
+      // start sending back until this rank had written everything, and the
+      // two directions of a pair would take turns instead of running at once.
       std::vector<gloo_backend::StagedItem> staged_sends, staged_recvs;
-      for (size_t i = 0; i < transfers.size(); ++i) {
-        const Transfer& t = transfers[i];
-        if (t.bytes == 0) continue;
-        if (t.src_rank == me) {
-          const MemoryRegion& r = regions_[t.src_region].local;
-          auto* src = static_cast<uint8_t*>(r.base) + t.src_offset;
+      auto post = [&](bool receive) {
+        for (size_t i = 0; i < transfers.size(); ++i) {
+          const Transfer& t = transfers[i];
+          if (t.bytes == 0 || (receive ? t.dst_rank : t.src_rank) != me) continue;
+          const MemoryRegion& r = regions_[receive ? t.dst_region : t.src_region].local;
+          auto* bytes = static_cast<uint8_t*>(r.base) + (receive ? t.dst_offset : t.src_offset);
+          const int peer = receive ? t.src_rank : t.dst_rank;
+          const auto index = static_cast<int64_t>(i);
           if (r.kind == MemoryKind::kCuda) {
-            staged_sends.push_back({t.dst_rank, Slot(seq, i), src, t.bytes, static_cast<int64_t>(i)});
+            (receive ? staged_recvs : staged_sends).push_back({peer, Slot(seq, i), bytes, t.bytes, index});
+          } else if (receive) {
+            ops.Recv(peer, Slot(seq, i), bytes, t.bytes, "transfer", index);
           } else {
-            ops.Send(t.dst_rank, Slot(seq, i), src, t.bytes, "transfer", static_cast<int64_t>(i));
-          }
-        } else if (t.dst_rank == me) {
-          const MemoryRegion& r = regions_[t.dst_region].local;
-          auto* dst = static_cast<uint8_t*>(r.base) + t.dst_offset;
-          if (r.kind == MemoryKind::kCuda) {
-            staged_recvs.push_back({t.src_rank, Slot(seq, i), dst, t.bytes, static_cast<int64_t>(i)});
-          } else {
-            ops.Recv(t.src_rank, Slot(seq, i), dst, t.bytes, "transfer", static_cast<int64_t>(i));
+            ops.Send(peer, Slot(seq, i), bytes, t.bytes, "transfer", index);
           }
         }
-      }
+      };
+      post(true);
+      post(false);
       if (!staged_sends.empty() || !staged_recvs.empty()) staging_->Run(ops, staged_sends, staged_recvs, deadline);
     });
   }
