@@ -131,22 +131,13 @@ void Compare(benchmark::State& state, const std::string& name, Command eplb_cmd)
 }  // namespace
 
 int main(int argc, char** argv) {
-  uint64_t bytes = 256ull << 20, piece = 8ull << 20;
-  std::vector<char*> rest;
-  std::string peer_dir;
+  const eplb::bench::BenchArgs args = eplb::bench::SplitArgs(argc, argv, {"bytes", "piece"});
+  std::vector<char*> rest = args.rest;
+  const std::string& peer_dir = args.peer_dir;
+  uint64_t bytes = 0, piece = 0;
   try {
-    for (int i = 0; i < argc; ++i) {
-      std::string a = argv[i];
-      if (a.rfind("--bytes=", 0) == 0) {
-        bytes = eplb::bench::ParseBytes(a.substr(8));
-      } else if (a.rfind("--piece=", 0) == 0) {
-        piece = eplb::bench::ParseBytes(a.substr(8));
-      } else if (a == "--peer" && i + 1 < argc) {
-        peer_dir = argv[++i];
-      } else {
-        rest.push_back(argv[i]);
-      }
-    }
+    bytes = eplb::bench::ParseBytes(args.Get("bytes", "256M"));
+    piece = eplb::bench::ParseBytes(args.Get("piece", "8M"));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s\n", e.what());
     return 2;

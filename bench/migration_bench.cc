@@ -268,25 +268,15 @@ void Compare(benchmark::State& state, size_t which) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  uint64_t expert_bytes = 8ull << 20;
-  int layers = 16, threads = 0;
-  std::vector<char*> rest;
-  std::string peer_dir;
+  const eplb::bench::BenchArgs args = eplb::bench::SplitArgs(argc, argv, {"expert", "layers", "threads"});
+  std::vector<char*> rest = args.rest;
+  const std::string& peer_dir = args.peer_dir;
+  uint64_t expert_bytes = 0;
+  int layers = 0, threads = 0;
   try {
-    for (int i = 0; i < argc; ++i) {
-      std::string a = argv[i];
-      if (a.rfind("--expert=", 0) == 0) {
-        expert_bytes = eplb::bench::ParseBytes(a.substr(9));
-      } else if (a.rfind("--layers=", 0) == 0) {
-        layers = std::stoi(a.substr(9));
-      } else if (a.rfind("--threads=", 0) == 0) {
-        threads = std::stoi(a.substr(10));
-      } else if (a == "--peer" && i + 1 < argc) {
-        peer_dir = argv[++i];
-      } else {
-        rest.push_back(argv[i]);
-      }
-    }
+    expert_bytes = eplb::bench::ParseBytes(args.Get("expert", "8M"));
+    layers = std::stoi(args.Get("layers", "16"));
+    threads = std::stoi(args.Get("threads", "0"));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bad argument: %s\n", e.what());
     return 2;

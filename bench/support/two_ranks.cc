@@ -32,6 +32,23 @@ uint64_t ParseBytes(const std::string& text) {
   return n;
 }
 
+BenchArgs SplitArgs(int argc, char** argv, const std::vector<std::string>& own) {
+  BenchArgs out;
+  for (int i = 0; i < argc; ++i) {
+    const std::string a = argv[i];
+    const size_t eq = a.find('=');
+    if (i > 0 && a.rfind("--", 0) == 0 && eq != std::string::npos &&
+        std::find(own.begin(), own.end(), a.substr(2, eq - 2)) != own.end()) {
+      out.own[a.substr(2, eq - 2)] = a.substr(eq + 1);
+    } else if (a == "--peer" && i + 1 < argc) {
+      out.peer_dir = argv[++i];
+    } else {
+      out.rest.push_back(argv[i]);
+    }
+  }
+  return out;
+}
+
 double Quantile(std::vector<double> v, double q) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -27,6 +28,21 @@ namespace eplb::bench {
 
 // "256M", "64K", "1G", "4096" -> bytes. Throws std::invalid_argument.
 uint64_t ParseBytes(const std::string& text);
+
+// A two-rank benchmark's command line: its own `--name=value` options (those
+// named in `own`), `--peer DIR` (this process is rank 1), and the rest, for
+// Google Benchmark (argv[0] first).
+struct BenchArgs {
+  std::map<std::string, std::string> own;
+  std::string peer_dir;
+  std::vector<char*> rest;
+  // The option's value, or `fallback` when not given.
+  std::string Get(const std::string& name, const std::string& fallback) const {
+    auto it = own.find(name);
+    return it == own.end() ? fallback : it->second;
+  }
+};
+BenchArgs SplitArgs(int argc, char** argv, const std::vector<std::string>& own);
 
 // Quantile `q` (0..1) of `v` (nearest rank); 0 when empty.
 double Quantile(std::vector<double> v, double q);

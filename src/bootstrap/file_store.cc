@@ -76,9 +76,10 @@ class FileStoreImpl final : public Store {
     const std::string tmp = path + ".eplb-tmp-" + std::to_string(::getpid()) + "-" +
                             std::to_string(serial.fetch_add(1));
     auto fail = [&](const std::string& what) {
+      const int err = errno;  // before unlink can change it
       ::unlink(tmp.c_str());
       return Error("store", "set-if-absent",
-                   "key '" + key + "' in file store " + dir_ + ": " + what + ": " + std::strerror(errno));
+                   "key '" + key + "' in file store " + dir_ + ": " + what + ": " + std::strerror(err));
     };
     const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) throw fail("cannot create " + tmp);

@@ -973,7 +973,17 @@ int64_t Balancer::State::Decide(const Staged& staged, bool staged_ok, std::excep
     std::memcpy(&at, stands.data() + 1, sizeof(at));
     return at;
   };
-  auto follow_peer = [&](std::optional<int64_t> stands, std::exception_ptr failure) -> int64_t {
+  // After this rank's exchange failed: records "abandon" and follows what
+  // stands. If the store cannot be reached the layer is left in doubt and
+  // the exchange's own error (naming the peer) is what surfaces.
+  auto follow_record = [&](std::exception_ptr failure) -> int64_t {
+    std::optional<int64_t> stands;
+    try {
+      stands = record(std::nullopt);
+    } catch (const std::exception& e) {
+      spdlog::error("eplb: rank {}: {}", me, e.what());
+      std::rethrow_exception(failure);
+    }
     if (!stands) std::rethrow_exception(failure);
     spdlog::warn("eplb: rank {}: the vote on MoE layer {} failed here but a peer saw every vote and "
                  "recorded the commit: committing it here too",
@@ -991,7 +1001,7 @@ int64_t Balancer::State::Decide(const Staged& staged, bool staged_ok, std::excep
   } catch (...) {
     std::exception_ptr failure = stage_error ? stage_error : std::current_exception();
     if (!staged_ok) std::rethrow_exception(failure);
-    return follow_peer(record(std::nullopt), failure);
+    return follow_record(failure);
   }
   if (stage_error) std::rethrow_exception(stage_error);
   std::vector<int> failed;
@@ -1024,7 +1034,7 @@ int64_t Balancer::State::Decide(const Staged& staged, bool staged_ok, std::excep
   } catch (...) {
     std::exception_ptr failure = std::current_exception();
     try {
-      return follow_peer(record(std::nullopt), failure);
+      return follow_record(failure);
     } catch (...) {
       clear_floor();
       throw;
