@@ -114,9 +114,12 @@ class Repair {
     for (int step = 0; step < max_actions; ++step) {
       const int h = by_load_.back();
       if (load_[h] <= target) return true;
+      lh_ = load_[h];
+      target_ = target;
       Action best;
-      ConsiderSwaps(h, target, best);
-      ConsiderReplicas(h, target, best);
+      SetBars(best);
+      ConsiderSwaps(h, best);
+      ConsiderReplicas(h, best);
       if (best.kind == Action::kNone) return false;
       Apply(best);
     }
@@ -225,24 +228,53 @@ class Repair {
   }
 
   // Whether an action of cost `cost` or more and peak `peak` or more may beat
-  // `best` (Offer's order): Score rises with both, so false means none can.
-  bool MayBeat(int cost, double peak, double lh, double target, const Action& best) const {
-    const double score = Score(cost, peak, lh, target);
-    return score < best.score || (score == best.score && peak < best.peak);
-  }
+  // the best action so far (Offer's order): Score rises with both, so false
+  // means none can. A comparison with a bar set when the best changes, so the
+  // searches divide only for the actions they offer.
+  bool MayBeat(int cost, double peak) const { return peak < bar_[cost + 2]; }
 
   // Lower is better: free actions first (by cost, then peak), then by cost
   // per unit of load taken off the heaviest rank (capped at what it needs).
   // Rises with cost and with peak, so Score(least cost, least peak) bounds a
   // whole set of actions from below.
-  double Score(int cost, double peak, double lh, double target) const {
-    if (cost <= 0) return cost - 1.0 + peak / (lh + 1e-300) * 1e-3;
-    const double gain = lh - std::max(peak, target);
+  double Score(int cost, double peak) const {
+    if (cost <= 0) return cost - 1.0 + peak / (lh_ + 1e-300) * 1e-3;
+    const double gain = lh_ - std::max(peak, target_);
     return gain > eps_ ? cost / gain : kInf;
   }
 
-  void Offer(const Action& a, Action& best) const {
-    if (a.score < best.score || (a.score == best.score && a.peak < best.peak)) best = a;
+  void Offer(const Action& a, Action& best) {
+    if (a.score < best.score || (a.score == best.score && a.peak < best.peak)) {
+      best = a;
+      SetBars(best);
+    }
+  }
+
+  // bar_[cost + 2]: the peak at and above which an action of that cost cannot
+  // beat `best`, solved from Score and loosened by a relative 1e-9 (rounding),
+  // so a bar never rejects an action that Offer would take.
+  void SetBars(const Action& best) {
+    const double sb = best.score;
+    const double slack = 1e-9 * (std::abs(lh_) + std::abs(target_)) + eps_;
+    for (int cost = -2; cost <= 2; ++cost) {
+      double bar;
+      if (cost <= 0) {
+        // cost - 1 + peak * k < sb, k = 1e-3 / lh: free actions beat any costly one.
+        bar = sb >= 0 ? kInf : (sb - cost + 1) * (lh_ + 1e-300) * 1e3;
+        if (bar != kInf) bar += std::abs(bar) * 1e-9 + slack;
+      } else if (sb <= 0) {
+        bar = -kInf;  // a free action beats any costly one
+      } else if (sb == kInf) {
+        bar = kInf;  // any action may: Offer decides
+      } else {
+        // cost / (lh - max(peak, target)) < sb  <=>  max(peak, target) < lh - cost / sb
+        const double most = lh_ - cost / sb + slack;
+        bar = target_ < most ? most : -kInf;
+      }
+      // Every action must leave both ranks below the heaviest's load.
+      bar_[cost + 2] = std::min(bar, lh_ - eps_);
+    }
+    for (int k = 5; k < 8; ++k) bar_[k] = -kInf;
   }
 
   // Swap partners: the eight lightest ranks, where the heaviest rank's load
@@ -251,7 +283,7 @@ class Repair {
   // outwards from the weight that would level the two ranks: within a cost,
   // a partner further out leaves a higher peak, so each direction stops at
   // the first valid partner of the least cost that rank offers.
-  void ConsiderSwaps(int h, double target, Action& best) {
+  void ConsiderSwaps(int h, Action& best) {
     const double lh = load_[h];
     std::vector<int>& partners = partners_;
     partners.assign(by_load_.begin(), by_load_.begin() + std::min(8, P_));
@@ -271,7 +303,6 @@ class Repair {
     const int* ho = &by_slot_w_[h * S_];
     const int8_t* h_leave = &slot_leave_[h * S_];
     b_cost_.resize(S_);
-    b_seen_.resize(S_, 0);
     for (int r : partners) {
       const double lr = load_[r];
       const double gap = lh - lr;
@@ -280,59 +311,39 @@ class Repair {
       // Least costs: an item arrives free only where it was before.
       const int a_least = min_leave_[h] + (holder_mark_[r] == stamp_ ? 0 : 1);
       const int b_least = min_leave_[r] + (lost_mark_[r] == stamp_ ? 0 : 1);
-      if (!MayBeat(a_least + b_least, min_peak, lh, target, best)) continue;
+      if (!MayBeat(a_least + b_least, min_peak)) continue;
       const int32_t* ri = &item_[r * S_];
       const int8_t* r_leave = &slot_leave_[r * S_];
-      // Cost of item j of r going to h, computed when first needed; 2: it
-      // may not (no swap gives a rank a second copy of an expert it holds).
-      const int seen = ++b_stamp_;
-      auto b_cost = [&](int j) {
-        if (b_seen_[j] != seen) {
-          const int arrive = arrive_[Cell(h, ri[j])];
-          b_cost_[j] = arrive == kHeld ? 2 : r_leave[j] + arrive;
-          b_seen_[j] = seen;
-        }
-        return b_cost_[j];
-      };
-      const int* ro = &by_slot_w_[r * S_];
       const double* rw = &slot_w_[r * S_];
-      const double min_rw = rw[ro[0]];
-      int p = 0;  // first of r's slots (by weight) at or above the level point
-      for (int ii = 0; ii < S_; ++ii) {
+      // Cost of each item of r going to h; kBarred where it may not (no swap
+      // gives a rank a second copy of an expert it holds).
+      int8_t* bc = b_cost_.data();
+      for (int j = 0; j < S_; ++j) {
+        const int arrive = arrive_[Cell(h, ri[j])];
+        bc[j] = static_cast<int8_t>(arrive == kHeld ? kBarred : r_leave[j] + arrive);
+      }
+      const double min_rw = rw[by_slot_w_[r * S_]];
+      for (int ii = S_ - 1; ii >= 0; --ii) {
         const int i = ho[ii];
         const double wa = slot_w_[h * S_ + i];
-        if (wa <= eps_) continue;
-        // h keeps at least lh - (wa - lightest of r).
+        // h keeps at least lh - (wa - lightest of r); lighter items of h keep more.
         const double peak_lb = std::max(min_peak, lh - wa + min_rw);
-        if (!MayBeat(h_leave[i] + b_least, peak_lb, lh, target, best)) continue;
+        if (!MayBeat(min_leave_[h] + b_least, peak_lb)) break;
+        if (!MayBeat(h_leave[i] + b_least, peak_lb)) continue;
         const int arrive = arrive_[Cell(r, item_[h * S_ + i])];
         if (arrive == kHeld) continue;
         const int a_cost = h_leave[i] + arrive;
-        if (!MayBeat(a_cost + b_least, peak_lb, lh, target, best)) continue;
-        const double level = wa - gap / 2;  // ascending with ii, so p only rises
-        while (p < S_ && rw[ro[p]] < level) ++p;
-        auto offer = [&](int j, double d) {
+        if (!MayBeat(a_cost + b_least, peak_lb)) continue;
+        // Every item of r: a handful, and a branch-free test each. A swap
+        // must lower the peak of the two ranks (the bars hold that too).
+        const double* bar = bar_ + a_cost + 2;
+        for (int j = 0; j < S_; ++j) {
+          const double d = wa - rw[j];
           const double peak = std::max(lh - d, lr + d);
-          const int cost = a_cost + b_cost_[j];
-          Offer({Action::kSwap, h, i, r, j, cost, peak, Score(cost, peak, lh, target)}, best);
-        };
-        // Outwards from the level point; past a partner of r's least cost,
-        // every one further out is no cheaper and leaves a higher peak.
-        for (int k = p - 1; k >= 0; --k) {  // lighter partners: d above gap / 2
-          const int j = ro[k];
-          const double d = wa - rw[j];
-          if (d >= gap - eps_) break;
-          if (d <= eps_ || b_cost(j) == 2) continue;
-          offer(j, d);
-          if (b_cost_[j] == b_least) break;
-        }
-        for (int k = p; k < S_; ++k) {  // heavier partners: d at most gap / 2
-          const int j = ro[k];
-          const double d = wa - rw[j];
-          if (d <= eps_) break;
-          if (d >= gap - eps_ || b_cost(j) == 2) continue;
-          offer(j, d);
-          if (b_cost_[j] == b_least) break;
+          if (peak < bar[bc[j]]) [[unlikely]] {
+            const int cost = a_cost + bc[j];
+            Offer({Action::kSwap, h, i, r, j, cost, peak, Score(cost, peak)}, best);
+          }
         }
       }
     }
@@ -340,7 +351,7 @@ class Repair {
 
   // Slot j of rank r (a spare replica of x) becomes one more replica of y,
   // an expert of the heaviest rank h; every holder of x or y changes load.
-  void ConsiderReplicas(int h, double target, Action& best) {
+  void ConsiderReplicas(int h, Action& best) {
     const double lh = load_[h];
     // The three heaviest distinct experts of h.
     int ys[3], n_ys = 0;
@@ -364,7 +375,7 @@ class Repair {
         if (j < 0 || arrive_[Cell(r, y)] == kHeld) continue;  // r holds no y, so x != y
         const int x = item_[r * S_ + j];
         const int cost = slot_leave_[r * S_ + j] + arrive_[Cell(r, y)];
-        if (!MayBeat(cost, h_at_least, lh, target, best)) continue;
+        if (!MayBeat(cost, h_at_least)) continue;
         const double wx_new = spare_w_[r];
         const double dx = wx_new - Weight(x);
         auto new_load = [&](int q) {
@@ -377,7 +388,7 @@ class Repair {
         const double rise = count_[x] * dx;
         double peak = new_load(r);
         auto hopeless = [&] {
-          return peak >= lh - eps_ || !MayBeat(cost, peak, lh, target, best);
+          return peak >= lh - eps_ || !MayBeat(cost, peak);
         };
         for (int k = P_ - 1; k >= 0 && !hopeless(); --k) {
           const int q = by_load_[k];
@@ -385,7 +396,7 @@ class Repair {
           if (q != r) peak = std::max(peak, new_load(q));
         }
         if (hopeless()) continue;
-        Offer({Action::kReplicate, h, y, r, j, cost, peak, Score(cost, peak, lh, target)}, best);
+        Offer({Action::kReplicate, h, y, r, j, cost, peak, Score(cost, peak)}, best);
       }
     }
   }
@@ -446,9 +457,16 @@ class Repair {
   std::vector<int> holder_first_, holders_;  // previous holders of each expert
   int transfers_ = 0;
   double eps_ = 0;
+  // The step under way: the heaviest rank's load, the target, and the bars
+  // of the best action so far (SetBars).
+  double lh_ = 0, target_ = 0;
+  // bar_[cost + 2] for costs -2..2, then kBarred's entries (cost + kBarred + 2
+  // for a_cost -1..1): never.
+  static constexpr int8_t kBarred = 4;
+  double bar_[8] = {};
   // Scratch of one step.
-  std::vector<int> partners_, ranks_, scratch_, b_cost_, b_seen_;
-  int b_stamp_ = 0;
+  std::vector<int> partners_, ranks_, scratch_;
+  std::vector<int8_t> b_cost_;
   std::vector<int> listed_;       // == stamp_: listed as a partner this step
   std::vector<int> holder_mark_;  // == stamp_: held one of h's experts before
   std::vector<int> lost_mark_;    // == stamp_: holds an expert h held before and lost

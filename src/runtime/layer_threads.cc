@@ -1,22 +1,13 @@
 #include "runtime/layer_threads.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace eplb::runtime {
-namespace {
-
-// The range of part `i` of `parts` over [0, n): sizes differ by at most one.
-std::pair<int, int> Range(int n, int parts, int i) {
-  const int base = n / parts, extra = n % parts;
-  const int begin = i * base + std::min(i, extra);
-  return {begin, begin + base + (i < extra ? 1 : 0)};
-}
-
-}  // namespace
 
 LayerThreads::LayerThreads(int threads) {
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { Work(i); });
+  for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { Work(); });
 }
 
 LayerThreads::~LayerThreads() {
@@ -28,26 +19,36 @@ LayerThreads::~LayerThreads() {
   for (auto& t : workers_) t.join();
 }
 
-void LayerThreads::Work(int index) {
+void LayerThreads::Work() {
   long seen = 0;
   for (;;) {
-    const std::function<void(int, int)>* body;
-    int n;
     {
       std::unique_lock<std::mutex> lock(mu_);
       wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
       if (stop_) return;
       seen = generation_;
-      body = body_;
-      n = n_;
     }
-    const auto [begin, end] = Range(n, threads(), index);
-    if (begin < end) (*body)(begin, end);
+    Claim();
     {
       std::lock_guard<std::mutex> lock(mu_);
       --pending_;
     }
     done_.notify_one();
+  }
+}
+
+void LayerThreads::Claim() {
+  for (;;) {
+    const int begin = next_.fetch_add(chunk_);
+    if (begin >= n_) return;
+    try {
+      (*body_)(begin, std::min(n_, begin + chunk_));
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!error_) error_ = std::current_exception();
+      next_ = n_;  // nothing more is claimed
+      return;
+    }
   }
 }
 
@@ -61,23 +62,23 @@ void LayerThreads::Run(int n, const std::function<void(int begin, int end)>& bod
     std::lock_guard<std::mutex> lock(mu_);
     body_ = &body;
     n_ = n;
+    // Layers differ in cost (a repair takes more steps on some): small
+    // ranges handed out as threads free up keep the threads busy to the end,
+    // while each range still reuses its workspace over a few layers.
+    chunk_ = std::max(1, n / (threads() * 4));
+    next_ = 0;
+    error_ = nullptr;
     pending_ = static_cast<int>(workers_.size());
     ++generation_;
   }
   wake_.notify_all();
-  const auto [begin, end] = Range(n, threads(), 0);
-  // The workers' parts finish whatever happens here, since `body` must
+  Claim();
+  // The workers' ranges finish whatever happened here, since `body` must
   // outlive them: wait for them before passing on an exception.
-  std::exception_ptr error;
-  try {
-    body(begin, end);
-  } catch (...) {
-    error = std::current_exception();
-  }
   std::unique_lock<std::mutex> lock(mu_);
   done_.wait(lock, [&] { return pending_ == 0; });
   body_ = nullptr;
-  if (error) std::rethrow_exception(error);
+  if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
 }
 
 LayerRunner LayerThreads::runner() {

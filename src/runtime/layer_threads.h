@@ -1,11 +1,13 @@
 // Threads lent to a placement policy (PolicyInput::run_layers): the layers
-// are split into one contiguous range per thread, the caller's thread taking
-// the first. The policy is pure and its layers independent, so the placement
+// are split into contiguous ranges of a few layers, which the threads (the
+// caller's among them) take in turn as they free up. The policy is pure and its layers independent, so the placement
 // is the same bit for bit with any number of threads; the rebalance's policy
 // step, which every rank runs before any weight moves, just ends sooner.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -26,19 +28,25 @@ class LayerThreads {
 
   int threads() const { return static_cast<int>(workers_.size()) + 1; }
   // body(begin, end) over [0, n) split into ranges; returns when all are done.
+  // The first exception a range throws passes on (no range starts after it).
   // One Run at a time.
   void Run(int n, const std::function<void(int begin, int end)>& body);
   // A LayerRunner calling Run (this object must outlive its use).
   LayerRunner runner();
 
  private:
-  void Work(int index);
+  void Work();
+  // Runs body_ on ranges taken from next_ until none is left.
+  void Claim();
 
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable wake_, done_;
   const std::function<void(int, int)>* body_ = nullptr;
   int n_ = 0;
+  int chunk_ = 1;
+  std::atomic<int> next_{0};
+  std::exception_ptr error_;
   long generation_ = 0;
   int pending_ = 0;
   bool stop_ = false;
