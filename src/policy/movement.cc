@@ -147,6 +147,8 @@ class Repair {
   }
 
   void RecomputeLoads() {
+    fewer_w_.resize(E_);
+    for (int e = 0; e < E_; ++e) fewer_w_[e] = count_[e] < 2 ? kInf : W_[e] / (count_[e] - 1);
     slot_w_.resize(item_.size());
     for (int r = 0; r < P_; ++r) {
       for (int k = 0; k < S_; ++k) slot_w_[r * S_ + k] = Weight(item_[r * S_ + k]);
@@ -163,6 +165,8 @@ class Repair {
     by_load_.resize(P_);
     std::iota(by_load_.begin(), by_load_.end(), 0);
     std::sort(by_load_.begin(), by_load_.end(), [&](int a, int b) { return Lighter(a, b); });
+    load_pos_.resize(P_);
+    for (int i = 0; i < P_; ++i) load_pos_[by_load_[i]] = i;
   }
 
   // Sums in slot order, so every path gives the same bits.
@@ -189,10 +193,11 @@ class Repair {
 
   // Moves rank r to its place in by_load_ after its load changed.
   void Reposition(int r) {
-    int i = static_cast<int>(std::find(by_load_.begin(), by_load_.end(), r) - by_load_.begin());
-    for (; i > 0 && Lighter(by_load_[i], by_load_[i - 1]); --i) std::swap(by_load_[i], by_load_[i - 1]);
-    for (; i + 1 < P_ && Lighter(by_load_[i + 1], by_load_[i]); ++i)
-      std::swap(by_load_[i], by_load_[i + 1]);
+    int i = load_pos_[r];
+    for (; i > 0 && Lighter(r, by_load_[i - 1]); --i) by_load_[i] = by_load_[i - 1], load_pos_[by_load_[i]] = i;
+    for (; i + 1 < P_ && Lighter(by_load_[i + 1], r); ++i) by_load_[i] = by_load_[i + 1], load_pos_[by_load_[i]] = i;
+    by_load_[i] = r;
+    load_pos_[r] = i;
   }
 
   // Wire cost of rank r gaining / losing one copy of e.
@@ -208,9 +213,7 @@ class Repair {
     int j = -1;
     double j_new = kInf;
     for (int k = 0; k < S_; ++k) {
-      const int x = item_[r * S_ + k];
-      if (count_[x] < 2) continue;
-      const double wx_new = W_[x] / (count_[x] - 1);
+      const double wx_new = fewer_w_[item_[r * S_ + k]];  // kInf for a single replica
       if (wx_new < j_new) j = k, j_new = wx_new;
     }
     spare_slot_[r] = j;
@@ -261,7 +264,9 @@ class Repair {
       if (cost <= 0) {
         // cost - 1 + peak * k < sb, k = 1e-3 / lh: free actions beat any costly one.
         bar = sb >= 0 ? kInf : (sb - cost + 1) * (lh_ + 1e-300) * 1e3;
-        if (bar != kInf) bar += std::abs(bar) * 1e-9 + slack;
+        if (bar != kInf) {
+          bar += std::abs(bar) * 1e-9 + slack;
+        }
       } else if (sb <= 0) {
         bar = -kInf;  // a free action beats any costly one
       } else if (sb == kInf) {
@@ -269,7 +274,7 @@ class Repair {
       } else {
         // cost / (lh - max(peak, target)) < sb  <=>  max(peak, target) < lh - cost / sb
         const double most = lh_ - cost / sb + slack;
-        bar = target_ < most ? most : -kInf;
+        bar = target_ + 2 * slack < most ? most : -kInf;
       }
       // Every action must leave both ranks below the heaviest's load.
       bar_[cost + 2] = std::min(bar, lh_ - eps_);
@@ -352,6 +357,8 @@ class Repair {
   // Slot j of rank r (a spare replica of x) becomes one more replica of y,
   // an expert of the heaviest rank h; every holder of x or y changes load.
   void ConsiderReplicas(int h, Action& best) {
+    // A conversion costs -1 to 1: nothing to look at where none may beat.
+    if (bar_[1] == -kInf && bar_[2] == -kInf && bar_[3] == -kInf) return;
     const double lh = load_[h];
     // The three heaviest distinct experts of h.
     int ys[3], n_ys = 0;
@@ -445,6 +452,7 @@ class Repair {
   std::vector<double> slot_w_;    // weight of each slot's replica
   std::vector<int> by_slot_w_;    // [rank][k] slots of each rank by weight ascending
   std::vector<int> by_load_;      // ranks by load ascending (index on ties)
+  std::vector<int> load_pos_;     // each rank's index in by_load_
   std::vector<uint8_t> prev_has_;
   std::vector<uint16_t> has_;
   // Arrive(r, e), or kHeld where r holds e (no rank takes a second copy).
@@ -454,6 +462,7 @@ class Repair {
   std::vector<int8_t> min_leave_;   // least of each rank's slot_leave_
   std::vector<int> spare_slot_;     // UpdateSpare: slot, or -1
   std::vector<double> spare_w_;     // its expert's load per replica with one fewer
+  std::vector<double> fewer_w_;     // each expert's load per replica with one fewer (kInf: one)
   std::vector<int> holder_first_, holders_;  // previous holders of each expert
   int transfers_ = 0;
   double eps_ = 0;
