@@ -9,11 +9,12 @@
 //   comm: the bare gloo communicator, one Execute per layer (no staging, no
 //         agreement, no commit).
 //
-// Executors: one staging layer with memcpy copies (the default), and two
-// staging layers with a threaded copier, where a layer's commit overlaps the
-// next layer's transfers: with one copier thread, and with --threads copier
-// threads (default: DefaultHostCopierThreads() of this machine) when that is
-// more than one.
+// Executors: one staging layer with memcpy copies (the default), the same
+// with --threads copier threads splitting each commit (default:
+// DefaultHostCopierThreads() of this machine; when that is more than one),
+// and two staging layers with a threaded copier, where a layer's commit
+// overlaps the next layer's transfers: with one copier thread, and with
+// --threads copier threads.
 //
 // The model: --layers MoE layers (default 16; DeepSeek-V3 has 58), 8 slots
 // per rank, 16 experts, each expert three tensors (w1, w2, w3: 3/8, 2/8, 3/8
@@ -117,6 +118,9 @@ void Setup(Rank& r, int layers, uint64_t expert_bytes, int threads) {
                                r.tensor_bytes[t], 0});
     }
   r.executors.push_back({"executor", 1, 0, nullptr});
+  if (threads > 1)
+    r.executors.push_back(
+        {"executor_1_staging_layer/" + std::to_string(threads) + "_copier_threads", 1, threads, nullptr});
   r.executors.push_back({"executor_2_staging_layers/1_copier_thread", 2, 1, nullptr});
   if (threads > 1)
     r.executors.push_back(

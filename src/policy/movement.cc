@@ -12,7 +12,10 @@
 //             hold before; moving an expert back where it was is free.
 //             The target is first the bound no placement beats (mean rank
 //             load, hottest expert over its most replicas) / (1 - tolerance):
-//             met, the best placement need not be computed at all.
+//             met, the best placement need not be computed at all. The gain
+//             is capped at what the heaviest rank needs, so the costly
+//             actions that get it there at one cost are equal: the first
+//             found is taken, no time spent on a lower peak among them.
 //   relabel:  only where the repair misses that: the best placement, which
 //             sets the target it must meet instead, with its ranks renamed to
 //             overlap the previous placement most (an assignment problem,
@@ -284,10 +287,9 @@ class Repair {
 
   // Swap partners: the eight lightest ranks, where the heaviest rank's load
   // can go, and every rank that held one of h's experts before, where one
-  // may go back for free. For each item of h, the partner items are searched
-  // outwards from the weight that would level the two ranks: within a cost,
-  // a partner further out leaves a higher peak, so each direction stops at
-  // the first valid partner of the least cost that rank offers.
+  // may go back for free. A partner, and each item of h, is skipped where a
+  // lower bound of the peak it could leave fails the bar of its least cost;
+  // the items that remain are tested against every item of the partner.
   void ConsiderSwaps(int h, Action& best) {
     const double lh = load_[h];
     std::vector<int>& partners = partners_;
