@@ -9,7 +9,10 @@
 //             swapping two replicas between ranks, or turning a spare replica
 //             of a cold expert into one more replica of a hot expert of the
 //             heaviest rank. Cost counts experts a rank gains that it did not
-//             hold before; moving an expert back where it was is free.
+//             hold before; moving an expert back where it was is free. A
+//             conversion unloads every holder of the hot expert, so its gain
+//             counts the load above the target it takes off all of them (at
+//             320 slots on 64 ranks: up to 28% fewer experts sent).
 //             The target is first the bound no placement beats (mean rank
 //             load, hottest expert over its most replicas) / (1 - tolerance):
 //             met, the best placement need not be computed at all. The gain
@@ -379,12 +382,30 @@ class Repair {
       const double dy = W_[y] / (count_[y] + 1) - Weight(y);
       // h holds y and loses dy on each copy; it gains on x, if it holds x.
       const double h_at_least = lh + has_[Cell(h, y)] * dy;
+      // Costly conversions (to h's hottest expert only) are scored by the
+      // load above the target they take off every rank they change: y's
+      // holders all shed load. drop_y: what y's holders shed (each once), the
+      // most any conversion to y takes off (x's holders only gain; r, if
+      // over the target, aside).
+      const bool costly = t == 0;
+      auto excess = [&](double l) { return std::max(l - target_, 0.0); };
+      double drop_y = 0;
+      if (costly) {
+        const int y_stamp = ++stamp_;
+        for (int q : holding_[y])
+          if (listed_[q] != y_stamp) {
+            listed_[q] = y_stamp;
+            drop_y += excess(load_[q]) - excess(load_[q] + has_[Cell(q, y)] * dy);
+          }
+      }
       for (int r : ranks) {
         const int j = spare_slot_[r];
         if (j < 0 || arrive_[Cell(r, y)] == kHeld) continue;  // r holds no y, so x != y
         const int x = item_[r * S_ + j];
         const int cost = slot_leave_[r * S_ + j] + arrive_[Cell(r, y)];
-        if (!MayBeat(cost, h_at_least)) continue;
+        if (cost <= 0 ? !MayBeat(cost, h_at_least)
+                      : !costly || !(cost < best.score * (drop_y + excess(load_[r])) * (1 + 1e-9)))
+          continue;
         const double wx_new = spare_w_[r];
         const double dx = wx_new - Weight(x);
         auto new_load = [&](int q) {
@@ -392,13 +413,40 @@ class Repair {
           if (q == r) l += W_[y] / (count_[y] + 1) - wx_new;
           return l;
         };
+        if (cost > 0) {
+          // The gain: the drop of the load above the target over the ranks
+          // the conversion changes; the peak: the highest of their new loads
+          // and of the heaviest rank it leaves as it is.
+          double drop = drop_y, peak = -kInf;
+          const int x_stamp = ++stamp_;
+          auto visit = [&](int q) {  // x's side: from y's side to the end
+            if (listed_[q] == x_stamp) return;
+            listed_[q] = x_stamp;
+            const double l = new_load(q);
+            drop += excess(load_[q] + has_[Cell(q, y)] * dy) - excess(l);
+            peak = std::max(peak, l);
+          };
+          for (int q : holding_[x]) visit(q);
+          visit(r);
+          for (int q : holding_[y])
+            if (listed_[q] != x_stamp) peak = std::max(peak, load_[q] + has_[Cell(q, y)] * dy);
+          // The heaviest rank the conversion leaves as it is.
+          for (int k = P_ - 1; k >= 0; --k) {
+            const int q = by_load_[k];
+            if (listed_[q] != x_stamp && has_[Cell(q, y)] == 0) {
+              peak = std::max(peak, load_[q]);
+              break;
+            }
+          }
+          if (peak >= lh - eps_ || drop <= eps_) continue;
+          Offer({Action::kReplicate, h, y, r, j, cost, peak, cost / drop}, best);
+          continue;
+        }
         // Other ranks gain at most dx per copy of x: walk them heaviest
         // first until none can top the peak.
         const double rise = count_[x] * dx;
         double peak = new_load(r);
-        auto hopeless = [&] {
-          return peak >= lh - eps_ || !MayBeat(cost, peak);
-        };
+        auto hopeless = [&] { return peak >= lh - eps_ || !MayBeat(cost, peak); };
         for (int k = P_ - 1; k >= 0 && !hopeless(); --k) {
           const int q = by_load_[k];
           if (load_[q] + rise < peak) break;
@@ -440,9 +488,29 @@ class Repair {
         Reposition(r);
       }
     } else {
-      Set(a.r, a.j, a.i);
+      // One replica fewer of x, one more of y: the ranks holding either
+      // change, each put back in order as soon as its load is new.
+      const int x = item_[a.r * S_ + a.j], y = a.i;
+      Set(a.r, a.j, y);
       UpdateLeave(a.r);
-      RecomputeLoads();
+      for (int e : {x, y}) fewer_w_[e] = count_[e] < 2 ? kInf : W_[e] / (count_[e] - 1);
+      const double wx = Weight(x), wy = Weight(y);
+      ++stamp_;
+      auto update = [&](int q) {
+        if (listed_[q] == stamp_) return;
+        listed_[q] = stamp_;
+        for (int k = 0; k < S_; ++k) {
+          const int e = item_[q * S_ + k];
+          if (e == x) slot_w_[q * S_ + k] = wx;
+          if (e == y) slot_w_[q * S_ + k] = wy;
+        }
+        UpdateSpare(q);
+        RecomputeLoad(q);
+        SortSlots(q);
+        Reposition(q);
+      };
+      for (int q : holding_[x]) update(q);
+      for (int q : holding_[y]) update(q);
     }
   }
 
