@@ -243,9 +243,10 @@ class Repair {
   bool MayBeat(int cost, double peak) const { return peak < bar_[cost + 2]; }
 
   // Lower is better: free actions first (by cost, then peak), then by cost
-  // per unit of load taken off the heaviest rank (capped at what it needs).
-  // Rises with cost and with peak, so Score(least cost, least peak) bounds a
-  // whole set of actions from below.
+  // per unit of load taken off the heaviest rank (capped at what it needs;
+  // a costly conversion scores its own way, ConsiderReplicas). Rises with
+  // cost and with peak, so Score(least cost, least peak) bounds a whole set
+  // of swaps from below.
   double Score(int cost, double peak) const {
     if (cost <= 0) return cost - 1.0 + peak / (lh_ + 1e-300) * 1e-3;
     const double gain = lh_ - std::max(peak, target_);
@@ -362,8 +363,6 @@ class Repair {
   // Slot j of rank r (a spare replica of x) becomes one more replica of y,
   // an expert of the heaviest rank h; every holder of x or y changes load.
   void ConsiderReplicas(int h, Action& best) {
-    // A conversion costs -1 to 1: nothing to look at where none may beat.
-    if (bar_[1] == -kInf && bar_[2] == -kInf && bar_[3] == -kInf) return;
     const double lh = load_[h];
     // The three heaviest distinct experts of h.
     int ys[3], n_ys = 0;
