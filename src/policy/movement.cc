@@ -657,12 +657,7 @@ class MovementPolicy final : public Policy {
     if (in.previous == nullptr) return packing::BalanceAllLayers(in, kBest);
     const LoadMatrix& load = *in.load;
     const Placement& prev = *in.previous;
-    Placement out;
-    out.num_layers = load.num_layers;
-    out.num_experts = load.num_experts;
-    out.num_slots = in.num_replicas;
-    out.num_ranks = in.num_ranks;
-    out.phy2log.resize(static_cast<size_t>(load.num_layers) * in.num_replicas);
+    Placement out = packing::ShapedPlacement(in);
     RunLayers(in, load.num_layers, [&](int begin, int end) {
       // One of each per range (ranges may run at the same time), reused
       // across its layers.

@@ -546,14 +546,19 @@ void BalanceLayer(std::span<const double> load, int num_slots, int num_ranks, in
   if (locality && options.ceiling >= 0) RestoreLocality(ws.home, mean * (1 + options.ceiling), ws.bins);
 }
 
-Placement BalanceAllLayers(const PolicyInput& in, const BalanceOptions& options) {
-  const LoadMatrix& load = *in.load;
+Placement ShapedPlacement(const PolicyInput& in) {
   Placement out;
-  out.num_layers = load.num_layers;
-  out.num_experts = load.num_experts;
+  out.num_layers = in.load->num_layers;
+  out.num_experts = in.load->num_experts;
   out.num_slots = in.num_replicas;
   out.num_ranks = in.num_ranks;
-  out.phy2log.resize(static_cast<size_t>(load.num_layers) * in.num_replicas);
+  out.phy2log.resize(static_cast<size_t>(out.num_layers) * in.num_replicas);
+  return out;
+}
+
+Placement BalanceAllLayers(const PolicyInput& in, const BalanceOptions& options) {
+  const LoadMatrix& load = *in.load;
+  Placement out = ShapedPlacement(in);
   RunLayers(in, load.num_layers, [&](int begin, int end) {
     Workspace ws;  // one per range: ranges may run at the same time
     for (int l = begin; l < end; ++l) {

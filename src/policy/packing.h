@@ -144,4 +144,8 @@ void BalanceLayer(std::span<const double> load, int num_slots, int num_ranks, in
 // Every layer of in.load through BalanceLayer.
 Placement BalanceAllLayers(const PolicyInput& in, const BalanceOptions& options);
 
+// A placement of in's shape with phy2log sized, for a policy to fill layer
+// by layer (then Derive).
+Placement ShapedPlacement(const PolicyInput& in);
+
 }  // namespace eplb::packing
