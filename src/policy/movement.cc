@@ -65,12 +65,13 @@ class Repair {
     } else {
       // Only the cells of the last layer's items were touched: clear those.
       for (const std::vector<int32_t>* items : {&prev_item_, &item_})
-        for (size_t k = 0; k < items->size(); ++k) {
-          const size_t c = Cell(static_cast<int>(k) / S_, (*items)[k]);
-          prev_has_[c] = 0;
-          has_[c] = 0;
-          arrive_[c] = 1;
-        }
+        for (int r = 0; r < P_; ++r)
+          for (int k = 0; k < S_; ++k) {
+            const size_t c = Cell(r, (*items)[r * S_ + k]);
+            prev_has_[c] = 0;
+            has_[c] = 0;
+            arrive_[c] = 1;
+          }
     }
     prev_item_.assign(previous.begin(), previous.end());
     item_.assign(previous.begin(), previous.end());
@@ -154,10 +155,14 @@ class Repair {
 
   void RecomputeLoads() {
     fewer_w_.resize(E_);
-    for (int e = 0; e < E_; ++e) fewer_w_[e] = count_[e] < 2 ? kInf : W_[e] / (count_[e] - 1);
+    per_w_.resize(E_);
+    for (int e = 0; e < E_; ++e) {
+      fewer_w_[e] = count_[e] < 2 ? kInf : W_[e] / (count_[e] - 1);
+      if (count_[e] > 0) per_w_[e] = Weight(e);
+    }
     slot_w_.resize(item_.size());
     for (int r = 0; r < P_; ++r) {
-      for (int k = 0; k < S_; ++k) slot_w_[r * S_ + k] = Weight(item_[r * S_ + k]);
+      for (int k = 0; k < S_; ++k) slot_w_[r * S_ + k] = per_w_[item_[r * S_ + k]];
       RecomputeLoad(r);
     }
     spare_slot_.resize(P_);
@@ -532,6 +537,7 @@ class Repair {
   std::vector<int> spare_slot_;     // UpdateSpare: slot, or -1
   std::vector<double> spare_w_;     // its expert's load per replica with one fewer
   std::vector<double> fewer_w_;     // each expert's load per replica with one fewer (kInf: one)
+  std::vector<double> per_w_;       // scratch of RecomputeLoads: each expert's load per replica
   std::vector<int> holder_first_, holders_;  // previous holders of each expert
   int transfers_ = 0;
   double eps_ = 0;
