@@ -149,6 +149,8 @@ class Repair {
 
   size_t Cell(int r, int e) const { return static_cast<size_t>(r) * E_ + e; }
   double Weight(int e) const { return W_[e] / count_[e]; }
+  // Load per replica of e with one replica fewer; kInf for a single replica.
+  double FewerWeight(int e) const { return count_[e] < 2 ? kInf : W_[e] / (count_[e] - 1); }
   std::span<const int> Holders(int e) const {
     return {holders_.data() + holder_first_[e], holders_.data() + holder_first_[e + 1]};
   }
@@ -157,7 +159,7 @@ class Repair {
     fewer_w_.resize(E_);
     per_w_.resize(E_);
     for (int e = 0; e < E_; ++e) {
-      fewer_w_[e] = count_[e] < 2 ? kInf : W_[e] / (count_[e] - 1);
+      fewer_w_[e] = FewerWeight(e);
       if (count_[e] > 0) per_w_[e] = Weight(e);
     }
     slot_w_.resize(item_.size());
@@ -211,8 +213,7 @@ class Repair {
     load_pos_[r] = i;
   }
 
-  // Wire cost of rank r gaining / losing one copy of e.
-  int Arrive(int r, int e) const { return has_[Cell(r, e)] == 0 && !prev_has_[Cell(r, e)]; }
+  // Wire cost of rank r losing one copy of e (-1: it ends a transfer).
   int Leave(int r, int e) const {
     return has_[Cell(r, e)] == 1 && !prev_has_[Cell(r, e)] ? -1 : 0;
   }
@@ -267,7 +268,10 @@ class Repair {
 
   // bar_[cost + 2]: the peak at and above which an action of that cost cannot
   // beat `best`, solved from Score and loosened by a relative 1e-9 (rounding),
-  // so a bar never rejects an action that Offer would take.
+  // so a bar rejects no action that Offer would take, but one: a costly swap
+  // that only ties a best that already meets the target (the gain is capped
+  // there, so a lower peak at the same cost scores the same; the first found
+  // stands).
   void SetBars(const Action& best) {
     const double sb = best.score;
     const double slack = 1e-9 * (std::abs(lh_) + std::abs(target_)) + eps_;
@@ -276,9 +280,7 @@ class Repair {
       if (cost <= 0) {
         // cost - 1 + peak * k < sb, k = 1e-3 / lh: free actions beat any costly one.
         bar = sb >= 0 ? kInf : (sb - cost + 1) * (lh_ + 1e-300) * 1e3;
-        if (bar != kInf) {
-          bar += std::abs(bar) * 1e-9 + slack;
-        }
+        if (bar != kInf) bar += std::abs(bar) * 1e-9 + slack;
       } else if (sb <= 0) {
         bar = -kInf;  // a free action beats any costly one
       } else if (sb == kInf) {
@@ -497,7 +499,7 @@ class Repair {
       const int x = item_[a.r * S_ + a.j], y = a.i;
       Set(a.r, a.j, y);
       UpdateLeave(a.r);
-      for (int e : {x, y}) fewer_w_[e] = count_[e] < 2 ? kInf : W_[e] / (count_[e] - 1);
+      for (int e : {x, y}) fewer_w_[e] = FewerWeight(e);
       const double wx = Weight(x), wy = Weight(y);
       ++stamp_;
       auto update = [&](int q) {
@@ -529,14 +531,15 @@ class Repair {
   std::vector<int> load_pos_;     // each rank's index in by_load_
   std::vector<uint8_t> prev_has_;
   std::vector<uint16_t> has_;
-  // Arrive(r, e), or kHeld where r holds e (no rank takes a second copy).
+  // Wire cost of rank r gaining a copy of e (1: r never held it), or kHeld
+  // where r holds e (no rank takes a second copy).
   static constexpr int8_t kHeld = 2;
   std::vector<int8_t> arrive_;
   std::vector<int8_t> slot_leave_;  // Leave(r, e) of each slot's expert
   std::vector<int8_t> min_leave_;   // least of each rank's slot_leave_
   std::vector<int> spare_slot_;     // UpdateSpare: slot, or -1
   std::vector<double> spare_w_;     // its expert's load per replica with one fewer
-  std::vector<double> fewer_w_;     // each expert's load per replica with one fewer (kInf: one)
+  std::vector<double> fewer_w_;     // FewerWeight of each expert
   std::vector<double> per_w_;       // scratch of RecomputeLoads: each expert's load per replica
   std::vector<int> holder_first_, holders_;  // previous holders of each expert
   int transfers_ = 0;

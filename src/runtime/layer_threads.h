@@ -1,8 +1,9 @@
 // Threads lent to a placement policy (PolicyInput::run_layers): the layers
 // are split into contiguous ranges of a few layers, which the threads (the
-// caller's among them) take in turn as they free up. The policy is pure and its layers independent, so the placement
-// is the same bit for bit with any number of threads; the rebalance's policy
-// step, which every rank runs before any weight moves, just ends sooner.
+// caller's among them) take in turn as they free up. The policy is pure and
+// its layers independent, so the placement is the same bit for bit with any
+// number of threads; the rebalance's policy step, which every rank runs
+// before any weight moves, just ends sooner.
 #pragma once
 
 #include <atomic>

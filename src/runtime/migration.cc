@@ -255,7 +255,8 @@ LayerMigrationReport MigrationExecutor::Stage(const LayerPlan& plan, Deadline de
     WaitForCopies(deadline);
   } catch (...) {
     spdlog::debug("eplb migration: rank {} failed {} of MoE layer {}", me, step, layer);
-    // Copies into this buffer may still run: they end before it is used again.
+    // Copies into this buffer may still run: they end before it is used again
+    // (local copies always finish, so, as in Commit, no deadline can help).
     try {
       WaitForCopies(Deadline::max());
     } catch (const std::exception& e) {
