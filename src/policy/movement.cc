@@ -5,20 +5,22 @@
 //
 //   repair:   start from the previous placement (nothing sent) and, while the
 //             heaviest rank is over the target, take the action with the
-//             lowest wire cost per unit of load it takes off that rank:
-//             swapping two replicas between ranks, or turning a spare replica
-//             of a cold expert into one more replica of a hot expert of the
-//             heaviest rank. Cost counts experts a rank gains that it did not
-//             hold before; moving an expert back where it was is free. A
-//             conversion unloads every holder of the hot expert, so its gain
-//             counts the load above the target it takes off all of them (at
-//             320 slots on 64 ranks: up to 28% fewer experts sent).
+//             lowest wire cost per unit of load above the target it takes off
+//             the ranks it changes: swapping two replicas between the heaviest
+//             rank and another, or turning a spare replica of a cold expert
+//             into one more replica of the heaviest rank's hottest expert.
+//             Cost counts experts a rank gains that it did not hold before;
+//             moving an expert back where it was is free. A swap that only
+//             moves the excess to its partner takes nothing off; a conversion
+//             unloads every holder of the hot expert (at 320 slots on 64
+//             ranks: up to 28% fewer experts sent than counting the heaviest
+//             rank alone).
 //             The target is first the bound no placement beats (mean rank
 //             load, hottest expert over its most replicas) / (1 - tolerance):
-//             met, the best placement need not be computed at all. The gain
-//             is capped at what the heaviest rank needs, so the costly
-//             actions that get it there at one cost are equal: the first
-//             found is taken, no time spent on a lower peak among them.
+//             met, the best placement need not be computed at all. A swap
+//             takes off at most what the heaviest rank holds above the
+//             target, so the swaps that get it there at one cost are equal:
+//             the first found is taken.
 //   relabel:  only where the repair misses that: the best placement, which
 //             sets the target it must meet instead, with its ranks renamed to
 //             overlap the previous placement most (an assignment problem,
@@ -242,21 +244,21 @@ class Repair {
     min_leave_[r] = static_cast<int8_t>(least);
   }
 
-  // Whether an action of cost `cost` or more and peak `peak` or more may beat
-  // the best action so far (Offer's order): Score rises with both, so false
-  // means none can. A comparison with a bar set when the best changes, so the
-  // searches divide only for the actions they offer.
+  // Whether a swap of cost `cost` or more and peak `peak` or more may beat
+  // the best action so far (Offer's order): the least score such a swap can
+  // have rises with both, so false means none can. A comparison with a bar
+  // set when the best changes, so the searches divide only for the actions
+  // they offer.
   bool MayBeat(int cost, double peak) const { return peak < bar_[cost + 2]; }
 
-  // Lower is better: free actions first (by cost, then peak), then by cost
-  // per unit of load taken off the heaviest rank (capped at what it needs;
-  // a costly conversion scores its own way, ConsiderReplicas). Rises with
-  // cost and with peak, so Score(least cost, least peak) bounds a whole set
-  // of swaps from below.
-  double Score(int cost, double peak) const {
-    if (cost <= 0) return cost - 1.0 + peak / (lh_ + 1e-300) * 1e-3;
-    const double gain = lh_ - std::max(peak, target_);
-    return gain > eps_ ? cost / gain : kInf;
+  // Lower is better: free actions first (by cost, then the drop), then by
+  // cost per unit of drop. The drop is the load above the target an action
+  // takes off the ranks it changes: a swap that only moves the excess from
+  // the heaviest rank to its partner drops nothing and is never taken. For a
+  // swap, drop <= lh - max(peak, target) (the heaviest rank cannot shed more
+  // than it holds above the target), so the bars bound swaps by their peak.
+  double ScoreOf(int cost, double drop) const {
+    return cost <= 0 ? cost - 1.0 - drop / (lh_ + 1e-300) * 1e-3 : cost / drop;
   }
 
   void Offer(const Action& a, Action& best) {
@@ -266,27 +268,34 @@ class Repair {
     }
   }
 
-  // bar_[cost + 2]: the peak at and above which an action of that cost cannot
-  // beat `best`, solved from Score and loosened by a relative 1e-9 (rounding),
-  // so a bar rejects no action that Offer would take, but one: a costly swap
-  // that only ties a best that already meets the target (the gain is capped
-  // there, so a lower peak at the same cost scores the same; the first found
-  // stands).
+  // bar_[cost + 2]: the peak at and above which a swap of that cost cannot
+  // beat `best`, solved from ScoreOf with the most a swap of that peak can
+  // drop (lh - max(peak, target)) and loosened by a relative 1e-9 (rounding),
+  // so a bar rejects no swap that Offer would take, but one: a swap that
+  // only ties a best of its cost that already meets the target (no drop is
+  // larger than lh - target, so the first found stands).
   void SetBars(const Action& best) {
     const double sb = best.score;
     const double slack = 1e-9 * (std::abs(lh_) + std::abs(target_)) + eps_;
     for (int cost = -2; cost <= 2; ++cost) {
       double bar;
       if (cost <= 0) {
-        // cost - 1 + peak * k < sb, k = 1e-3 / lh: free actions beat any costly one.
-        bar = sb >= 0 ? kInf : (sb - cost + 1) * (lh_ + 1e-300) * 1e3;
-        if (bar != kInf) bar += std::abs(bar) * 1e-9 + slack;
+        // cost - 1 - drop * k < sb, k = 1e-3 / lh: free actions beat any
+        // costly one; drop <= lh - max(peak, target).
+        if (sb >= 0) {
+          bar = kInf;
+        } else {
+          const double v = lh_ - (cost - 1 - sb) * (lh_ + 1e-300) * 1e3;
+          const double most = v + std::abs(v) * 1e-9 + slack;
+          bar = target_ + 2 * slack < most ? most : -kInf;
+        }
       } else if (sb <= 0) {
         bar = -kInf;  // a free action beats any costly one
       } else if (sb == kInf) {
         bar = kInf;  // any action may: Offer decides
       } else {
-        // cost / (lh - max(peak, target)) < sb  <=>  max(peak, target) < lh - cost / sb
+        // cost / drop < sb needs cost / (lh - max(peak, target)) < sb, that is
+        // max(peak, target) < lh - cost / sb.
         const double most = lh_ - cost / sb + slack;
         bar = target_ + 2 * slack < most ? most : -kInf;
       }
@@ -360,7 +369,9 @@ class Repair {
           const double peak = std::max(lh - d, lr + d);
           if (peak < bar[bc[j]]) [[unlikely]] {
             const int cost = a_cost + bc[j];
-            Offer({Action::kSwap, h, i, r, j, cost, peak, Score(cost, peak)}, best);
+            auto excess = [&](double l) { return std::max(l - target_, 0.0); };
+            const double drop = excess(lh) + excess(lr) - excess(lh - d) - excess(lr + d);
+            if (drop > eps_) Offer({Action::kSwap, h, i, r, j, cost, peak, ScoreOf(cost, drop)}, best);
           }
         }
       }
@@ -368,99 +379,69 @@ class Repair {
   }
 
   // Slot j of rank r (a spare replica of x) becomes one more replica of y,
-  // an expert of the heaviest rank h; every holder of x or y changes load.
+  // the heaviest rank's hottest expert; every holder of x or y changes load,
+  // and every holder of y sheds some. Scored by the load above the target it
+  // takes off all the ranks it changes (more than a swap can, where y has
+  // several holders over the target). Only the hottest expert: conversions
+  // to h's next experts were as good in bytes sent, and cost a search each.
   void ConsiderReplicas(int h, Action& best) {
     const double lh = load_[h];
-    // The three heaviest distinct experts of h.
-    int ys[3], n_ys = 0;
-    for (int k = S_ - 1; k >= 0 && n_ys < 3; --k) {
-      const int e = item_[h * S_ + by_slot_w_[h * S_ + k]];
-      if (std::find(ys, ys + n_ys, e) == ys + n_ys) ys[n_ys++] = e;
-    }
-    for (int t = 0; t < n_ys; ++t) {
-      const int y = ys[t];
-      if (W_[y] <= eps_) continue;
-      // Candidate ranks: the four lightest, and those that held y before.
-      std::vector<int>& ranks = ranks_;
-      ranks.assign(by_load_.begin(), by_load_.begin() + std::min(4, P_));
-      for (int r : Holders(y))
-        if (std::find(ranks.begin(), ranks.end(), r) == ranks.end()) ranks.push_back(r);
-      const double dy = W_[y] / (count_[y] + 1) - Weight(y);
-      // h holds y and loses dy on each copy; it gains on x, if it holds x.
-      const double h_at_least = lh + has_[Cell(h, y)] * dy;
-      // Costly conversions (to h's hottest expert only) are scored by the
-      // load above the target they take off every rank they change: y's
-      // holders all shed load. drop_y: what y's holders shed (each once), the
-      // most any conversion to y takes off (x's holders only gain; r, if
-      // over the target, aside).
-      const bool costly = t == 0;
-      auto excess = [&](double l) { return std::max(l - target_, 0.0); };
-      double drop_y = 0;
-      if (costly) {
-        const int y_stamp = ++stamp_;
-        for (int q : holding_[y])
-          if (listed_[q] != y_stamp) {
-            listed_[q] = y_stamp;
-            drop_y += excess(load_[q]) - excess(load_[q] + has_[Cell(q, y)] * dy);
-          }
+    const int y = item_[h * S_ + by_slot_w_[h * S_ + S_ - 1]];
+    if (W_[y] <= eps_) return;
+    // Candidate ranks: the four lightest, and those that held y before.
+    std::vector<int>& ranks = ranks_;
+    ranks.assign(by_load_.begin(), by_load_.begin() + std::min(4, P_));
+    for (int r : Holders(y))
+      if (std::find(ranks.begin(), ranks.end(), r) == ranks.end()) ranks.push_back(r);
+    const double dy = W_[y] / (count_[y] + 1) - Weight(y);
+    auto excess = [&](double l) { return std::max(l - target_, 0.0); };
+    // drop_y: what y's holders shed (each once), the most any conversion to
+    // y takes off (x's holders only gain; r, if over the target, aside).
+    double drop_y = 0;
+    const int y_stamp = ++stamp_;
+    for (int q : holding_[y])
+      if (listed_[q] != y_stamp) {
+        listed_[q] = y_stamp;
+        drop_y += excess(load_[q]) - excess(load_[q] + has_[Cell(q, y)] * dy);
       }
-      for (int r : ranks) {
-        const int j = spare_slot_[r];
-        if (j < 0 || arrive_[Cell(r, y)] == kHeld) continue;  // r holds no y, so x != y
-        const int x = item_[r * S_ + j];
-        const int cost = slot_leave_[r * S_ + j] + arrive_[Cell(r, y)];
-        if (cost <= 0 ? !MayBeat(cost, h_at_least)
-                      : !costly || !(cost < best.score * (drop_y + excess(load_[r])) * (1 + 1e-9)))
-          continue;
-        const double wx_new = spare_w_[r];
-        const double dx = wx_new - Weight(x);
-        auto new_load = [&](int q) {
-          double l = load_[q] + has_[Cell(q, y)] * dy + has_[Cell(q, x)] * dx;
-          if (q == r) l += W_[y] / (count_[y] + 1) - wx_new;
-          return l;
-        };
-        if (cost > 0) {
-          // The gain: the drop of the load above the target over the ranks
-          // the conversion changes; the peak: the highest of their new loads
-          // and of the heaviest rank it leaves as it is.
-          double drop = drop_y, peak = -kInf;
-          const int x_stamp = ++stamp_;
-          auto visit = [&](int q) {  // x's side: from y's side to the end
-            if (listed_[q] == x_stamp) return;
-            listed_[q] = x_stamp;
-            const double l = new_load(q);
-            drop += excess(load_[q] + has_[Cell(q, y)] * dy) - excess(l);
-            peak = std::max(peak, l);
-          };
-          for (int q : holding_[x]) visit(q);
-          visit(r);
-          for (int q : holding_[y])
-            if (listed_[q] != x_stamp) peak = std::max(peak, load_[q] + has_[Cell(q, y)] * dy);
-          // The heaviest rank the conversion leaves as it is.
-          for (int k = P_ - 1; k >= 0; --k) {
-            const int q = by_load_[k];
-            if (listed_[q] != x_stamp && has_[Cell(q, y)] == 0) {
-              peak = std::max(peak, load_[q]);
-              break;
-            }
-          }
-          if (peak >= lh - eps_ || drop <= eps_) continue;
-          Offer({Action::kReplicate, h, y, r, j, cost, peak, cost / drop}, best);
-          continue;
+    for (int r : ranks) {
+      const int j = spare_slot_[r];
+      if (j < 0 || arrive_[Cell(r, y)] == kHeld) continue;  // r holds no y, so x != y
+      const int x = item_[r * S_ + j];
+      const int cost = slot_leave_[r * S_ + j] + arrive_[Cell(r, y)];
+      if (!(ScoreOf(cost, (drop_y + excess(load_[r])) * (1 + 1e-9)) < best.score)) continue;
+      const double wx_new = spare_w_[r];
+      const double dx = wx_new - Weight(x);
+      auto new_load = [&](int q) {
+        double l = load_[q] + has_[Cell(q, y)] * dy + has_[Cell(q, x)] * dx;
+        if (q == r) l += W_[y] / (count_[y] + 1) - wx_new;
+        return l;
+      };
+      // The drop of the load above the target over the ranks the conversion
+      // changes; the peak: the highest of their new loads and of the
+      // heaviest rank it leaves as it is.
+      double drop = drop_y, peak = -kInf;
+      const int x_stamp = ++stamp_;
+      auto visit = [&](int q) {  // x's side: from y's side to the end
+        if (listed_[q] == x_stamp) return;
+        listed_[q] = x_stamp;
+        const double l = new_load(q);
+        drop += excess(load_[q] + has_[Cell(q, y)] * dy) - excess(l);
+        peak = std::max(peak, l);
+      };
+      for (int q : holding_[x]) visit(q);
+      visit(r);
+      for (int q : holding_[y])
+        if (listed_[q] != x_stamp) peak = std::max(peak, load_[q] + has_[Cell(q, y)] * dy);
+      for (int k = P_ - 1; k >= 0; --k) {
+        const int q = by_load_[k];
+        if (listed_[q] != x_stamp && has_[Cell(q, y)] == 0) {
+          peak = std::max(peak, load_[q]);
+          break;
         }
-        // Other ranks gain at most dx per copy of x: walk them heaviest
-        // first until none can top the peak.
-        const double rise = count_[x] * dx;
-        double peak = new_load(r);
-        auto hopeless = [&] { return peak >= lh - eps_ || !MayBeat(cost, peak); };
-        for (int k = P_ - 1; k >= 0 && !hopeless(); --k) {
-          const int q = by_load_[k];
-          if (load_[q] + rise < peak) break;
-          if (q != r) peak = std::max(peak, new_load(q));
-        }
-        if (hopeless()) continue;
-        Offer({Action::kReplicate, h, y, r, j, cost, peak, Score(cost, peak)}, best);
       }
+      if (peak >= lh - eps_ || drop <= eps_) continue;
+      Offer({Action::kReplicate, h, y, r, j, cost, peak, ScoreOf(cost, drop)}, best);
     }
   }
 
