@@ -29,6 +29,7 @@
 //
 // Without a previous placement it is "balanced".
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -127,8 +128,8 @@ class Repair {
       target_ = target;
       Action best;
       SetBars(best);
-      ConsiderSwaps(h, best);
       ConsiderReplicas(h, best);
+      ConsiderSwaps(h, best);
       if (best.kind == Action::kNone) return false;
       Apply(best);
     }
@@ -327,9 +328,18 @@ class Repair {
       if (has_[Cell(h, e)] == 0)
         for (int r : holding_[e]) lost_mark_[r] = stamp_;
     }
+    // h's items by weight ascending: weight, expert and leave cost of each.
     const int* ho = &by_slot_w_[h * S_];
-    const int8_t* h_leave = &slot_leave_[h * S_];
+    h_w_.resize(S_);
+    h_x_.resize(S_);
+    h_leave_.resize(S_);
+    for (int ii = 0; ii < S_; ++ii) {
+      h_w_[ii] = slot_w_[h * S_ + ho[ii]];
+      h_x_[ii] = item_[h * S_ + ho[ii]];
+      h_leave_[ii] = slot_leave_[h * S_ + ho[ii]];
+    }
     b_cost_.resize(S_);
+    a_cost_.resize(S_);
     for (int r : partners) {
       const double lr = load_[r];
       const double gap = lh - lr;
@@ -342,6 +352,20 @@ class Repair {
       const int32_t* ri = &item_[r * S_];
       const int8_t* r_leave = &slot_leave_[r * S_];
       const double* rw = &slot_w_[r * S_];
+      const double min_rw = rw[by_slot_w_[r * S_]];
+      // Cost of each item of h going to r, and the items of h that may
+      // pair with some item of r: h keeps at least lh - (wa - lightest of
+      // r). One branch-free pass; the bars only tighten as the search goes,
+      // so an item out now stays out.
+      int8_t* ac = a_cost_.data();
+      uint32_t items = 0;
+      for (int ii = 0; ii < S_; ++ii) {
+        const int arrive = arrive_[Cell(r, h_x_[ii])];
+        ac[ii] = static_cast<int8_t>(arrive == kHeld ? kBarred : h_leave_[ii] + arrive);
+        const double peak_lb = std::max(min_peak, lh - h_w_[ii] + min_rw);
+        items |= static_cast<uint32_t>(peak_lb < bar_[ac[ii] + b_least + 2]) << ii;
+      }
+      if (items == 0) continue;
       // Cost of each item of r going to h; kBarred where it may not (no swap
       // gives a rank a second copy of an expert it holds).
       int8_t* bc = b_cost_.data();
@@ -349,18 +373,13 @@ class Repair {
         const int arrive = arrive_[Cell(h, ri[j])];
         bc[j] = static_cast<int8_t>(arrive == kHeld ? kBarred : r_leave[j] + arrive);
       }
-      const double min_rw = rw[by_slot_w_[r * S_]];
-      for (int ii = S_ - 1; ii >= 0; --ii) {
-        const int i = ho[ii];
-        const double wa = slot_w_[h * S_ + i];
-        // h keeps at least lh - (wa - lightest of r); lighter items of h keep more.
-        const double peak_lb = std::max(min_peak, lh - wa + min_rw);
-        if (!MayBeat(min_leave_[h] + b_least, peak_lb)) break;
-        if (!MayBeat(h_leave[i] + b_least, peak_lb)) continue;
-        const int arrive = arrive_[Cell(r, item_[h * S_ + i])];
-        if (arrive == kHeld) continue;
-        const int a_cost = h_leave[i] + arrive;
-        if (!MayBeat(a_cost + b_least, peak_lb)) continue;
+      // Heaviest items of h first: they level the pair best.
+      while (items != 0) {
+        const int ii = 31 - std::countl_zero(items);
+        items &= ~(uint32_t{1} << ii);
+        const int a_cost = ac[ii];
+        const double wa = h_w_[ii];
+        if (!MayBeat(a_cost + b_least, std::max(min_peak, lh - wa + min_rw))) continue;
         // Every item of r: a handful, and a branch-free test each. A swap
         // must lower the peak of the two ranks (the bars hold that too).
         const double* bar = bar_ + a_cost + 2;
@@ -371,7 +390,8 @@ class Repair {
             const int cost = a_cost + bc[j];
             auto excess = [&](double l) { return std::max(l - target_, 0.0); };
             const double drop = excess(lh) + excess(lr) - excess(lh - d) - excess(lr + d);
-            if (drop > eps_) Offer({Action::kSwap, h, i, r, j, cost, peak, ScoreOf(cost, drop)}, best);
+            if (drop > eps_)
+              Offer({Action::kSwap, h, ho[ii], r, j, cost, peak, ScoreOf(cost, drop)}, best);
           }
         }
       }
@@ -534,7 +554,10 @@ class Repair {
   double bar_[8] = {};
   // Scratch of one step.
   std::vector<int> partners_, ranks_, scratch_;
-  std::vector<int8_t> b_cost_;
+  std::vector<int8_t> b_cost_, a_cost_;
+  std::vector<double> h_w_;  // the heaviest rank's item weights, ascending
+  std::vector<int32_t> h_x_;  // their experts
+  std::vector<int8_t> h_leave_;  // their leave costs
   std::vector<int> listed_;       // == stamp_: listed as a partner this step
   std::vector<int> holder_mark_;  // == stamp_: held one of h's experts before
   std::vector<int> lost_mark_;    // == stamp_: holds an expert h held before and lost
