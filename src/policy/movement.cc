@@ -33,6 +33,8 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
+#include <mutex>
 #include <numeric>
 #include <span>
 #include <vector>
@@ -672,11 +674,13 @@ class MovementPolicy final : public Policy {
     const Placement& prev = *in.previous;
     Placement out = packing::ShapedPlacement(in);
     RunLayers(in, load.num_layers, [&](int begin, int end) {
-      // One of each per range (ranges may run at the same time), reused
-      // across its layers.
-      packing::Workspace ws;
-      Repair repair;
-      std::vector<int32_t> relabeled;
+      // Ranges may run at the same time: each takes buffers of its own, kept
+      // by the policy across ranges and calls (allocating them per range
+      // cost two threads 5% of a rebalance).
+      std::unique_ptr<Scratch> scratch = TakeScratch();
+      packing::Workspace& ws = scratch->ws;
+      Repair& repair = scratch->repair;
+      std::vector<int32_t>& relabeled = scratch->relabeled;
       for (int l = begin; l < end; ++l) {
         const auto w = load.layer(l);
         const auto previous = prev.layer_phy2log(l);
@@ -712,12 +716,32 @@ class MovementPolicy final : public Policy {
             repaired && repair.transfers() <= relabel_sends ? repair.items() : relabeled;
         std::copy(items.begin(), items.end(), chosen.begin());
       }
+      GiveScratch(std::move(scratch));
     });
     out.Derive();
     return out;
   }
 
  private:
+  // A range's buffers; the policy keeps as many as ranges ever ran at once.
+  struct Scratch {
+    packing::Workspace ws;
+    Repair repair;
+    std::vector<int32_t> relabeled;
+  };
+  std::unique_ptr<Scratch> TakeScratch() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (free_.empty()) return std::make_unique<Scratch>();
+    auto s = std::move(free_.back());
+    free_.pop_back();
+    return s;
+  }
+  void GiveScratch(std::unique_ptr<Scratch> s) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.push_back(std::move(s));
+  }
+  mutable std::mutex mu_;
+  mutable std::vector<std::unique_ptr<Scratch>> free_;
   double tolerance_;
 };
 
