@@ -309,8 +309,8 @@ class Repair {
   }
 
   // Swap partners: the eight lightest ranks, where the heaviest rank's load
-  // can go, and every rank that held one of h's experts before, where one
-  // may go back for free. A partner, and each item of h, is skipped where a
+  // can go, and every rank that held one of h's experts before and lacks it
+  // now, where it may go back for free. A partner, and each item of h, is skipped where a
   // lower bound of the peak it could leave fails the bar of its least cost;
   // the items that remain are tested against every item of the partner.
   void ConsiderSwaps(int h, Action& best) {
@@ -321,7 +321,8 @@ class Repair {
     for (int r : partners) listed_[r] = stamp_;
     for (int i = 0; i < S_; ++i)
       for (int r : Holders(item_[h * S_ + i]))
-        if (listed_[r] != stamp_) listed_[r] = stamp_, partners.push_back(r);
+        if (listed_[r] != stamp_ && has_[Cell(r, item_[h * S_ + i])] == 0)
+          listed_[r] = stamp_, partners.push_back(r);
     for (int i = 0; i < S_; ++i)
       for (int r : Holders(item_[h * S_ + i])) holder_mark_[r] = stamp_;
     // Ranks holding an expert h held before and has lost: it returns free.
