@@ -346,8 +346,11 @@ class Repair {
     for (int r : partners) {
       const double lr = load_[r];
       const double gap = lh - lr;
-      if (r == h || gap <= eps_) continue;
-      const double min_peak = (lh + lr) / 2;
+      if (r == h || gap <= eps_ || lr >= target_) continue;
+      // What a swap with r may take off, drop <= min(lh - target, room of
+      // r, lh - peak), as a bound on lh - drop for the bars: a swap levels
+      // the pair at best, and what r takes above the target is not dropped.
+      const double min_peak = std::max((lh + lr) / 2, lh - (target_ - lr));
       // Least costs: an item arrives free only where it was before.
       const int a_least = min_leave_[h] + (holder_mark_[r] == stamp_ ? 0 : 1);
       const int b_least = min_leave_[r] + (lost_mark_[r] == stamp_ ? 0 : 1);
@@ -420,13 +423,25 @@ class Repair {
     auto excess = [&](double l) { return std::max(l - target_, 0.0); };
     // drop_y: what y's holders shed (each once), the most any conversion to
     // y takes off (x's holders only gain; r, if over the target, aside).
-    double drop_y = 0;
+    // peak_y: the highest new load of y's holders. A holder of x too ends
+    // higher still (x's load per replica rises), so the conversion's peak
+    // is the highest of peak_y and its x side.
+    double drop_y = 0, peak_y = -kInf;
     const int y_stamp = ++stamp_;
     for (int q : holding_[y])
       if (listed_[q] != y_stamp) {
         listed_[q] = y_stamp;
-        drop_y += excess(load_[q]) - excess(load_[q] + has_[Cell(q, y)] * dy);
+        const double l = load_[q] + has_[Cell(q, y)] * dy;
+        drop_y += excess(load_[q]) - excess(l);
+        peak_y = std::max(peak_y, l);
       }
+    // The heaviest ranks that hold no y, heaviest first: the first of them
+    // a conversion leaves as it is sets its peak with the ones it changes.
+    int unchanged[4], n_unchanged = 0, walked = P_;
+    while (walked > 0 && n_unchanged < 4) {
+      const int q = by_load_[--walked];
+      if (has_[Cell(q, y)] == 0) unchanged[n_unchanged++] = q;
+    }
     for (int r : ranks) {
       const int j = spare_slot_[r];
       if (j < 0 || arrive_[Cell(r, y)] == kHeld) continue;  // r holds no y, so x != y
@@ -454,15 +469,15 @@ class Repair {
       };
       for (int q : holding_[x]) visit(q);
       visit(r);
-      for (int q : holding_[y])
-        if (listed_[q] != x_stamp) peak = std::max(peak, load_[q] + has_[Cell(q, y)] * dy);
-      for (int k = P_ - 1; k >= 0; --k) {
+      peak = std::max(peak, peak_y);
+      int left = -1;  // the heaviest rank holding no y that is not x's side
+      for (int k = 0; k < n_unchanged && left < 0; ++k)
+        if (listed_[unchanged[k]] != x_stamp) left = unchanged[k];
+      for (int k = walked - 1; k >= 0 && left < 0; --k) {
         const int q = by_load_[k];
-        if (listed_[q] != x_stamp && has_[Cell(q, y)] == 0) {
-          peak = std::max(peak, load_[q]);
-          break;
-        }
+        if (listed_[q] != x_stamp && has_[Cell(q, y)] == 0) left = q;
       }
+      if (left >= 0) peak = std::max(peak, load_[left]);
       if (peak >= lh - eps_ || drop <= eps_) continue;
       Offer({Action::kReplicate, h, y, r, j, cost, peak, ScoreOf(cost, drop)}, best);
     }
