@@ -304,8 +304,8 @@ class Repair {
     }
   }
 
-  // bar_[cost + 2]: the peak at and above which a swap of that cost cannot
-  // beat `best`, solved from ScoreOf with the most a swap of that peak can
+  // bar_[cost + 2]: the peak at and above which a swap of that cost or more
+  // cannot beat `best`, solved from ScoreOf with the most a swap of that peak can
   // drop (lh - max(peak, target)) and loosened by a relative 1e-9 (rounding),
   // so a bar rejects no swap that Offer would take, but one: a swap that
   // only ties a best of its cost that already meets the target (no drop is
@@ -339,6 +339,10 @@ class Repair {
       // Every action must leave both ranks below the heaviest's load.
       bar_[cost + 2] = std::min(bar, lh_ - eps_);
     }
+    // A bar holds for its cost and every higher one (a free action needs a
+    // drop a costly one may do without), so the searches may bound a set of
+    // swaps by its least cost.
+    for (int k = 3; k >= 0; --k) bar_[k] = std::max(bar_[k], bar_[k + 1]);
     for (int k = 5; k < 8; ++k) bar_[k] = -kInf;
   }
 
