@@ -127,6 +127,7 @@ class Repair {
     for (int r = 0; r < P_; ++r)
       for (int k = 0; k < S_; ++k) holding_[item_[r * S_ + k]].push_back(r);
     transfers_ = 0;
+    for (int k = 5; k < 8; ++k) bar_[k] = -kInf;  // kBarred: never
     listed_.assign(P_, -1);
     holder_mark_.assign(P_, -1);
     lost_mark_.assign(P_, -1);
@@ -296,38 +297,29 @@ class Repair {
   void SetBars(const Action& best) {
     const double sb = best.score;
     const double slack = 1e-9 * (std::abs(lh_) + std::abs(target_)) + eps_;
-    for (int cost = -2; cost <= 2; ++cost) {
-      double bar;
-      if (cost <= 0) {
-        // cost - 1 - drop * k < sb, k = 1e-3 / lh: free actions beat any
-        // costly one; drop <= lh - max(peak, target).
-        if (sb >= 0) {
-          bar = kInf;
-        } else {
-          const double v = lh_ - (cost - 1 - sb) * (lh_ + 1e-300) * 1e3;
-          const double most = v + std::abs(v) * 1e-9 + slack;
-          bar = target_ + 2 * slack < most ? most : -kInf;
-        }
-        bar = std::min(bar, lh_ - min_free_drop_ + slack);  // Worth
-      } else if (sb <= 0) {
-        bar = -kInf;  // a free action beats any costly one
-      } else if (sb == kInf) {
-        bar = kInf;  // any action may: Offer decides
+    const double top = lh_ - eps_;  // every action must leave both ranks below lh
+    // Free actions (cost - 1 - drop * k < sb, k = 1e-3 / lh) beat any costly
+    // one, and need the drop Worth asks for.
+    const double free_top = std::min(top, lh_ - min_free_drop_ + slack);
+    auto capped = [&](double most) { return target_ + 2 * slack < most ? std::min(most, top) : -kInf; };
+    for (int cost = -2; cost <= 0; ++cost) {
+      if (sb >= 0) {
+        bar_[cost + 2] = free_top;
       } else {
-        // cost / drop < sb needs cost / (lh - max(peak, target)) < sb, that is
-        // max(peak, target) < lh - cost / sb.
-        const double most = lh_ - cost / sb + slack;
-        bar = target_ + 2 * slack < most ? most : -kInf;
+        const double v = lh_ - (cost - 1 - sb) * (lh_ + 1e-300) * 1e3;
+        bar_[cost + 2] = std::min(capped(v + std::abs(v) * 1e-9 + slack), free_top);
       }
-      // Every action must leave both ranks below the heaviest's load.
-      bar_[cost + 2] = std::min(bar, lh_ - eps_);
     }
+    // Costly: cost / drop < sb needs cost / (lh - max(peak, target)) < sb,
+    // that is max(peak, target) < lh - cost / sb.
+    for (int cost = 1; cost <= 2; ++cost)
+      bar_[cost + 2] = sb <= 0 ? -kInf : sb == kInf ? top : capped(lh_ - cost / sb + slack);
     // A bar holds for its cost and every higher one (a free action needs a
     // drop a costly one may do without), so the searches may bound a set of
     // swaps by its least cost.
     for (int k = 3; k >= 0; --k) bar_[k] = std::max(bar_[k], bar_[k + 1]);
-    for (int k = 5; k < 8; ++k) bar_[k] = -kInf;
   }
+
 
   // Swap partners: the lightest ranks, where the heaviest rank's load can go
   // (kLightPartners; fewer while h is far over the target, kFarPartnersPer),
