@@ -231,7 +231,8 @@ TEST(NewPolicies, ValidDeterministicAndBalancedOnSmallShapes) {
       if (name == "movement") {
         const Placement best = ComputePlacement(*MakePolicy("balanced"), Input(load, s));
         for (int l = 0; l < load.num_layers; ++l)
-          EXPECT_GE(LayerBalancedness(load, c, l), LayerBalancedness(load, best, l) * 0.995 - 1e-12);
+          EXPECT_GE(LayerBalancedness(load, c, l),
+                    LayerBalancedness(load, best, l) * 0.995 - 1e-12);
       }
     }
   }

@@ -289,11 +289,11 @@ class Repair {
   }
 
   // bar_[cost + 2]: the peak at and above which a swap of that cost or more
-  // cannot beat `best`, solved from ScoreOf with the most a swap of that peak can
-  // drop (lh - max(peak, target)) and loosened by a relative 1e-9 (rounding),
-  // so a bar rejects no swap that Offer would take, but one: a swap that
-  // only ties a best of its cost that already meets the target (no drop is
-  // larger than lh - target, so the first found stands).
+  // cannot beat `best`, solved from ScoreOf with the most a swap of that
+  // peak can drop (lh - max(peak, target)) and loosened by a relative 1e-9
+  // for rounding, so a bar rejects no swap that Offer would take, but one:
+  // a swap that only ties a best of its cost that already meets the target
+  // (no drop is larger than lh - target, so the first found stands).
   void SetBars(const Action& best) {
     const double sb = best.score;
     const double slack = 1e-9 * (std::abs(lh_) + std::abs(target_)) + eps_;
@@ -301,7 +301,9 @@ class Repair {
     // Free actions (cost - 1 - drop * k < sb, k = 1e-3 / lh) beat any costly
     // one, and need the drop Worth asks for.
     const double free_top = std::min(top, lh_ - min_free_drop_ + slack);
-    auto capped = [&](double most) { return target_ + 2 * slack < most ? std::min(most, top) : -kInf; };
+    auto capped = [&](double most) {
+      return target_ + 2 * slack < most ? std::min(most, top) : -kInf;
+    };
     for (int cost = -2; cost <= 0; ++cost) {
       if (sb >= 0) {
         bar_[cost + 2] = free_top;
@@ -319,7 +321,6 @@ class Repair {
     // swaps by its least cost.
     for (int k = 3; k >= 0; --k) bar_[k] = std::max(bar_[k], bar_[k + 1]);
   }
-
 
   // Swap partners: the lightest ranks, where the heaviest rank's load can go
   // (kLightPartners; fewer while h is far over the target, kFarPartnersPer),
@@ -341,7 +342,8 @@ class Repair {
       const int e = item_[h * S_ + i];
       for (int r : Holders(e)) {
         holder_mark_[r] = stamp_;
-        if (listed_[r] != stamp_ && has_[Cell(r, e)] == 0) listed_[r] = stamp_, partners.push_back(r);
+        if (listed_[r] != stamp_ && has_[Cell(r, e)] == 0)
+          listed_[r] = stamp_, partners.push_back(r);
       }
     }
     // Ranks holding an expert h held before and has lost: it returns free.
