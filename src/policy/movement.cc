@@ -58,6 +58,7 @@ constexpr double kFreeMinShare = 0.5;
 // sent, -15% / -7% / 0 / +8% time; 2 conversion targets instead of 4 send
 // 0.3% more for 8% less time.
 constexpr int kLightPartners = 8;
+constexpr int kLightConversionTargets = 2;
 // While the heaviest rank is more than kFar over the target, big moves do
 // the work and the lightest few ranks take them: ranks / kFarPartnersPer
 // partners (4 to kLightPartners) instead. At 32 ranks (4 partners): 8% less
@@ -66,7 +67,6 @@ constexpr int kLightPartners = 8;
 // same to within 0.1%.
 constexpr double kFar = 0.02;
 constexpr int kFarPartnersPer = 8;
-constexpr int kLightConversionTargets = 2;
 constexpr size_t kMaxRepairCells = size_t{1} << 22;
 // The assignment is O(ranks^3): past this many ranks the best placement keeps
 // its own rank order.
@@ -129,7 +129,6 @@ class Repair {
     for (int r = 0; r < P_; ++r)
       for (int k = 0; k < S_; ++k) holding_[item_[r * S_ + k]].push_back(r);
     transfers_ = 0;
-    for (int k = 5; k < 8; ++k) bar_[k] = -kInf;  // kBarred: never
     listed_.assign(P_, -1);
     holder_mark_.assign(P_, -1);
     lost_mark_.assign(P_, -1);
@@ -150,11 +149,12 @@ class Repair {
       lh_ = load_[h];
       target_ = target;
       min_free_drop_ = kFreeMinShare * (lh_ - target_);
+      far_ = lh_ - target_ > kFar * target_;
       Action best;
       SetBars(best);
       // Near the target a conversion (the hot expert's holders all change by
       // a hot replica's share) overshoots: the swaps do the fine work.
-      if (lh_ - target_ > kFar * target_) ConsiderReplicas(h, best);
+      if (far_) ConsiderReplicas(h, best);
       ConsiderSwaps(h, best);
       if (best.kind == Action::kNone) return false;
       Apply(best);
@@ -278,6 +278,9 @@ class Repair {
     return cost <= 0 ? cost - 1.0 - drop / (lh_ + 1e-300) * 1e-3 : cost / drop;
   }
 
+  // Load above the target.
+  double Excess(double l) const { return std::max(l - target_, 0.0); }
+
   // Whether an action is taken at all: it drops something, and a free one
   // at least kFreeMinShare of the heaviest rank's excess (the bars of free
   // actions hold that too).
@@ -335,9 +338,7 @@ class Repair {
   // partner.
   void ConsiderSwaps(int h, Action& best) {
     const double lh = load_[h];
-    const int light = lh - target_ > kFar * target_
-                          ? std::clamp(P_ / kFarPartnersPer, 4, kLightPartners)
-                          : kLightPartners;
+    const int light = far_ ? std::clamp(P_ / kFarPartnersPer, 4, kLightPartners) : kLightPartners;
     std::vector<int>& partners = partners_;
     partners.assign(by_load_.begin(), by_load_.begin() + std::min(light, P_));
     ++stamp_;
@@ -363,8 +364,8 @@ class Repair {
     a_cost_.resize(S_);
     for (int r : partners) {
       const double lr = load_[r];
-      const double gap = lh - lr;
-      if (r == h || gap <= eps_ || lr >= target_) continue;
+      // h itself, and any rank at or over the target, has no room to give.
+      if (lr >= target_ || lh - lr <= eps_) continue;
       // What a swap with r may take off, drop <= min(lh - target, room of
       // r, lh - peak), as a bound on lh - drop for the bars: a swap levels
       // the pair at best, and what r takes above the target is not dropped.
@@ -417,8 +418,7 @@ class Repair {
             const double peak = std::max(lh - d, lr + d);
             if (peak < bar[bc[j]]) [[unlikely]] {
               const int cost = a_cost + bc[j];
-              auto excess = [&](double l) { return std::max(l - target_, 0.0); };
-              const double drop = excess(lh) + excess(lr) - excess(lh - d) - excess(lr + d);
+              const double drop = Excess(lh) + Excess(lr) - Excess(lh - d) - Excess(lr + d);
               if (Worth(cost, drop))
                 Offer({Action::kSwap, h, i, r, j, cost, peak, ScoreOf(cost, drop)}, best);
             }
@@ -446,7 +446,6 @@ class Repair {
     for (int r : Holders(y))
       if (std::find(ranks.begin(), ranks.end(), r) == ranks.end()) ranks.push_back(r);
     const double dy = W_[y] / (count_[y] + 1) - Weight(y);
-    auto excess = [&](double l) { return std::max(l - target_, 0.0); };
     // drop_y: what y's holders shed (each once), the most any conversion to
     // y takes off (x's holders only gain; r, if over the target, aside).
     // peak_y: the highest new load of y's holders. A holder of x too ends
@@ -458,7 +457,7 @@ class Repair {
       if (listed_[q] != y_stamp) {
         listed_[q] = y_stamp;
         const double l = load_[q] + has_[Cell(q, y)] * dy;
-        drop_y += excess(load_[q]) - excess(l);
+        drop_y += Excess(load_[q]) - Excess(l);
         peak_y = std::max(peak_y, l);
       }
     // The heaviest ranks that hold no y, heaviest first: the first of them
@@ -473,7 +472,7 @@ class Repair {
       if (j < 0 || arrive_[Cell(r, y)] == kHeld) continue;  // r holds no y, so x != y
       const int x = item_[r * S_ + j];
       const int cost = slot_leave_[r * S_ + j] + arrive_[Cell(r, y)];
-      if (!(ScoreOf(cost, (drop_y + excess(load_[r])) * (1 + 1e-9)) < best.score)) continue;
+      if (!(ScoreOf(cost, (drop_y + Excess(load_[r])) * (1 + 1e-9)) < best.score)) continue;
       const double wx_new = spare_w_[r];
       const double dx = wx_new - Weight(x);
       auto new_load = [&](int q) {
@@ -490,7 +489,7 @@ class Repair {
         if (listed_[q] == x_stamp) return;
         listed_[q] = x_stamp;
         const double l = new_load(q);
-        drop += excess(load_[q] + has_[Cell(q, y)] * dy) - excess(l);
+        drop += Excess(load_[q] + has_[Cell(q, y)] * dy) - Excess(l);
         peak = std::max(peak, l);
       };
       for (int q : holding_[x]) visit(q);
@@ -589,11 +588,13 @@ class Repair {
   double eps_ = 0;
   // The step under way: the heaviest rank's load, the target, and the bars
   // of the best action so far (SetBars).
+  // far_: lh is more than kFar over the target.
   double lh_ = 0, target_ = 0, min_free_drop_ = 0;
+  bool far_ = false;
   // bar_[cost + 2] for costs -2..2, then kBarred's entries (cost + kBarred + 2
   // for a_cost -1..1): never.
   static constexpr int8_t kBarred = 4;
-  double bar_[8] = {};
+  double bar_[8] = {0, 0, 0, 0, 0, -kInf, -kInf, -kInf};
   // Scratch of one step.
   std::vector<int> partners_, ranks_, scratch_;
   std::vector<int8_t> b_cost_, a_cost_;
