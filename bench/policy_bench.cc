@@ -1,9 +1,8 @@
-// Policy time on every measured load in ../shared/loads, at the shapes that
+// Policy time on every measured load in data/loads, at the shapes that
 // DeepSeek-V3 and Qwen deployments use. One benchmark per (file, shape); the
 // `balancedness` counter is the model figure of the placement computed.
 //
 //   build/policy_bench [--benchmark_filter=REGEX] [--benchmark_repetitions=5]
-//   EPLB_SHARED_DIR overrides <source>/../shared.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -50,10 +49,7 @@ std::vector<Shape> QwenShapes(int experts) {
   return shapes;
 }
 
-std::string SharedDir() {
-  if (const char* env = std::getenv("EPLB_SHARED_DIR")) return env;
-  return (fs::path(EPLB_SOURCE_DIR) / ".." / "shared").lexically_normal().string();
-}
+std::string DataDir() { return (fs::path(EPLB_SOURCE_DIR) / "data").string(); }
 
 void RunPolicy(benchmark::State& state, std::shared_ptr<eplb::LoadMatrix> load, Shape shape) {
   auto policy = eplb::MakePolicy("deepseek");
@@ -76,7 +72,7 @@ void RunPolicy(benchmark::State& state, std::shared_ptr<eplb::LoadMatrix> load, 
 }  // namespace
 
 int main(int argc, char** argv) {
-  const std::string dir = SharedDir() + "/loads";
+  const std::string dir = DataDir() + "/loads";
   std::vector<std::string> files;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir, ec))

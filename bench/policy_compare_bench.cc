@@ -1,12 +1,11 @@
 // The reference policy (deepseek) against this library's (balanced, locality,
-// movement) on the measured DeepSeek-V3 loads in ../shared/loads: a markdown
+// movement) on the measured DeepSeek-V3 loads in data/loads: a markdown
 // table of balancedness, locality and policy time per file and shape, and one
 // of experts sent over sequences of loads (the online balancer's view); then
 // Google Benchmark timings of every policy at 288 slots / 32 ranks / 4 nodes.
 //
 //   build/policy_compare_bench --table-only       # the tables of BENCHMARKS.md
 //   build/policy_compare_bench [--benchmark_filter=REGEX] [--benchmark_repetitions=N]
-//   EPLB_SHARED_DIR overrides <source>/../shared.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -44,10 +43,7 @@ const Shape kShapes[] = {
     {"288 slots, 32 ranks, 1 node", 288, 8, 1, 32},
 };
 
-std::string SharedDir() {
-  if (const char* env = std::getenv("EPLB_SHARED_DIR")) return env;
-  return (fs::path(EPLB_SOURCE_DIR) / ".." / "shared").lexically_normal().string();
-}
+std::string DataDir() { return (fs::path(EPLB_SOURCE_DIR) / "data").string(); }
 
 struct File {
   std::string stem;  // without "deepseek-v3-"
@@ -57,7 +53,7 @@ struct File {
 std::vector<File> DeepSeekFiles() {
   std::vector<File> files;
   std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(SharedDir() + "/loads", ec)) {
+  for (const auto& entry : fs::directory_iterator(DataDir() + "/loads", ec)) {
     const std::string stem = entry.path().stem().string();
     if (stem.rfind("deepseek-v3-", 0) != 0) continue;
     files.push_back({stem.substr(12), std::make_shared<eplb::LoadMatrix>(
@@ -201,7 +197,7 @@ int main(int argc, char** argv) {
   const std::vector<File> files = DeepSeekFiles();
   if (files.empty()) {
     std::fprintf(stderr, "policy_compare_bench: no deepseek-v3-*.json in %s/loads\n",
-                 SharedDir().c_str());
+                 DataDir().c_str());
     return 1;
   }
   bool table_only = false;

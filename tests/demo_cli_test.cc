@@ -67,7 +67,7 @@ TEST(DemoCli, TextReportNamesTheCommunicatorAndSyncMode) {
 }
 
 TEST(DemoCli, DriftsAMeasuredLoadFile) {
-  const std::string file = test::SharedDir() + "/loads/qwen2-57b-a14b-sharegpt.json";
+  const std::string file = test::DataDir() + "/loads/qwen2-57b-a14b-sharegpt.json";
   auto r = test::RunCli({"demo", "--load", file, "--layers", "4", "--experts", "64", "--groups", "1",
                          "--ranks", "2", "--expert-bytes", "4096", "--steps", "250", "--interval", "100",
                          "--window", "50", "--step-ms", "1", "--json"},
@@ -88,7 +88,7 @@ TEST(DemoCli, BadInputExitsTwoBeforeStartingRanks) {
       {{"demo", "--slots", "250"}, "250 slots do not split over 4 ranks"},
       {{"demo", "--experts", "30", "--groups", "8"}, "group"},
       {{"demo", "--load", "/nonexistent/load.json"}, "/nonexistent/load.json"},
-      {{"demo", "--load", test::SharedDir() + "/loads/qwen2-57b-a14b-sharegpt.json"}, "--experts 64"},
+      {{"demo", "--load", test::DataDir() + "/loads/qwen2-57b-a14b-sharegpt.json"}, "--experts 64"},
       {{"demo", "--ranks", "0"}, "--ranks"},
       {{"demo", "--sync", "--communicator", "carrier-pigeon"}, "carrier-pigeon"},
       {{"demo", "--policy", "no-such-policy"}, "no-such-policy"},

@@ -1,5 +1,5 @@
 // The DeepSeek policy against reference placements: every file in
-// ../shared/golden/deepseek (whatever is there), computed by the reference
+// data/golden/deepseek (whatever is there), computed by the reference
 // Python `rebalance_experts`. Exact cases must match phy2log and logcnt
 // bit for bit; the others (real loads with ties, where the reference's
 // unstable sort decides) must match or beat its balancedness on every layer.
@@ -22,7 +22,7 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::string GoldenDir() { return test::SharedDir() + "/golden/deepseek"; }
+std::string GoldenDir() { return test::DataDir() + "/golden/deepseek"; }
 
 std::vector<std::string> GoldenFiles() {
   std::vector<std::string> files;

@@ -40,9 +40,9 @@ TEST(LayerThreads, EveryLayerOnceInRangesAndErrorsPassThrough) {
 
 TEST(LayerThreads, PoliciesGiveTheSamePlacementWithAndWithoutThreads) {
   const LoadMatrix load =
-      io::ReadLoadFile(test::SharedDir() + "/loads/deepseek-v3-prefill_in1024.json").load;
+      io::ReadLoadFile(test::DataDir() + "/loads/deepseek-v3-prefill_in1024.json").load;
   const LoadMatrix other =
-      io::ReadLoadFile(test::SharedDir() + "/loads/deepseek-v3-prefill_in512.json").load;
+      io::ReadLoadFile(test::DataDir() + "/loads/deepseek-v3-prefill_in512.json").load;
   runtime::LayerThreads pool(3);
   for (const std::string& name : PolicyNames()) {
     auto policy = MakePolicy(name);

@@ -38,7 +38,7 @@ class PlanCli : public testing::Test {
   }
   std::string Output() const { return outputs_ + "/out.json"; }
   static std::string Bundled() {
-    return test::SourceDir() + "/data/loads/deepseek-v3-prefill_in1024.json";
+    return test::DataDir() + "/loads/deepseek-v3-prefill_in1024.json";
   }
   static json ReadJson(const std::string& path) {
     std::ifstream in(path);
@@ -103,7 +103,7 @@ TEST_F(PlanCli, WritesThePlacementAndSummarizes) {
 }
 
 TEST_F(PlanCli, TakesTheShapeFromAGoldenFile) {
-  const std::string golden = test::SharedDir() + "/golden/deepseek/deepseek-readme.json";
+  const std::string golden = test::DataDir() + "/golden/deepseek/deepseek-readme.json";
   test::CommandResult r = test::RunCli({"plan", "--load", golden, "--output", Output()});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   json expected = ReadJson(golden)["expected"];
@@ -132,7 +132,7 @@ TEST_F(PlanCli, PreviousPlacementKeepsSlots) {
                           "--nodes", "4", "--ranks", "32", "--output", first})
                 .exit_code,
             0);
-  const std::string other = test::SharedDir() + "/loads/deepseek-v3-decode_in1000out1000.json";
+  const std::string other = test::DataDir() + "/loads/deepseek-v3-decode_in1000out1000.json";
   const std::string fresh = outputs_ + "/fresh.json", kept = outputs_ + "/kept.json";
   std::vector<std::string> args = {"plan",  "--load",  other, "--replicas", "288", "--groups",
                                    "8",     "--nodes", "4",   "--ranks",    "32"};

@@ -220,7 +220,7 @@ TEST(DeepSeek, HierarchicalKeepsAGroupsReplicasOnOneNode) {
 
 TEST(DeepSeek, ReplicationImprovesBalanceOnRealLoads) {
   io::LoadFile file =
-      io::ReadLoadFile(test::SourceDir() + "/data/loads/deepseek-v3-prefill_in1024.json");
+      io::ReadLoadFile(test::DataDir() + "/loads/deepseek-v3-prefill_in1024.json");
   Placement p = Place(Input(file.load, 288, 8, 4, 32));
   Placement identity = Placement::Identity(file.load.num_layers, 256, 288, 32);
   EXPECT_GT(ComputeBalancedness(file.load, p).mean,

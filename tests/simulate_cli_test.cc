@@ -23,7 +23,7 @@ size_t Count(const std::string& text, const std::string& needle) {
 }
 
 TEST(SimulateCli, DeepSeekV3FilesGiveTableSvgAndJson) {
-  const std::string loads = test::SharedDir() + "/loads/";
+  const std::string loads = test::DataDir() + "/loads/";
   const std::string dir = test::MakeTempDir("eplb-sim-");
   const std::string svg = dir + "/sim.svg", out = dir + "/sim.json";
   auto r = test::RunCli({"simulate", "--load", loads + "deepseek-v3-prefill_in512.json", "--load",
@@ -68,7 +68,7 @@ TEST(SimulateCli, RebalancingBeatsAStaticPlacementUnderDrift) {
 }
 
 TEST(SimulateCli, BadInputExitsTwoAndWritesNothing) {
-  const std::string loads = test::SharedDir() + "/loads/";
+  const std::string loads = test::DataDir() + "/loads/";
   const std::string dir = test::MakeTempDir("eplb-sim-bad-");
   const std::string svg = dir + "/sim.svg";
   // Two models of different shapes cannot form one sequence.

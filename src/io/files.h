@@ -11,7 +11,7 @@
 
 namespace eplb::io {
 
-// A load file: `load` [L][E] at the top level (../shared/loads) or under
+// A load file: `load` [L][E] at the top level (data/loads) or under
 // `input` (golden files), whose other fields then serve as defaults.
 struct LoadFile {
   LoadMatrix load;

@@ -8,10 +8,7 @@ namespace eplb::test {
 
 std::string SourceDir() { return EPLB_SOURCE_DIR; }
 
-std::string SharedDir() {
-  if (const char* env = std::getenv("EPLB_SHARED_DIR")) return env;
-  return (std::filesystem::path(EPLB_SOURCE_DIR) / ".." / "shared").lexically_normal().string();
-}
+std::string DataDir() { return (std::filesystem::path(EPLB_SOURCE_DIR) / "data").string(); }
 
 std::string CliPath() { return EPLB_CLI_PATH; }
 

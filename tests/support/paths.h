@@ -1,4 +1,4 @@
-// Paths tests need: the source tree, ../shared beside it, the eplb binary.
+// Paths tests need: the source tree, its test data, the eplb binary.
 #pragma once
 
 #include <string>
@@ -6,7 +6,7 @@
 namespace eplb::test {
 
 std::string SourceDir();
-std::string SharedDir();  // $EPLB_SHARED_DIR, else <source>/../shared
+std::string DataDir();    // <source>/data: measured loads, golden placements
 std::string CliPath();    // the built eplb binary
 std::string MakeTempDir(const std::string& prefix);  // fresh directory under $TMPDIR
 

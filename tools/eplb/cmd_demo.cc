@@ -735,7 +735,7 @@ EPLB_COMMAND(demo, [](CLI::App& app) -> std::function<int()> {
   cmd->add_option("--step-ms", o->step_ms, "simulated length of a step (the GPU's part)")->capture_default_str();
   cmd->add_option("--tokens", o->tokens, "tokens per rank per step")->capture_default_str();
   cmd->add_option("--top-k", o->top_k, "experts per token")->capture_default_str();
-  cmd->add_option("--load", o->load_path, "load file ([layers][experts] `load`, e.g. ../shared/loads/*.json) to drift around");
+  cmd->add_option("--load", o->load_path, "load file ([layers][experts] `load`, e.g. data/loads/*.json) to drift around");
   cmd->add_option("--skew", o->skew, "Zipf exponent of the synthetic load")->capture_default_str();
   cmd->add_option("--drift", o->drift, "steps for the hot experts to move by one")->capture_default_str();
   cmd->add_flag("--sync,!--async", o->sync, "migrate inside the step (--sync) or on a background thread (--async, the default)")
