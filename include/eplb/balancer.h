@@ -21,8 +21,12 @@
 // background thread: Step() never waits on a transfer; it only commits a
 // layer whose staging every rank has finished, at a step every rank agreed
 // on (one layer per step at most), so all ranks switch layer k at the same
-// step. Staging is bounded to
-// `staging_layers` (1 or 2) layers.
+// step. Staging is bounded to `staging_layers` (1 or 2) layers.
+// The one host wait: a rank proposes to commit `commit_lead` steps ahead; if
+// its engine reaches its own proposed step before the agreement on it has
+// arrived (a slow peer), that Step() waits for it, at most deadline + 1 s,
+// then vetoes the commit (the layer is settled at the next handshake).
+// Metrics count these waits (commit_waits, commit_wait_seconds_max).
 //
 // Failures. Every cross-rank wait takes `deadline`. A rank that stalls or
 // dies makes the others abandon the cycle: layers not committed keep their
@@ -246,8 +250,9 @@ class Balancer {
   // the default stream). A commit's copies are queued on the GPU after the
   // work already on that stream (kernels still reading the old experts) and
   // before the work queued after Step() returns, and the host does not wait
-  // for them: Step() costs the engine the copy time on its stream, never a
-  // host stall. Host memory: `stream` is unused.
+  // for them: Step() costs the engine the copy time on its stream. The host
+  // waits only for a commit agreement that is late (see the top of this
+  // file: at most deadline + 1 s). Host memory: `stream` is unused.
   void Step(void* stream = nullptr);
 
   // The load window's sum over ranks-local steps, [layers][experts]. Engine thread.

@@ -62,12 +62,9 @@ class ElasticCommunicator : public Communicator {
 };
 
 // --- Backend constructors (one per src/comm/<backend>/) -------------------
-// INTEGRATION POINT: MakeGlooCommunicator is defined by branch `gloo`
-// (src/comm/gloo/). Until it is merged, src/comm/pending_backends.cc defines
-// it to throw; delete that file when merging it (the duplicate definition
-// makes the link fail loudly if it is forgotten). MakeCudaIpcCommunicator is
-// in src/comm/cuda_ipc/ (throws "built without CUDA" in builds without a
-// toolkit).
+// Each is defined in its backend's folder and reached through
+// MakeCommunicator. Backends that need CUDA (cuda_ipc) or a library loaded at
+// run time (nccl, nixl) throw Error naming what is missing where it is absent.
 std::unique_ptr<Communicator> MakeGlooCommunicator(const CommunicatorOptions& options);
 std::unique_ptr<Communicator> MakeCudaIpcCommunicator(const CommunicatorOptions& options);
 std::unique_ptr<Communicator> MakeNcclCommunicator(const CommunicatorOptions& options);

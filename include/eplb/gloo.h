@@ -36,8 +36,11 @@ struct GlooOptions {
 
 // Connects the group (collective: every rank calls it with the same name and
 // world_size) and returns the `gloo` communicator. Moves host memory
-// (MemoryKind::kHost); registering CUDA memory throws InvalidArgument on every
-// rank. Throws TimeoutError naming the ranks that did not arrive by `deadline`.
+// directly and CUDA device memory through pinned host buffers
+// (src/comm/gloo/device_staging.h); registering device memory throws
+// InvalidArgument on every rank when any rank cannot stage it (built without
+// CUDA, device not visible). Throws TimeoutError naming the ranks that did not
+// arrive by `deadline`.
 // A communicator is used by one thread at a time.
 std::unique_ptr<Communicator> ConnectGlooCommunicator(const GlooOptions& options, Deadline deadline);
 

@@ -1,7 +1,9 @@
 // Placement policies: (load, shape, previous placement?) -> placement.
 //
-// Pure functions of their input (no I/O, threads or clocks), deterministic
-// across machines, so every rank computes the same placement without talking.
+// Pure functions of their input (no I/O or clocks), deterministic across
+// machines, so every rank computes the same placement without talking.
+// Policies start no threads; a caller may lend them threads to run layers on
+// (PolicyInput::run_layers), and the result is the same bit for bit.
 #pragma once
 
 #include <functional>

@@ -409,15 +409,13 @@ Swap FitSwap(const std::vector<int>* home, int h, double goal, double eps,
 }
 
 // The swap between h and another rank giving the lowest new peak
-// max(load[h] - d, load[r] + d), d = wa - wb in (0, gap).
-// `neutral_only`: only swaps that keep or raise the load served on home nodes.
-Swap LevelSwap(const std::vector<int>* home, bool neutral_only, int h, double eps,
-               const std::vector<int>& by_load, int partners, const RankBins& bins) {
+// max(load[h] - d, load[r] + d), d = wa - wb in (0, gap), whatever it does
+// to locality (the fit search already preferred home-neutral swaps).
+Swap LevelSwap(int h, double eps, const std::vector<int>& by_load, int partners,
+               const RankBins& bins) {
   const int S = bins.slots;
   const double lh = bins.load[h];
-  const int32_t* hi = bins.items_of(h);
   const double* hw = bins.weights_of(h);
-  const int nh = bins.node_of(h);
   Swap best;
   best.peak = lh;
   // The lightest `partners` ranks, which level h best.
@@ -427,10 +425,7 @@ Swap LevelSwap(const std::vector<int>* home, bool neutral_only, int h, double ep
     const double gap = lh - lr;
     // No swap with r, or any heavier rank, goes below (lh + lr) / 2.
     if (gap <= eps || (lh + lr) / 2 >= best.peak || tried++ == partners) break;
-    const int32_t* ri = bins.items_of(r);
     const double* rw = bins.weights_of(r);
-    const int nr = bins.node_of(r);
-    const bool check = neutral_only && home != nullptr && nr != nh;
     int j = S;  // first partner at or above the level point; falls with i
     for (int i = S - 1; i >= 0 && hw[i] > eps; --i) {
       const double level = hw[i] - gap / 2;  // the partner that levels h and r
@@ -440,7 +435,6 @@ Swap LevelSwap(const std::vector<int>* home, bool neutral_only, int h, double ep
         if (d <= eps || d >= gap - eps) continue;
         const double peak = std::max(lh - d, lr + d);
         if (peak >= best.peak) continue;
-        if (check && HomeGain(*home, hi[i], hw[i], nh, ri[k], rw[k], nr) < -eps) continue;
         if (!Distinct(bins, h, i, r, k)) continue;
         best = {i, r, k, peak};
       }
@@ -467,8 +461,8 @@ void RefineSwaps(const std::vector<int>* home, double goal, int max_iterations,
     const int h = by_load.back();
     if (bins.load[h] <= goal) break;
     Swap s = FitSwap(home, h, goal, eps, by_load, bins);
-    if (s.i < 0) s = LevelSwap(home, /*neutral_only=*/false, h, eps, by_load, Partners(P), bins);
-    if (s.i < 0) s = LevelSwap(home, /*neutral_only=*/false, h, eps, by_load, P, bins);
+    if (s.i < 0) s = LevelSwap(h, eps, by_load, Partners(P), bins);
+    if (s.i < 0) s = LevelSwap(h, eps, by_load, P, bins);
     if (s.i < 0) break;
     bins.SwapItems(h, s.i, s.r, s.j);
     // h got lighter, r heavier: move each to its place.

@@ -94,10 +94,11 @@ void PackGreedy(std::span<const int32_t> order, std::span<const double> w,
 
 // Swap refinement towards `goal` (a rank load): while the heaviest rank is
 // above it, swap one of its items with one of another rank. First choice:
-// a swap that brings both ranks to the goal or under; otherwise the swap that
-// levels the pair best. With `home`, swaps that keep each replica's
-// home-node status (or improve it) win over swaps that serve load off its
-// home node, which are taken only when no other swap helps. Stops after
+// a swap that brings both ranks to the goal or under, and with `home` one
+// that keeps each replica's home-node status (or improves it) over one that
+// serves load off its home node; otherwise the swap that levels the pair
+// best, whatever it does to locality (RestoreLocality repairs that after
+// refinement). Stops after
 // `max_iterations` swaps or when no swap lowers the heaviest rank. Items must
 // be sorted (SortItems).
 void RefineSwaps(const std::vector<int>* home, double goal, int max_iterations,
