@@ -34,6 +34,7 @@ const Loaded& Load() {
       d.DeviceGetCount = lib.Get<decltype(d.DeviceGetCount)>("cuDeviceGetCount");
       d.DeviceGet = lib.Get<decltype(d.DeviceGet)>("cuDeviceGet");
       d.DeviceGetName = lib.Get<decltype(d.DeviceGetName)>("cuDeviceGetName");
+      d.DeviceGetPCIBusId = lib.Get<decltype(d.DeviceGetPCIBusId)>("cuDeviceGetPCIBusId");
       d.DevicePrimaryCtxRetain = lib.Get<decltype(d.DevicePrimaryCtxRetain)>("cuDevicePrimaryCtxRetain");
       d.DevicePrimaryCtxRelease =
           lib.Get<decltype(d.DevicePrimaryCtxRelease)>("cuDevicePrimaryCtxRelease_v2");
@@ -91,6 +92,16 @@ int DeviceCount(std::string* why_not) {
 void Check(CuResult r, const char* call, const std::string& layer, const std::string& operation,
            int rank) {
   if (r != kSuccess) throw Error(layer, operation, std::string(call) + " failed: " + ErrorString(r), rank);
+}
+
+std::string PciBusId(int device, const std::string& layer, int rank) {
+  const Driver& d = GetDriver();
+  CuDevice handle = 0;
+  Check(d.DeviceGet(&handle, device), "cuDeviceGet", layer, "identify GPU", rank);
+  char id[64] = {};
+  Check(d.DeviceGetPCIBusId(id, sizeof(id) - 1, handle), "cuDeviceGetPCIBusId", layer, "identify GPU",
+        rank);
+  return id;
 }
 
 DeviceContext::DeviceContext(int device, const std::string& layer, int rank)

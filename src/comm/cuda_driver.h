@@ -30,6 +30,7 @@ struct Driver {
   CuResult (*DeviceGetCount)(int*);
   CuResult (*DeviceGet)(CuDevice*, int);
   CuResult (*DeviceGetName)(char*, int, CuDevice);
+  CuResult (*DeviceGetPCIBusId)(char*, int, CuDevice);
   CuResult (*DevicePrimaryCtxRetain)(CuContext*, CuDevice);
   CuResult (*DevicePrimaryCtxRelease)(CuDevice);
   CuResult (*CtxSetCurrent)(CuContext);
@@ -57,6 +58,11 @@ const Driver& GetDriver();
 // Number of CUDA devices, or -1 with `why_not` set (no driver, no device).
 // Never throws.
 int DeviceCount(std::string* why_not = nullptr);
+
+// The PCI bus id of a device ("0000:19:00.0"): the same GPU has the same id
+// in every process of a host, whatever CUDA_VISIBLE_DEVICES says. Throws
+// Error(layer, "identify GPU", ...) where the driver cannot tell.
+std::string PciBusId(int device, const std::string& layer, int rank = -1);
 
 // "CUDA_ERROR_...: text" for a driver result.
 std::string ErrorString(CuResult r);

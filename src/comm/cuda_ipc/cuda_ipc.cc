@@ -14,6 +14,7 @@
 
 #include "comm/cuda_ipc/node_flags.h"
 #include "comm/backoff.h"
+#include "comm/host_identity.h"
 #include "cuda/runtime.h"
 #include "eplb/error.h"
 
@@ -29,19 +30,8 @@ constexpr const char* kLayer = "cuda_ipc";
 
 namespace {
 
-std::string HostName() {
-  char buf[256] = {};
-  if (gethostname(buf, sizeof(buf) - 1) != 0) return "unknown";
-  return buf;
-}
-
-std::string BootId() {
-  std::ifstream in("/proc/sys/kernel/random/boot_id");
-  std::string id;
-  std::getline(in, id);
-  return id;
-}
-
+using comm::BootId;
+using comm::HostName;
 using cuda::Check;
 using cuda::DeviceGuard;
 using cuda_ipc::NodeFlags;
@@ -152,19 +142,17 @@ class CudaIpcCommunicator final : public Communicator {
     CheckUsable("register region");
     const RegionId id = static_cast<RegionId>(local_.size());
     if (region.kind != MemoryKind::kCuda) {
-      throw Error(kLayer, "register region",
-                  fmt::format("region {} is {} memory; cuda_ipc moves CUDA device memory only", id,
-                              MemoryKindName(region.kind)),
-                  rank_);
+      throw BadInput("register region",
+                     fmt::format("region {} is {} memory; cuda_ipc moves CUDA device memory only",
+                                 id, MemoryKindName(region.kind)));
     }
     if (region.device != device_) {
-      throw Error(kLayer, "register region",
-                  fmt::format("region {} is on device {}, this communicator on device {}", id,
-                              region.device, device_),
-                  rank_);
+      throw BadInput("register region",
+                     fmt::format("region {} is on device {}, this communicator on device {}", id,
+                                 region.device, device_));
     }
     if (region.bytes > 0 && region.base == nullptr) {
-      throw Error(kLayer, "register region", fmt::format("region {} has no address", id), rank_);
+      throw BadInput("register region", fmt::format("region {} has no address", id));
     }
     DeviceGuard guard(device_);
     RegionDescriptor mine;
@@ -176,10 +164,9 @@ class CudaIpcCommunicator final : public Communicator {
       const char* base = static_cast<const char*>(region.base);
       mine.offset = static_cast<uint64_t>(base - allocation.base);
       if (!InRange(mine.offset, region.bytes, allocation.bytes)) {
-        throw Error(kLayer, "register region",
-                    fmt::format("region {} ({} bytes) runs past the end of its allocation", id,
-                                region.bytes),
-                    rank_);
+        throw BadInput("register region",
+                       fmt::format("region {} ({} bytes) runs past the end of its allocation", id,
+                                   region.bytes));
       }
       Check(cudaIpcGetMemHandle(&mine.handle, allocation.base), "cudaIpcGetMemHandle");
       mine.has_memory = 1;
@@ -277,6 +264,12 @@ class CudaIpcCommunicator final : public Communicator {
     return fmt::format("{}/region/{}/{}", prefix_, id, rank);
   }
 
+  // Bad input from the caller: InvalidArgument (exit 2 in the tools), worded
+  // like every other error of this layer.
+  InvalidArgument BadInput(const char* operation, const std::string& detail) const {
+    return InvalidArgument(fmt::format("cuda_ipc: rank {}: {}: {}", rank_, operation, detail));
+  }
+
   void CheckUsable(const char* operation) const {
     if (closed_) throw Error(kLayer, operation, "communicator is closed", rank_);
     if (broken_) {
@@ -319,12 +312,11 @@ class CudaIpcCommunicator final : public Communicator {
 
   void Validate(const Transfer& t) const {
     auto bad = [&](const std::string& why) {
-      return Error(kLayer, "execute",
-                   fmt::format("bad transfer (rank {} region {} +{} -> rank {} region {} +{}, {} "
-                               "bytes): {}",
-                               t.src_rank, t.src_region, t.src_offset, t.dst_rank, t.dst_region,
-                               t.dst_offset, t.bytes, why),
-                   rank_);
+      return BadInput("execute",
+                      fmt::format("bad transfer (rank {} region {} +{} -> rank {} region {} +{}, "
+                                  "{} bytes): {}",
+                                  t.src_rank, t.src_region, t.src_offset, t.dst_rank, t.dst_region,
+                                  t.dst_offset, t.bytes, why));
     };
     const auto regions = static_cast<RegionId>(local_.size());
     if (t.src_rank < 0 || t.src_rank >= size_ || t.dst_rank < 0 || t.dst_rank >= size_) {

@@ -27,6 +27,7 @@
 
 #include "comm/cuda_driver.h"
 #include "comm/backoff.h"
+#include "comm/host_identity.h"
 #include "comm/local_transfers.h"
 #include "comm/nccl/nccl_api.h"
 #include "eplb/communicator_factory.h"
@@ -376,6 +377,7 @@ class NcclStatelessCommunicator final : public ElasticCommunicator {
                     fmt::format("{} holds {} bytes, expected {}", key, bytes.size(), sizeof id), rank, 0);
       std::memcpy(&id, bytes.data(), sizeof id);
     }
+    RequireOneGpuPerRank(deadline);
     cuda::ScopedCurrent current(core_.context());  // NCCL binds to the current device
     nccl::Config config;
     config.blocking = 0;  // every wait below is ours, with the deadline
@@ -404,6 +406,37 @@ class NcclStatelessCommunicator final : public ElasticCommunicator {
     comm_ = comm;
     spdlog::debug("eplb nccl_stateless: rank {} of {} connected (generation {}, attempt {}, {})", rank, size,
                   generation_, attempt_, api.path);
+  }
+
+  // NCCL cannot run two ranks of one communicator on one GPU: its init fails
+  // with "invalid usage" or, worse, hangs. Every rank publishes which GPU of
+  // which host it uses and all refuse, naming the ranks, before NCCL starts.
+  void RequireOneGpuPerRank(Deadline deadline) {
+    const int rank = core_.rank(), size = core_.size();
+    const std::string prefix =
+        fmt::format("{}/nccl_stateless/g{}/a{}/gpu", options_.key_prefix, generation_, attempt_);
+    const std::string host = comm::HostName();
+    const std::string gpu = cuda::PciBusId(core_.device(), "nccl_stateless", rank);
+    const std::string mine = fmt::format("{} {} {}", host, comm::BootId(), gpu);
+    options_.store->SetString(fmt::format("{}/{}", prefix, rank), mine);
+    for (int peer = 0; peer < size; ++peer) {
+      if (peer == rank) continue;
+      std::string theirs;
+      try {
+        theirs = options_.store->GetString(fmt::format("{}/{}", prefix, peer), deadline);
+      } catch (const TimeoutError& e) {
+        throw TimeoutError("nccl_stateless", "compare GPUs",
+                           fmt::format("generation {}: the peer never said which GPU it uses ({})",
+                                       generation_, e.what()),
+                           rank, peer);
+      }
+      if (theirs == mine) {
+        throw InvalidArgument(fmt::format(
+            "nccl_stateless: rank {} and rank {} both use {}: NCCL needs a GPU of its own for "
+            "every rank (ranks that share a GPU can move weights with cuda_ipc or gloo)",
+            std::min(rank, peer), std::max(rank, peer), fmt::format("GPU {} of host {}", gpu, host)));
+      }
+    }
   }
 
   CommunicatorOptions options_;

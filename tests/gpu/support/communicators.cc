@@ -27,6 +27,13 @@ std::unique_ptr<Communicator> MakeTestCommunicator(const std::string& name,
   options.connect_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(TimeLeft(deadline));
   try {
     return MakeCommunicator(name, options);
+  } catch (const InvalidArgument& e) {
+    // Two NCCL ranks cannot share a GPU (one GPU on this machine).
+    if (std::string(e.what()).find("NCCL needs a GPU of its own") != std::string::npos) {
+      *unavailable = e.what();
+      return nullptr;
+    }
+    throw;
   } catch (const Error& e) {
     // Backends missing from this build or this machine (no NCCL library, no
     // NIXL) say so in their construction error.
