@@ -56,8 +56,9 @@ int MigrationWorker(const test::WorkerContext& ctx) {
     try {
       comm->RegisterRegion({host.data(), host.size(), MemoryKind::kHost, -1}, DeadlineAfter(1s));
       Require(false, "cuda_ipc registered host memory");
-    } catch (const Error& e) {
-      Require(e.layer() == "cuda_ipc", std::string("wrong layer: ") + e.what());
+    } catch (const InvalidArgument& e) {
+      Require(std::string(e.what()).rfind("cuda_ipc: rank ", 0) == 0,
+              std::string("does not name cuda_ipc and the rank: ") + e.what());
     }
   }
 
