@@ -51,8 +51,7 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reference", required=True, help="folder with the reference eplb.py")
     ap.add_argument("--bench-json", required=True, help="policy_bench --benchmark_out file")
-    ap.add_argument("--loads", default=os.path.join(os.path.dirname(__file__), "..", "..",
-                                                    "shared", "loads"))
+    ap.add_argument("--loads", default=os.path.join(os.path.dirname(__file__), "..", "data", "loads"))
     ap.add_argument("--runs", type=int, default=3, help="reference runs per case (best kept)")
     args = ap.parse_args()
 
