@@ -30,6 +30,7 @@
 // Without a previous placement it is "balanced".
 #include <algorithm>
 #include <bit>
+#include <cassert>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -71,6 +72,43 @@ constexpr size_t kMaxRepairCells = size_t{1} << 22;
 // The assignment is O(ranks^3): past this many ranks the best placement keeps
 // its own rank order.
 constexpr int kMaxRelabelRanks = 512;
+
+// The bars of the repair search (Repair::SetBars) by the cost of a swap. A
+// swap has two sides; each costs -1..1 (-1: it leaves a slot whose expert
+// returns, +1: it arrives where its expert was not), so a swap costs -2..2.
+// kBarred is the cost of a side that may not move at all; every sum with it
+// reads -inf, which no peak is under. The search reads bars by sums of side
+// costs, so indices are checked here (in debug builds: the inner loop is hot).
+class SwapBars {
+ public:
+  static constexpr int kMinSide = -1, kMaxSide = 1;
+  static constexpr int8_t kBarred = 4;
+  static constexpr int kMinCost = 2 * kMinSide, kMaxCost = 2 * kMaxSide;
+  static_assert(kBarred + kMinSide > kMaxCost, "a barred side must never read a real bar");
+
+  SwapBars() {
+    for (int i = 0; i < kSize; ++i) bar_[i] = i <= kMaxCost - kMinCost ? 0 : -kInf;
+  }
+  // The bar of swaps of `cost` (-2..2), or -inf for a sum with kBarred.
+  double of(int cost) const {
+    assert(cost >= kMinCost && cost <= kBarred + kMaxSide);
+    return bar_[cost - kMinCost];
+  }
+  void set(int cost, double bar) {
+    assert(cost >= kMinCost && cost <= kMaxCost);
+    bar_[cost - kMinCost] = bar;
+  }
+  // Bars of the swaps whose first side costs `side`, indexed by the second
+  // side's cost (kMinSide..kMaxSide or kBarred).
+  const double* Row(int side) const {
+    assert(side >= kMinSide && side <= kMaxSide);
+    return bar_ + side - kMinCost;
+  }
+
+ private:
+  static constexpr int kSize = kBarred + kMaxSide - kMinCost + 1;
+  double bar_[kSize];
+};
 
 // One layer's state during repair: items per rank and what each rank held
 // before, so every action's wire cost is known exactly. Buffers are kept
@@ -266,7 +304,7 @@ class Repair {
   // have rises with both, so false means none can. A comparison with a bar
   // set when the best changes, so the searches divide only for the actions
   // they offer.
-  bool MayBeat(int cost, double peak) const { return peak < bar_[cost + 2]; }
+  bool MayBeat(int cost, double peak) const { return peak < bars_.of(cost); }
 
   // Lower is better: free actions first (by cost, then the drop), then by
   // cost per unit of drop. The drop is the load above the target an action
@@ -295,7 +333,7 @@ class Repair {
     }
   }
 
-  // bar_[cost + 2]: the peak at and above which a swap of that cost or more
+  // bars_.of(cost): the peak at and above which a swap of that cost or more
   // cannot beat `best`, solved from ScoreOf with the most a swap of that
   // peak can drop (lh - max(peak, target)) and loosened by a relative 1e-9
   // for rounding, so a bar rejects no swap that Offer would take, but one:
@@ -313,20 +351,21 @@ class Repair {
     };
     for (int cost = -2; cost <= 0; ++cost) {
       if (sb >= 0) {
-        bar_[cost + 2] = free_top;
+        bars_.set(cost, free_top);
       } else {
         const double v = lh_ - (cost - 1 - sb) * (lh_ + 1e-300) * 1e3;
-        bar_[cost + 2] = std::min(capped(v + std::abs(v) * 1e-9 + slack), free_top);
+        bars_.set(cost, std::min(capped(v + std::abs(v) * 1e-9 + slack), free_top));
       }
     }
     // Costly: cost / drop < sb needs cost / (lh - max(peak, target)) < sb,
     // that is max(peak, target) < lh - cost / sb.
     for (int cost = 1; cost <= 2; ++cost)
-      bar_[cost + 2] = sb <= 0 ? -kInf : sb == kInf ? top : capped(lh_ - cost / sb + slack);
+      bars_.set(cost, sb <= 0 ? -kInf : sb == kInf ? top : capped(lh_ - cost / sb + slack));
     // A bar holds for its cost and every higher one (a free action needs a
     // drop a costly one may do without), so the searches may bound a set of
     // swaps by its least cost.
-    for (int k = 3; k >= 0; --k) bar_[k] = std::max(bar_[k], bar_[k + 1]);
+    for (int cost = SwapBars::kMaxCost - 1; cost >= SwapBars::kMinCost; --cost)
+      bars_.set(cost, std::max(bars_.of(cost), bars_.of(cost + 1)));
   }
 
   // Swap partners: the lightest ranks, where the heaviest rank's load can go
@@ -389,9 +428,9 @@ class Repair {
         uint32_t items = 0;
         for (int i = block; i < end; ++i) {
           const int arrive = arrive_[Cell(r, hi[i])];
-          ac[i] = static_cast<int8_t>(arrive == kHeld ? kBarred : h_leave[i] + arrive);
+          ac[i] = static_cast<int8_t>(arrive == kHeld ? SwapBars::kBarred : h_leave[i] + arrive);
           const double peak_lb = std::max(min_peak, lh - hw[i] + min_rw);
-          items |= static_cast<uint32_t>(peak_lb < bar_[ac[i] + b_least + 2]) << (i - block);
+          items |= static_cast<uint32_t>(peak_lb < bars_.of(ac[i] + b_least)) << (i - block);
         }
         if (items == 0) continue;
         // Cost of each item of r going to h; kBarred where it may not (no
@@ -401,7 +440,7 @@ class Repair {
           costs_of_r = true;
           for (int j = 0; j < S_; ++j) {
             const int arrive = arrive_[Cell(h, ri[j])];
-            bc[j] = static_cast<int8_t>(arrive == kHeld ? kBarred : r_leave[j] + arrive);
+            bc[j] = static_cast<int8_t>(arrive == kHeld ? SwapBars::kBarred : r_leave[j] + arrive);
           }
         }
         while (items != 0) {
@@ -412,7 +451,7 @@ class Repair {
           if (!MayBeat(a_cost + b_least, std::max(min_peak, lh - wa + min_rw))) continue;
           // Every item of r: a handful, and a branch-free test each. A swap
           // must lower the peak of the two ranks (the bars hold that too).
-          const double* bar = bar_ + a_cost + 2;
+          const double* bar = bars_.Row(a_cost);
           for (int j = 0; j < S_; ++j) {
             const double d = wa - rw[j];
             const double peak = std::max(lh - d, lr + d);
@@ -591,10 +630,7 @@ class Repair {
   // far_: lh is more than kFar over the target.
   double lh_ = 0, target_ = 0, min_free_drop_ = 0;
   bool far_ = false;
-  // bar_[cost + 2] for costs -2..2, then kBarred's entries (cost + kBarred + 2
-  // for a_cost -1..1): never.
-  static constexpr int8_t kBarred = 4;
-  double bar_[8] = {0, 0, 0, 0, 0, -kInf, -kInf, -kInf};
+  SwapBars bars_;
   // Scratch of one step.
   std::vector<int> partners_, ranks_, scratch_;
   std::vector<int8_t> b_cost_, a_cost_;
