@@ -152,8 +152,13 @@ json PlacementToJson(const Placement& p) {
               {"log2phy", log2phy}};
 }
 
-void WriteFileAtomic(const std::string& path, const std::string& content) {
+namespace {
+
+// Writes `content` to a fresh temporary file beside `path` and returns its
+// name; nothing is left behind when it fails.
+std::string StageFile(const std::string& path, const std::string& content) {
   namespace fs = std::filesystem;
+  if (path.empty()) throw InvalidArgument("an output path is empty");
   fs::path target(path);
   fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
   std::string tmpl = (dir / ("." + target.filename().string() + ".tmpXXXXXX")).string();
@@ -173,10 +178,33 @@ void WriteFileAtomic(const std::string& path, const std::string& content) {
     ::unlink(tmpl.c_str());
     throw InvalidArgument(path + ": write failed");
   }
-  if (std::rename(tmpl.c_str(), path.c_str()) != 0) {
-    ::unlink(tmpl.c_str());
-    throw InvalidArgument(path + ": cannot rename the temporary file into place");
+  return tmpl;
+}
+
+}  // namespace
+
+void WriteFilesAtomic(const std::vector<std::pair<std::string, std::string>>& files) {
+  std::vector<std::string> staged;
+  auto discard = [&] {
+    for (const std::string& t : staged) ::unlink(t.c_str());
+  };
+  try {
+    for (const auto& [path, content] : files) staged.push_back(StageFile(path, content));
+  } catch (...) {
+    discard();
+    throw;
   }
+  for (size_t k = 0; k < files.size(); ++k) {
+    if (std::rename(staged[k].c_str(), files[k].first.c_str()) != 0) {
+      // Same folder as the target: only a vanished folder fails here.
+      for (size_t rest = k; rest < files.size(); ++rest) ::unlink(staged[rest].c_str());
+      throw InvalidArgument(files[k].first + ": cannot rename the temporary file into place");
+    }
+  }
+}
+
+void WriteFileAtomic(const std::string& path, const std::string& content) {
+  WriteFilesAtomic({{path, content}});
 }
 
 }  // namespace eplb::io

@@ -5,6 +5,8 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <vector>
+#include <utility>
 
 #include "eplb/load.h"
 #include "eplb/placement.h"
@@ -34,5 +36,10 @@ std::string ReadFile(const std::string& path);
 // Writes to a temporary file beside `path`, then renames it into place, so a
 // reader never sees a partial file and a failure leaves nothing behind.
 void WriteFileAtomic(const std::string& path, const std::string& content);
+
+// Several outputs, all or none: every file is first written in full to a
+// temporary beside it, and only once all are written are they renamed into
+// place (an empty path, a folder that cannot be written: none is written).
+void WriteFilesAtomic(const std::vector<std::pair<std::string, std::string>>& files);
 
 }  // namespace eplb::io

@@ -1,22 +1,46 @@
 #include "runtime/layer_threads.h"
 
 #include <algorithm>
+#include <string>
+#include <system_error>
+
+#include <fmt/format.h>
+
+#include "eplb/error.h"
 #include <utility>
 
 namespace eplb::runtime {
 
 LayerThreads::LayerThreads(int threads) {
-  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { Work(); });
+  if (threads > kMaxThreads || threads < 0)
+    throw InvalidArgument("threads: " + std::to_string(threads) + " asked for; 0 (one per core) to " +
+                          std::to_string(kMaxThreads));
+  if (threads == 0)
+    threads = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u,
+                                          static_cast<unsigned>(kMaxThreads)));
+  try {
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { Work(); });
+  } catch (const std::system_error& e) {
+    // The destructor does not run for a half-built object: stop and join
+    // the threads started so far here (a joinable std::thread destroyed
+    // would terminate the process).
+    const size_t started = workers_.size();
+    StopAndJoin();
+    throw Error("policy", "start threads",
+                fmt::format("could not start thread {} of {}: {}", started + 1, threads - 1, e.what()));
+  }
 }
 
-LayerThreads::~LayerThreads() {
+LayerThreads::~LayerThreads() { StopAndJoin(); }
+
+void LayerThreads::StopAndJoin() noexcept {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
   }
   wake_.notify_all();
   for (auto& t : workers_) t.join();
+  workers_.clear();
 }
 
 void LayerThreads::Work() {

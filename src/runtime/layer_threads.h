@@ -20,8 +20,14 @@ namespace eplb::runtime {
 
 class LayerThreads {
  public:
-  // `threads` in all, the caller's included (0: one per core). 1: no threads
-  // are started and Run calls body(0, n).
+  // More threads than this are a typo, not a machine: refused.
+  static constexpr int kMaxThreads = 1024;
+
+  // `threads` in all, the caller's included (0: one per core), at most
+  // kMaxThreads (else InvalidArgument). 1: no threads are started and Run
+  // calls body(0, n). When the system cannot start a thread, the ones
+  // started are stopped and joined and Error("policy", "start threads")
+  // says how many were asked for.
   explicit LayerThreads(int threads = 0);
   ~LayerThreads();
   LayerThreads(const LayerThreads&) = delete;
@@ -36,6 +42,7 @@ class LayerThreads {
   LayerRunner runner();
 
  private:
+  void StopAndJoin() noexcept;
   void Work();
   // Runs body_ on ranges taken from next_ until none is left.
   void Claim();

@@ -206,8 +206,18 @@ std::string WhySkipped(const std::string& name, const cuda::Availability& gpus) 
 }
 
 int RunBench(const BenchArgs& a) {
-  if (a.experts < 1 || a.expert_mib <= 0 || a.iterations < 1 || a.warmup < 0 || a.timeout_s < 1) {
-    throw InvalidArgument("bench: --experts, --expert-mib, --iterations and --timeout-s must be positive");
+  // NaN fails every comparison, so each bound is written to let only good values through.
+  if (!(a.experts >= 1 && a.experts <= 4096) || !(a.expert_mib > 0 && a.expert_mib <= 16384) ||
+      !(a.iterations >= 1 && a.iterations <= 100000) || !(a.warmup >= 0 && a.warmup <= 100000) ||
+      !(a.timeout_s >= 1 && a.timeout_s <= 86400)) {
+    throw InvalidArgument(
+        "bench: --experts in [1, 4096], --expert-mib in (0, 16384], --iterations in [1, 100000], "
+        "--warmup in [0, 100000] and --timeout-s in [1, 86400]");
+  }
+  if (a.experts * a.expert_mib > 65536) {
+    throw InvalidArgument(fmt::format(
+        "bench: {} experts of {} MiB are {:.0f} GiB per buffer; at most 64 GiB", a.experts,
+        a.expert_mib, a.experts * a.expert_mib / 1024));
   }
   if (a.worker_rank >= 0) {
     if (a.communicators.size() != 1 || a.store_dir.empty() || a.result_path.empty()) {

@@ -134,13 +134,27 @@ Model Validate(const DemoOptions& o, int world) {
   auto fail = [](const std::string& m) { throw InvalidArgument("demo: " + m); };
   if (world < 1 || world > 64) fail("--ranks must be in [1, 64]");
   if (o.layers < 1 || o.experts < 1) fail("--layers and --experts must be positive");
-  if (o.steps < 1 || o.interval < 1 || o.window < 1) fail("--steps, --interval and --window must be positive");
+  // Every flag a rank reads is checked here, before any rank starts: the
+  // ranks' own checks (the Balancer's) would otherwise fail four processes.
+  if (o.steps < 1 || o.steps > 10'000'000) fail("--steps must be in [1, 10000000]");
+  if (o.interval < 1 || o.interval > o.steps) fail("--interval must be in [1, --steps]");
+  if (o.window < 1 || o.window > 65536) fail("--window must be in [1, 65536]");
+  if (o.slots < 0) fail("--slots must be positive (or left out: experts + experts/8)");
+  if (o.first < 0 || o.first > o.steps) fail("--first must be in [1, --steps] (or left out)");
+  if (o.staging < 1 || o.staging > 2) fail("--staging must be 1 or 2");
+  if (o.lead < 1 || o.lead > 1000) fail("--lead must be in [1, 1000] steps");
+  if (!std::isfinite(o.skew) || o.skew < 0 || o.skew > 10) fail("--skew must be a finite number in [0, 10]");
+  if (!std::isfinite(o.drift) || o.drift <= 0 || o.drift > 1e9)
+    fail("--drift must be a finite number of steps in (0, 1e9]");
+  if (o.layers > kMaxLayers || o.experts > kMaxExperts)
+    fail(fmt::format("--layers must be at most {} and --experts at most {}", kMaxLayers, kMaxExperts));
+  if (o.tokens > (1 << 20) || o.top_k > 64) fail("--tokens must be at most 1048576 and --top-k at most 64");
   if (o.expert_bytes < 64 || o.expert_bytes > (uint64_t{1} << 30))
     fail("--expert-bytes must be in [64, 1 GiB]");
   if (!(o.step_ms >= 0) || o.step_ms > 10000) fail("--step-ms must be in [0, 10000]");
   if (o.tokens < 1 || o.top_k < 1 || o.top_k > o.experts) fail("--tokens >= 1 and 1 <= --top-k <= --experts");
-  if (o.deadline_ms < 10) fail("--deadline-ms must be at least 10");
-  if (o.timeout_s < 1) fail("--timeout must be positive");
+  if (o.deadline_ms < 10 || o.deadline_ms > 3'600'000) fail("--deadline-ms must be in [10, 3600000]");
+  if (o.timeout_s < 1 || o.timeout_s > 7 * 24 * 3600) fail("--timeout must be in [1, 604800] seconds");
   if (o.gpu && o.expert_bytes % 8 != 0) fail("--gpu: --expert-bytes must be a multiple of 8 (the GPU checks whole words)");
   if (o.gpu_work != "memory" && o.gpu_work != "compute" && o.gpu_work != "mixed")
     fail("--gpu-work must be memory, compute or mixed");
@@ -735,7 +749,8 @@ EPLB_COMMAND(demo, [](CLI::App& app) -> std::function<int()> {
   cmd->add_option("--step-ms", o->step_ms, "simulated length of a step (the GPU's part)")->capture_default_str();
   cmd->add_option("--tokens", o->tokens, "tokens per rank per step")->capture_default_str();
   cmd->add_option("--top-k", o->top_k, "experts per token")->capture_default_str();
-  cmd->add_option("--load", o->load_path, "load file ([layers][experts] `load`, e.g. data/loads/*.json) to drift around");
+  cmd->add_option("--load", o->load_path, "load file ([layers][experts] `load`, e.g. data/loads/*.json) to drift around")
+      ->check(NonEmptyPath());
   cmd->add_option("--skew", o->skew, "Zipf exponent of the synthetic load")->capture_default_str();
   cmd->add_option("--drift", o->drift, "steps for the hot experts to move by one")->capture_default_str();
   cmd->add_flag("--sync,!--async", o->sync, "migrate inside the step (--sync) or on a background thread (--async, the default)")

@@ -50,6 +50,9 @@ double WorstLayer(const Balancedness& b) {
   return b.per_layer.empty() ? 1.0 : *std::min_element(b.per_layer.begin(), b.per_layer.end());
 }
 
+// Policy runs timed at most: a second or so even at the largest shapes.
+constexpr int kMaxRepeat = 10000;
+
 // Best of `repeat` runs of the policy alone (no validation, I/O or preservation).
 double TimePolicy(const Policy& policy, const PolicyInput& in, int repeat) {
   double best = 1e300;
@@ -122,7 +125,8 @@ int RunPlan(const PlanOptions& o) {
     return 0;
   }
   if (o.load_path.empty()) throw InvalidArgument("plan: --load FILE is required");
-  if (o.repeat < 1) throw InvalidArgument("plan: --repeat must be at least 1");
+  if (o.repeat < 1 || o.repeat > kMaxRepeat)
+    throw InvalidArgument(fmt::format("plan: --repeat must be 1 to {} (got {})", kMaxRepeat, o.repeat));
   auto policy = MakePolicy(o.policy);
 
   io::LoadFile file = io::ReadLoadFile(o.load_path);
@@ -147,7 +151,9 @@ int RunPlan(const PlanOptions& o) {
     in.previous = &*previous;
   }
   ValidatePolicyInput(in);
-  if (o.threads < 0) throw InvalidArgument("plan: --threads must be 0 (one per core) or more");
+  if (o.threads < 0 || o.threads > runtime::LayerThreads::kMaxThreads)
+    throw InvalidArgument(fmt::format("plan: --threads must be 0 (one per core) to {} (got {})",
+                                      runtime::LayerThreads::kMaxThreads, o.threads));
   runtime::LayerThreads threads(o.threads);
   in.run_layers = threads.runner();
 
@@ -186,17 +192,20 @@ EPLB_COMMAND(plan, [](CLI::App& app) -> std::function<int()> {
   CLI::App* cmd = app.add_subcommand("plan", "compute a placement of experts from a load file");
   cmd->add_option("--load", o->load_path,
                   "JSON with a `load` [layers][experts] matrix, at the top level or under "
-                  "`input` (whose num_replicas/num_groups/num_nodes/num_gpus become defaults)");
+                  "`input` (whose num_replicas/num_groups/num_nodes/num_gpus become defaults)")
+      ->check(NonEmptyPath());
   cmd->add_option("--replicas", o->replicas, "physical slots per layer (R >= experts)");
   cmd->add_option("--groups", o->groups, "expert groups (default: from the file, else 1)");
   cmd->add_option("--nodes", o->nodes, "nodes (default: from the file, else 1)");
   cmd->add_option("--ranks", o->ranks, "EP ranks (GPUs); R % ranks == 0");
   cmd->add_option("--previous", o->previous_path,
                   "placement in force (JSON with phy2log); experts that stay on a rank keep "
-                  "their slot");
+                  "their slot")
+      ->check(NonEmptyPath());
   cmd->add_option("--output", o->output_path,
                   "write phy2log, logcnt, log2phy, balancedness, policy_seconds here "
-                  "(atomically)");
+                  "(atomically)")
+      ->check(NonEmptyPath());
   cmd->add_option("--policy", o->policy, "placement policy (see --list-policies)")
       ->capture_default_str();
   cmd->add_flag("--list-policies", o->list_policies, "print the policy names, one per line");

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -52,6 +53,11 @@ struct SimulateOptions {
   std::string output_path;
   bool json = false;
 };
+
+// Beyond these the run is a typo: 1 TiB experts, sequences of more than
+// 4 GiB of loads in memory.
+constexpr double kMaxExpertMib = 1 << 20;
+constexpr double kMaxSequenceBytes = 4.0 * (1ull << 30);
 
 struct PolicySeries {
   std::string name;
@@ -96,6 +102,19 @@ std::vector<LoadMatrix> ReadSequence(SimulateOptions& o) {
   }
   if (o.steps < 2 || o.steps > 100000)
     throw InvalidArgument(fmt::format("--steps must be in [2, 100000], not {}", o.steps));
+  // The sequence is held in memory: check its size before building it.
+  if (o.layers < 1 || o.layers > kMaxLayers || o.experts < 1 || o.experts > kMaxExperts)
+    throw InvalidArgument(fmt::format("--layers must be in [1, {}] and --experts in [1, {}]",
+                                      kMaxLayers, kMaxExperts));
+  const double bytes = double(o.steps) * o.layers * o.experts * sizeof(double);
+  if (bytes > kMaxSequenceBytes)
+    throw InvalidArgument(fmt::format(
+        "--steps x --layers x --experts = {:.3g} loads ({:.1f} GiB); at most {:.0f} GiB", bytes / 8,
+        bytes / double(1ull << 30), kMaxSequenceBytes / double(1ull << 30)));
+  if (!std::isfinite(o.skew) || o.skew < 0 || o.skew > 10)
+    throw InvalidArgument("--skew must be a finite number in [0, 10]");
+  if (!std::isfinite(o.drift) || o.drift <= 0)
+    throw InvalidArgument("--drift must be a positive finite number of windows");
   SyntheticLoadOptions so;
   so.num_layers = o.layers;
   so.num_experts = o.experts;
@@ -157,7 +176,8 @@ int RunSimulate(SimulateOptions& o) {
     throw InvalidArgument("give load files (--load, one per window) or --synthetic");
   if (!o.load_paths.empty() && o.synthetic)
     throw InvalidArgument("--load and --synthetic exclude each other");
-  if (!(o.expert_mib > 0)) throw InvalidArgument("--expert-mib must be positive");
+  if (!(o.expert_mib > 0) || o.expert_mib > kMaxExpertMib)
+    throw InvalidArgument(fmt::format("--expert-mib must be in (0, {}]", kMaxExpertMib));
   std::vector<LoadMatrix> loads = ReadSequence(o);
   const int E = loads[0].num_experts;
   SequenceShape shape;
@@ -183,7 +203,8 @@ int RunSimulate(SimulateOptions& o) {
   std::vector<PolicySeries> series;
   for (const auto& p : policies) series.push_back(Simulate(*p, loads, shape, bytes_per_expert));
 
-  // Everything is computed; now write (atomically) and print.
+  // Everything is computed; now write (all outputs or none) and print.
+  std::vector<std::pair<std::string, std::string>> outputs;
   if (!o.svg_path.empty()) {
     io::PlotSpec plot;
     plot.title = fmt::format("eplb simulate: {} windows, {} layers x {} experts, {} slots on {} ranks",
@@ -201,7 +222,7 @@ int RunSimulate(SimulateOptions& o) {
       for (size_t k = 1; k < ps.y.size(); ++k) lo = std::min(lo, ps.y[k]);
     plot.y_min = std::max(0.0, std::floor(lo * 20 - 1) / 20);
     plot.y_max = 1.0;
-    io::WriteFileAtomic(o.svg_path, io::RenderLineChart(plot));
+    outputs.emplace_back(o.svg_path, io::RenderLineChart(plot));
   }
 
   json doc = {{"windows", loads.size()},
@@ -225,7 +246,8 @@ int RunSimulate(SimulateOptions& o) {
                                {"mean_static", Mean(s.static_served, 1)},
                                {"total_bytes_moved", Sum(s.bytes_moved, 1)}});
   }
-  if (!o.output_path.empty()) io::WriteFileAtomic(o.output_path, doc.dump() + "\n");
+  if (!o.output_path.empty()) outputs.emplace_back(o.output_path, doc.dump() + "\n");
+  io::WriteFilesAtomic(outputs);
   if (o.json) {
     fmt::print("{}\n", doc.dump());
     return 0;
@@ -264,7 +286,8 @@ std::function<int()> Setup(CLI::App& app) {
   auto o = std::make_shared<SimulateOptions>();
   auto* sub = app.add_subcommand(
       "simulate", "replay a sequence of loads through policy and plan (no transfers)");
-  sub->add_option("--load", o->load_paths, "load files, one per rebalancing window, in order");
+  sub->add_option("--load", o->load_paths, "load files, one per rebalancing window, in order")
+      ->check(NonEmptyPath());
   sub->add_flag("--synthetic", o->synthetic, "synthetic drifting skewed loads instead of files");
   sub->add_option("--steps", o->steps, "synthetic: number of windows")->capture_default_str();
   sub->add_option("--layers", o->layers, "synthetic: MoE layers")->capture_default_str();
@@ -281,8 +304,10 @@ std::function<int()> Setup(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--expert-mib", o->expert_mib, "MiB of one expert's weights (for bytes moved)")
       ->capture_default_str();
-  sub->add_option("--svg", o->svg_path, "write a plot of balancedness over time");
-  sub->add_option("--output", o->output_path, "write the full result as JSON");
+  sub->add_option("--svg", o->svg_path, "write a plot of balancedness over time")
+      ->check(NonEmptyPath());
+  sub->add_option("--output", o->output_path, "write the full result as JSON")
+      ->check(NonEmptyPath());
   sub->add_flag("--json", o->json, "print the result as JSON");
   return [o] { return RunSimulate(*o); };
 }

@@ -23,6 +23,15 @@ struct RegisteredCommand {
 };
 std::vector<RegisteredCommand>& Commands();
 
+// For options naming a file: an empty path is refused at parse time (exit 2)
+// instead of being taken for "not given".
+inline const CLI::Validator& NonEmptyPath() {
+  static const CLI::Validator v(
+      [](std::string& path) { return path.empty() ? std::string("the path is empty") : std::string(); },
+      "PATH");
+  return v;
+}
+
 }  // namespace eplb::cli
 
 #define EPLB_COMMAND(name, setup) \
