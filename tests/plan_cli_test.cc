@@ -1,5 +1,5 @@
 // `eplb plan` through the real binary: outputs, defaults from golden files,
-// --previous, --json, --list-policies, and every bad input of issue 2
+// --previous, --json, --list-policies, and every bad input
 // (exit status 2, a message naming the problem, no output file written).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

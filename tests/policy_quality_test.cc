@@ -1,5 +1,5 @@
 // The policies that beat DeepSeek's (balanced, locality, movement) on the
-// measured DeepSeek-V3 loads in data/loads, against issue 7's figures:
+// measured DeepSeek-V3 loads in data/loads, against the figures they promise:
 // balancedness >= 0.97 at 288 slots / 32 ranks / 4 nodes and at 320 / 64 / 8
 // with a locality figure well above a locality-blind placement; >= 0.995 at
 // 288 / 32 on one node; over sequences of loads, movement-aware rebalancing

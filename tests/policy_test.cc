@@ -1,4 +1,4 @@
-// The policy layer through its API: every bad input of issue 2 rejected by
+// The policy layer through its API: every bad input rejected by
 // ValidatePolicyInput with a message naming the problem; the properties every
 // DeepSeek placement has (valid, deterministic, replicas of an expert kept on
 // its group's node in hierarchical mode); all-zero layers.

@@ -33,15 +33,7 @@ std::string ExpectRefused(const std::string& what, std::string_view backend, F&&
 
 Transfer Between(int src, int dst, RegionId src_region, uint64_t src_offset, RegionId dst_region,
                  uint64_t dst_offset, uint64_t bytes) {
-  Transfer t;
-  t.src_rank = src;
-  t.src_region = src_region;
-  t.src_offset = src_offset;
-  t.dst_rank = dst;
-  t.dst_region = dst_region;
-  t.dst_offset = dst_offset;
-  t.bytes = bytes;
-  return t;
+  return {src, src_region, src_offset, dst, dst_region, dst_offset, bytes};
 }
 
 // The same bad transfer in both directions.

@@ -432,9 +432,9 @@ class NcclStatelessCommunicator final : public ElasticCommunicator {
       }
       if (theirs == mine) {
         throw InvalidArgument(fmt::format(
-            "nccl_stateless: rank {} and rank {} both use {}: NCCL needs a GPU of its own for "
-            "every rank (ranks that share a GPU can move weights with cuda_ipc or gloo)",
-            std::min(rank, peer), std::max(rank, peer), fmt::format("GPU {} of host {}", gpu, host)));
+            "nccl_stateless: rank {} and rank {} both use GPU {} of host {}: NCCL needs a GPU of "
+            "its own for every rank (ranks that share a GPU can move weights with cuda_ipc or gloo)",
+            std::min(rank, peer), std::max(rank, peer), gpu, host));
       }
     }
   }
