@@ -40,6 +40,7 @@
 #include "runtime/device_load.h"
 #include "runtime/layer_threads.h"
 #include "runtime/load_window.h"
+#include "wire/codec.h"
 
 namespace eplb {
 namespace {
@@ -72,51 +73,11 @@ std::string RankList(const std::vector<int>& ranks) {
 // The balancer is being destroyed: unwinds a cycle without reporting it.
 struct Stopped {};
 
-// --- wire formats -----------------------------------------------------------
+// --- messages -----------------------------------------------------------------
 
-class Writer {
- public:
-  template <typename T>
-  void Put(const T& v) {
-    const auto* p = reinterpret_cast<const uint8_t*>(&v);
-    bytes.insert(bytes.end(), p, p + sizeof(T));
-  }
-  void PutString(const std::string& s) {
-    Put(static_cast<uint32_t>(s.size()));
-    bytes.insert(bytes.end(), s.begin(), s.end());
-  }
-  std::vector<uint8_t> bytes;
-};
-
-class Reader {
- public:
-  Reader(std::span<const uint8_t> b, std::string what) : b_(b), what_(std::move(what)) {}
-  template <typename T>
-  T Get() {
-    Need(sizeof(T));
-    T v;
-    std::memcpy(&v, b_.data() + pos_, sizeof(T));
-    pos_ += sizeof(T);
-    return v;
-  }
-  std::string GetString() {
-    const uint32_t n = Get<uint32_t>();
-    Need(n);
-    std::string s(reinterpret_cast<const char*>(b_.data() + pos_), n);
-    pos_ += n;
-    return s;
-  }
-
- private:
-  void Need(size_t n) {
-    if (pos_ + n > b_.size()) throw Error("balancer", "handshake", what_ + " is truncated");
-  }
-  std::span<const uint8_t> b_;
-  size_t pos_ = 0;
-  std::string what_;
-};
-
-constexpr uint32_t kHandshakeMagic = 0x65706c68;  // "eplh"
+// Every message a rank sends its peers goes through the wire codec
+// (src/wire/codec.h): a short or foreign one is an error naming the peer.
+constexpr size_t kMaxLabelBytes = 4096;
 
 // What a rank tells the others at the start of a cycle.
 struct RankState {
@@ -131,41 +92,38 @@ struct RankState {
   std::vector<uint64_t> hashes;    // phy2log hash per layer
 
   std::vector<uint8_t> Encode() const {
-    Writer w;
-    w.Put(kHandshakeMagic);
-    w.Put(rank);
-    w.Put(cycle);
-    w.Put(failed);
-    w.PutString(label);
-    w.Put(doubt_layer);
-    w.Put(doubt_version);
-    w.Put(doubt_hash);
+    wire::Writer w(wire::Kind::kHandshake);
+    w.Put(rank).Put(cycle).Put(failed).PutString(label);
+    w.Put(doubt_layer).Put(doubt_version).Put(doubt_hash);
     w.Put(static_cast<uint32_t>(versions.size()));
     for (uint32_t v : versions) w.Put(v);
     for (uint64_t h : hashes) w.Put(h);
-    return std::move(w.bytes);
+    return w.Take();
   }
-  static RankState Decode(std::span<const uint8_t> b, int from, int num_layers) {
-    Reader r(b, "the handshake of rank " + std::to_string(from));
-    if (r.Get<uint32_t>() != kHandshakeMagic)
-      throw Error("balancer", "handshake", "rank " + std::to_string(from) + " sent a foreign handshake");
+  static RankState Decode(std::span<const uint8_t> b, int me, int from, int num_layers) {
+    wire::Reader r(b, wire::Kind::kHandshake, {"balancer", "handshake", me, from});
     RankState s;
     s.rank = r.Get<int32_t>();
     s.cycle = r.Get<int64_t>();
     s.failed = r.Get<uint8_t>();
-    s.label = r.GetString();
+    s.label = r.GetString(kMaxLabelBytes);
     s.doubt_layer = r.Get<int32_t>();
     s.doubt_version = r.Get<uint32_t>();
     s.doubt_hash = r.Get<uint64_t>();
     const uint32_t n = r.Get<uint32_t>();
-    if (static_cast<int>(n) != num_layers)
+    if (static_cast<int64_t>(n) != num_layers)
       throw Error("balancer", "handshake",
                   "rank " + std::to_string(from) + " balances " + std::to_string(n) +
-                      " layers, this rank " + std::to_string(num_layers));
+                      " layers, this rank " + std::to_string(num_layers),
+                  me, from);
     s.versions.resize(n);
     s.hashes.resize(n);
     for (auto& v : s.versions) v = r.Get<uint32_t>();
     for (auto& h : s.hashes) h = r.Get<uint64_t>();
+    r.Finish();
+    if (s.rank != from) r.Fail("it says it is rank " + std::to_string(s.rank));
+    if (s.doubt_layer < -1 || s.doubt_layer >= num_layers)
+      r.Fail("a layer in doubt outside [0, " + std::to_string(num_layers) + ")");
     return s;
   }
 };
@@ -175,7 +133,38 @@ struct Vote {
   int32_t ok = 0;
   int32_t rank = -1;
   int64_t proposal = 0;  // the earliest step this rank can commit at
+
+  std::vector<uint8_t> Encode() const {
+    return wire::Writer(wire::Kind::kVote).Put(ok).Put(rank).Put(proposal).Take();
+  }
+  static Vote Decode(std::span<const uint8_t> b, const wire::Origin& origin) {
+    wire::Reader r(b, wire::Kind::kVote, origin);
+    Vote v;
+    v.ok = r.Get<int32_t>();
+    v.rank = r.Get<int32_t>();
+    v.proposal = r.Get<int64_t>();
+    r.Finish();
+    if (v.rank != origin.peer) r.Fail("it says it is rank " + std::to_string(v.rank));
+    if (v.ok != 0 && v.ok != 1) r.Fail("a vote that is neither yes nor no");
+    if (v.proposal < 0) r.Fail("a negative commit step");
+    return v;
+  }
 };
+
+// The outcome of a layer's agreement recorded in the store: commit at a
+// step, or abandon (no step).
+std::vector<uint8_t> EncodeDecision(std::optional<int64_t> step) {
+  return wire::Writer(wire::Kind::kDecision).Put(uint8_t{step ? uint8_t{1} : uint8_t{0}}).Put(step.value_or(0)).Take();
+}
+std::optional<int64_t> DecodeDecision(std::span<const uint8_t> b, const wire::Origin& origin) {
+  wire::Reader r(b, wire::Kind::kDecision, origin);
+  const auto commit = r.Get<uint8_t>();
+  const auto step = r.Get<int64_t>();
+  r.Finish();
+  if (commit > 1 || step < 0) r.Fail("neither commit at a step nor abandon");
+  if (!commit) return std::nullopt;
+  return step;
+}
 
 }  // namespace
 
@@ -786,7 +775,7 @@ std::vector<RankState> Balancer::State::Handshake(Request& req) {
         if (j.states[r]) continue;
         try {
           auto blob = links.store->Get(key(j.cycle, r), std::min(deadline, DeadlineAfter(1ms)));
-          j.states[r] = RankState::Decode(blob, r, cfg.num_layers);
+          j.states[r] = RankState::Decode(blob, me, r, cfg.num_layers);
         } catch (const TimeoutError&) {
           complete = false;
         }
@@ -931,13 +920,9 @@ int64_t Balancer::State::Decide(const Staged& staged, bool staged_ok, std::excep
   }
   const std::string operation = fmt::format("commit agreement of MoE layer {}", layer);
   auto gather = [&](const Vote& mine) {
-    auto all = control->AllGather({reinterpret_cast<const uint8_t*>(&mine), sizeof(mine)}, WaitDeadline());
+    auto all = control->AllGather(mine.Encode(), WaitDeadline());
     std::vector<Vote> votes(world);
-    for (int r = 0; r < world; ++r) {
-      if (all[r].size() != sizeof(Vote))
-        throw Error("balancer", operation, "rank " + std::to_string(r) + " sent a malformed vote", me, r);
-      std::memcpy(&votes[r], all[r].data(), sizeof(Vote));
-    }
+    for (int r = 0; r < world; ++r) votes[r] = Vote::Decode(all[r], {"balancer", operation, me, r});
     return votes;
   };
   auto clear_floor = [&] {
@@ -948,10 +933,7 @@ int64_t Balancer::State::Decide(const Staged& staged, bool staged_ok, std::excep
   // Records this rank's outcome (commit at `step`, or abandon when empty)
   // and returns the one that stands.
   auto record = [&](std::optional<int64_t> step) -> std::optional<int64_t> {
-    std::vector<uint8_t> mine(1 + sizeof(int64_t), 0);
-    mine[0] = step ? 'C' : 'A';
-    const int64_t v = step.value_or(0);
-    std::memcpy(mine.data() + 1, &v, sizeof(v));
+    const std::vector<uint8_t> mine = EncodeDecision(step);
     SetOp(fmt::format("recording the decision on MoE layer {}", layer));
     std::vector<uint8_t> stands;
     try {
@@ -966,12 +948,9 @@ int64_t Balancer::State::Decide(const Staged& staged, bool staged_ok, std::excep
                               e.what()),
                   me);
     }
-    if (stands.size() != mine.size() || (stands[0] != 'C' && stands[0] != 'A'))
-      throw Error("balancer", operation, "the decision in the store is malformed", me);
-    if (stands[0] == 'A') return std::nullopt;
-    int64_t at;
-    std::memcpy(&at, stands.data() + 1, sizeof(at));
-    return at;
+    // The record is whoever wrote first: a peer, or an outsider with the
+    // store's address (named as "a peer").
+    return DecodeDecision(stands, {"balancer", "the decision recorded on MoE layer " + std::to_string(layer), me, -1});
   };
   // After this rank's exchange failed: records "abandon" and follows what
   // stands. If the store cannot be reached the layer is left in doubt and
@@ -1142,7 +1121,7 @@ void Balancer::State::EndRound() {
   SetOp("the end-of-cycle agreement");
   std::vector<std::vector<uint8_t>> all;
   try {
-    all = control->AllGather({reinterpret_cast<const uint8_t*>(&mine), sizeof(mine)}, WaitDeadline());
+    all = control->AllGather(mine.Encode(), WaitDeadline());
   } catch (...) {
     std::lock_guard<std::mutex> lock(mu);
     floor_step = -1;
@@ -1150,11 +1129,8 @@ void Balancer::State::EndRound() {
     throw;
   }
   int64_t end = 0;
-  for (const auto& b : all) {
-    Vote v;
-    std::memcpy(&v, b.data(), std::min(b.size(), sizeof(v)));
-    end = std::max(end, v.proposal);
-  }
+  for (int r = 0; r < world; ++r)
+    end = std::max(end, Vote::Decode(all[r], {"balancer", "end-of-cycle agreement", me, r}).proposal);
   {
     std::lock_guard<std::mutex> lock(mu);
     floor_step = -1;
@@ -1178,7 +1154,7 @@ int Balancer::State::FollowBlame(int64_t cycle, int blamed, std::string* chain) 
     return cfg.name + "/blame/" + std::to_string(cycle) + "/" + std::to_string(r);
   };
   try {
-    links.store->SetString(key(me), std::to_string(blamed));
+    links.store->Set(key(me), wire::Writer(wire::Kind::kBlame).Put(int32_t{blamed}).Take());
   } catch (const std::exception& e) {
     spdlog::debug("eplb: rank {}: could not note whom it blames: {}", me, e.what());
   }
@@ -1190,9 +1166,15 @@ int Balancer::State::FollowBlame(int64_t cycle, int blamed, std::string* chain) 
     seen[root] = true;
     int next = -1;
     try {
-      next = std::stoi(links.store->GetString(key(root), budget));
-    } catch (const std::exception&) {
+      auto note = links.store->Get(key(root), budget);
+      wire::Reader r(note, wire::Kind::kBlame, {"balancer", "following the blame", me, root});
+      next = r.Get<int32_t>();
+      r.Finish();
+    } catch (const TimeoutError&) {
       break;  // no note: this one is stalled or dead
+    } catch (const std::exception& e) {
+      spdlog::warn("eplb: rank {}: {}", me, e.what());
+      break;  // an unreadable note: blame the rank that wrote it
     }
     if (next < 0 || next >= world || seen[next]) break;
     *chain += fmt::format(", which waited for rank {}", next);

@@ -9,7 +9,6 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include "comm/cuda_ipc/node_flags.h"
@@ -17,12 +16,15 @@
 #include "comm/host_identity.h"
 #include "cuda/runtime.h"
 #include "eplb/error.h"
+#include "wire/codec.h"
 
 namespace eplb {
 
 namespace {
 
 constexpr const char* kLayer = "cuda_ipc";
+// Host names and boot ids are short; a longer one is malformed.
+constexpr size_t kMaxNameBytes = 1024;
 
 }  // namespace
 
@@ -76,15 +78,39 @@ Allocation FindAllocation(const void* pointer, int rank) {
 }
 
 // What a rank publishes for each registered region.
+// What a rank publishes for each region it registers.
 struct RegionDescriptor {
-  static constexpr uint32_t kMagic = 0x65706c63;  // "eplc"
-  uint32_t magic = kMagic;
-  uint32_t has_memory = 0;  // 0 for an empty region
-  uint64_t offset = 0;      // region start - allocation start
+  uint8_t has_memory = 0;  // 0 for an empty region
+  uint64_t offset = 0;     // region start - allocation start
   uint64_t bytes = 0;
   int32_t device = -1;
   int32_t pid = 0;
   cudaIpcMemHandle_t handle{};
+
+  std::vector<uint8_t> Encode() const {
+    return wire::Writer(wire::Kind::kRegion)
+        .Put(has_memory)
+        .Put(offset)
+        .Put(bytes)
+        .Put(device)
+        .Put(pid)
+        .PutFixed(&handle, sizeof handle)
+        .Take();
+  }
+  static RegionDescriptor Decode(std::span<const uint8_t> b, const wire::Origin& origin) {
+    wire::Reader r(b, wire::Kind::kRegion, origin);
+    RegionDescriptor d;
+    d.has_memory = r.Get<uint8_t>();
+    d.offset = r.Get<uint64_t>();
+    d.bytes = r.Get<uint64_t>();
+    d.device = r.Get<int32_t>();
+    d.pid = r.Get<int32_t>();
+    r.GetFixed(&d.handle, sizeof d.handle);
+    r.Finish();
+    if (d.has_memory > 1) r.Fail("neither with memory nor empty");
+    if (!d.has_memory && d.bytes != 0) r.Fail("an empty region of " + std::to_string(d.bytes) + " bytes");
+    return d;
+  }
 };
 
 std::string HandleKey(int peer, const cudaIpcMemHandle_t& handle) {
@@ -172,8 +198,7 @@ class CudaIpcCommunicator final : public Communicator {
       mine.has_memory = 1;
     }
     broken_ = true;  // until every peer's descriptor is in: ids would disagree
-    store_->Set(RegionKey(id, rank_),
-                {reinterpret_cast<const uint8_t*>(&mine), sizeof(RegionDescriptor)});
+    store_->Set(RegionKey(id, rank_), mine.Encode());
     std::vector<Remote> remotes(size_);
     for (int peer = 0; peer < size_; ++peer) {
       if (peer == rank_) continue;
@@ -185,17 +210,8 @@ class CudaIpcCommunicator final : public Communicator {
                            fmt::format("peer did not register region {}: {}", id, e.what()), rank_,
                            peer);
       }
-      RegionDescriptor theirs;
-      if (bytes.size() != sizeof(RegionDescriptor)) {
-        throw Error(kLayer, "register region",
-                    fmt::format("bad descriptor for region {} ({} bytes)", id, bytes.size()), rank_,
-                    peer);
-      }
-      std::memcpy(&theirs, bytes.data(), sizeof(RegionDescriptor));
-      if (theirs.magic != RegionDescriptor::kMagic) {
-        throw Error(kLayer, "register region", fmt::format("bad descriptor for region {}", id),
-                    rank_, peer);
-      }
+      const RegionDescriptor theirs = RegionDescriptor::Decode(
+          bytes, {kLayer, fmt::format("register region {}", id), rank_, peer});
       remotes[peer].bytes = theirs.bytes;
       if (theirs.has_memory) remotes[peer].base = Map(peer, theirs.handle) + theirs.offset;
     }
@@ -539,39 +555,44 @@ CudaIpcCheck CudaIpcUsable(Store& store, int rank, int size, int device,
 
   // A buffer with a known pattern, exported for the peers to read.
   cuda::DeviceBuffer buffer;
-  std::string handle_hex;
+  cudaIpcMemHandle_t my_handle{};
+  bool exported = false;
   if (problem.empty()) {
     try {
       DeviceGuard guard(device);
       buffer = cuda::DeviceBuffer(device, kProbeBytes);
       Check(cudaMemset(buffer.data(), pattern(rank), kProbeBytes), "cudaMemset");
       Check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
-      cudaIpcMemHandle_t handle{};
-      Check(cudaIpcGetMemHandle(&handle, buffer.data()), "cudaIpcGetMemHandle");
-      const auto* bytes = reinterpret_cast<const uint8_t*>(&handle);
-      for (size_t i = 0; i < sizeof(handle); ++i) handle_hex += fmt::format("{:02x}", bytes[i]);
+      Check(cudaIpcGetMemHandle(&my_handle, buffer.data()), "cudaIpcGetMemHandle");
+      exported = true;
     } catch (const Error& e) {
       problem = e.what();
     }
   }
-  nlohmann::json probe = {{"host", host}, {"boot_id", boot_id}, {"handle", handle_hex},
-                          {"device", device}, {"problem", problem}};
-  store.SetString(fmt::format("{}/probe/{}", prefix, rank), probe.dump());
+  // The probe: where this rank runs and, when it could export one, the
+  // handle of its buffer (a rank with a problem reports it in its verdict).
+  store.Set(fmt::format("{}/probe/{}", prefix, rank), wire::Writer(wire::Kind::kIpcProbe)
+                                                            .PutString(host)
+                                                            .PutString(boot_id)
+                                                            .Put(uint8_t{exported})
+                                                            .PutFixed(&my_handle, sizeof my_handle)
+                                                            .Take());
 
   for (int peer = 0; peer < size; ++peer) {
     if (peer == rank) continue;
-    auto theirs = nlohmann::json::parse(store.GetString(fmt::format("{}/probe/{}", prefix, peer), deadline));
+    const auto bytes = store.Get(fmt::format("{}/probe/{}", prefix, peer), deadline);
     if (!problem.empty()) continue;
-    if (theirs["host"] != host || theirs["boot_id"] != boot_id) {
-      problem = fmt::format("rank {} is on host {}, this rank on host {}", peer,
-                            theirs["host"].get<std::string>(), host);
+    wire::Reader r(bytes, wire::Kind::kIpcProbe, {kLayer, "usability check", rank, peer});
+    const std::string their_host = r.GetString(kMaxNameBytes), their_boot = r.GetString(kMaxNameBytes);
+    const auto their_exported = r.Get<uint8_t>();
+    cudaIpcMemHandle_t handle{};
+    r.GetFixed(&handle, sizeof handle);
+    r.Finish();
+    if (their_host != host || their_boot != boot_id) {
+      problem = fmt::format("rank {} is on host {}, this rank on host {}", peer, their_host, host);
       continue;
     }
-    const std::string hex = theirs["handle"].get<std::string>();
-    if (hex.size() != 2 * sizeof(cudaIpcMemHandle_t)) continue;  // the peer reports its own problem
-    cudaIpcMemHandle_t handle{};
-    auto* bytes = reinterpret_cast<uint8_t*>(&handle);
-    for (size_t i = 0; i < sizeof(handle); ++i) bytes[i] = static_cast<uint8_t>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
+    if (!their_exported) continue;  // the peer reports its own problem
     try {
       DeviceGuard guard(device);
       void* mapped = nullptr;

@@ -5,25 +5,32 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
 
 #include "bootstrap/gloo_store.h"
 #include "eplb/error.h"
 #include "io/sigpipe.h"
+#include "wire/codec.h"
 
 namespace eplb::gloo_backend {
 namespace {
 
-constexpr uint32_t kTokenMagic = 0x65706c62;  // "eplb"
+// What every rank sends every peer at the start of a step: the step's
+// number, operation code and check value, encoded by the wire codec into a
+// buffer of fixed size (the receive is posted before the bytes arrive).
+constexpr size_t kTokenBytes = wire::kHeaderBytes + sizeof(uint32_t) + 2 * sizeof(uint64_t);
+using TokenBytes = std::array<uint8_t, kTokenBytes>;
 
-// What every rank sends every peer at the start of a step.
-struct SyncToken {
-  uint32_t magic = 0;
-  uint32_t op_code = 0;
-  uint64_t seq = 0;
-  uint64_t check = 0;
-};
+TokenBytes EncodeToken(uint32_t op_code, uint64_t seq, uint64_t check) {
+  auto bytes = wire::Writer(wire::Kind::kSyncToken).Put(op_code).Put(seq).Put(check).Take();
+  TokenBytes out{};
+  std::copy(bytes.begin(), bytes.end(), out.begin());
+  return out;
+}
+
+constexpr size_t kMaxReasonBytes = 4096;
 
 // Why a wait failed, before it becomes an eplb error.
 struct Failure {
@@ -257,8 +264,12 @@ void Mesh::Leave(uint64_t rejoin_at, int blamed, const std::string& reason) {
   if (!context_) return;
   // The note goes first: a peer that sees the closed connections reads it.
   try {
-    store_->SetString(Keys(generation_) + "left/" + std::to_string(rank_),
-                      std::to_string(rejoin_at) + " " + std::to_string(blamed) + " " + reason);
+    store_->Set(Keys(generation_) + "left/" + std::to_string(rank_),
+                wire::Writer(wire::Kind::kLeaveNote)
+                    .Put(rejoin_at)
+                    .Put(int32_t{blamed})
+                    .PutString(reason.substr(0, kMaxReasonBytes))
+                    .Take());
   } catch (const std::exception& e) {
     spdlog::warn("gloo: rank {} could not record leaving group '{}': {}", rank_, name_, e.what());
   }
@@ -268,27 +279,22 @@ void Mesh::Leave(uint64_t rejoin_at, int blamed, const std::string& reason) {
 }
 
 std::optional<Mesh::Note> Mesh::ReadNote(int peer, Deadline deadline) {
-  std::string text;
   try {
-    text = store_->GetString(Keys(generation_) + "left/" + std::to_string(peer), deadline);
+    const auto bytes = store_->Get(Keys(generation_) + "left/" + std::to_string(peer), deadline);
+    wire::Reader r(bytes, wire::Kind::kLeaveNote, {"gloo", "read why a peer left", rank_, peer});
+    Note note;
+    note.rejoin_at = r.Get<uint64_t>();
+    note.blamed = r.Get<int32_t>();
+    note.reason = r.GetString(kMaxReasonBytes);
+    r.Finish();
+    if (note.blamed < -1 || note.blamed >= size_) r.Fail("it blames rank " + std::to_string(note.blamed));
+    return note;
   } catch (const TimeoutError&) {
     return std::nullopt;
   } catch (const std::exception& e) {
     spdlog::warn("gloo: rank {} could not read why rank {} left: {}", rank_, peer, e.what());
     return std::nullopt;
   }
-  Note note;
-  auto sp1 = text.find(' ');
-  auto sp2 = sp1 == std::string::npos ? sp1 : text.find(' ', sp1 + 1);
-  if (sp2 == std::string::npos) return std::nullopt;
-  try {
-    note.rejoin_at = std::stoull(text.substr(0, sp1));
-    note.blamed = std::stoi(text.substr(sp1 + 1, sp2 - sp1 - 1));
-  } catch (const std::exception&) {
-    return std::nullopt;
-  }
-  note.reason = text.substr(sp2 + 1);
-  return note;
 }
 
 void Mesh::Step(const char* operation, uint32_t op_code, uint64_t check, Deadline deadline,
@@ -305,20 +311,27 @@ void Mesh::Step(const char* operation, uint32_t op_code, uint64_t check, Deadlin
     bool in_flight = false;
     {
       // Declared before ops: posted buffers point into them.
-      SyncToken mine{kTokenMagic, op_code, seq, check};
-      std::vector<SyncToken> theirs(size_);
+      const TokenBytes mine = EncodeToken(op_code, seq, check);
+      std::vector<TokenBytes> theirs(size_);
       Ops ops(*context_);
       try {
         for (int p = 0; p < size_; ++p) {
           if (p == rank_) continue;
-          ops.Recv(p, kSyncSlot, &theirs[p], sizeof(SyncToken), "sync token", -1);
-          ops.Send(p, kSyncSlot, &mine, sizeof(SyncToken), "sync token", -1);
+          ops.Recv(p, kSyncSlot, theirs[p].data(), kTokenBytes, "sync token", -1);
+          ops.Send(p, kSyncSlot, mine.data(), kTokenBytes, "sync token", -1);
         }
         ops.Wait(deadline);
         for (int p = 0; p < size_; ++p) {
           if (p == rank_) continue;
-          const SyncToken& t = theirs[p];
-          if (t.magic != kTokenMagic || t.seq != seq || t.op_code != op_code) {
+          // Every op posted so far has completed: a malformed token leaves
+          // the connections usable.
+          wire::Reader token(theirs[p], wire::Kind::kSyncToken, {"gloo", operation, rank_, p});
+          struct {
+            uint32_t op_code;
+            uint64_t seq, check;
+          } t{token.Get<uint32_t>(), token.Get<uint64_t>(), token.Get<uint64_t>()};
+          token.Finish();
+          if (t.seq != seq || t.op_code != op_code) {
             // Every op posted so far has completed: the connections stay usable.
             throw Error("gloo", operation,
                         "out of step with rank " + std::to_string(p) + ": it is at call #" +

@@ -13,9 +13,9 @@
 //
 // Failures and rebuilds. When a wait times out Gloo closes every connection of
 // the rank; when a connection breaks the peer is gone or has left. Either way
-// the rank *leaves* its generation: it writes "left/<rank>" = "<step> <peer>
-// <reason>" under the generation's keys (the step at which it will rendezvous
-// again, the peer it blames), then closes its connections, and throws. Its
+// the rank *leaves* its generation: it writes a leave note "left/<rank>"
+// under the generation's keys (the step at which it will rendezvous again, the
+// peer it blames, why), then closes its connections, and throws. Its
 // peers see the closed connections: a peer still inside the same step fails
 // too and leaves for the next step; a peer already in a later step (its part
 // of the failed step had completed) reads the note, sees that the leaver is

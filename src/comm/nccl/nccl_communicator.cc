@@ -32,6 +32,7 @@
 #include "comm/nccl/nccl_api.h"
 #include "eplb/communicator_factory.h"
 #include "eplb/error.h"
+#include "wire/codec.h"
 
 namespace eplb {
 namespace {
@@ -39,6 +40,8 @@ namespace {
 using namespace std::chrono_literals;
 
 constexpr unsigned kStreamNonBlocking = 1;  // CU_STREAM_NON_BLOCKING
+// Host names, boot ids and PCI bus ids are short; a longer one is malformed.
+constexpr size_t kMaxNameBytes = 1024;
 constexpr unsigned kEventDisableTiming = 2;  // CU_EVENT_DISABLE_TIMING
 
 using comm::Backoff;
@@ -362,7 +365,7 @@ class NcclStatelessCommunicator final : public ElasticCommunicator {
       nccl::Result r = api.GetUniqueId(&id);
       if (r != nccl::kSuccess)
         throw Error("nccl_stateless", "create unique id", api.Describe(r), rank);
-      options_.store->Set(key, {reinterpret_cast<const uint8_t*>(&id), sizeof id});
+      options_.store->Set(key, wire::Writer(wire::Kind::kNcclUniqueId).PutFixed(&id, sizeof id).Take());
     } else {
       std::vector<uint8_t> bytes;
       try {
@@ -372,10 +375,9 @@ class NcclStatelessCommunicator final : public ElasticCommunicator {
                            fmt::format("generation {}: rank 0 never published it ({})", generation_, e.what()),
                            rank, 0);
       }
-      if (bytes.size() != sizeof id)
-        throw Error("nccl_stateless", "read unique id",
-                    fmt::format("{} holds {} bytes, expected {}", key, bytes.size(), sizeof id), rank, 0);
-      std::memcpy(&id, bytes.data(), sizeof id);
+      wire::Reader r(bytes, wire::Kind::kNcclUniqueId, {"nccl_stateless", "read unique id", rank, 0});
+      r.GetFixed(&id, sizeof id);
+      r.Finish();
     }
     RequireOneGpuPerRank(deadline);
     cuda::ScopedCurrent current(core_.context());  // NCCL binds to the current device
@@ -417,20 +419,25 @@ class NcclStatelessCommunicator final : public ElasticCommunicator {
         fmt::format("{}/nccl_stateless/g{}/a{}/gpu", options_.key_prefix, generation_, attempt_);
     const std::string host = comm::HostName();
     const std::string gpu = cuda::PciBusId(core_.device(), "nccl_stateless", rank);
-    const std::string mine = fmt::format("{} {} {}", host, comm::BootId(), gpu);
-    options_.store->SetString(fmt::format("{}/{}", prefix, rank), mine);
+    const std::string boot_id = comm::BootId();
+    options_.store->Set(fmt::format("{}/{}", prefix, rank),
+                        wire::Writer(wire::Kind::kGpuIdentity).PutString(host).PutString(boot_id).PutString(gpu).Take());
     for (int peer = 0; peer < size; ++peer) {
       if (peer == rank) continue;
-      std::string theirs;
+      std::vector<uint8_t> theirs;
       try {
-        theirs = options_.store->GetString(fmt::format("{}/{}", prefix, peer), deadline);
+        theirs = options_.store->Get(fmt::format("{}/{}", prefix, peer), deadline);
       } catch (const TimeoutError& e) {
         throw TimeoutError("nccl_stateless", "compare GPUs",
                            fmt::format("generation {}: the peer never said which GPU it uses ({})",
                                        generation_, e.what()),
                            rank, peer);
       }
-      if (theirs == mine) {
+      wire::Reader r(theirs, wire::Kind::kGpuIdentity, {"nccl_stateless", "compare GPUs", rank, peer});
+      const std::string their_host = r.GetString(kMaxNameBytes), their_boot = r.GetString(kMaxNameBytes),
+                        their_gpu = r.GetString(kMaxNameBytes);
+      r.Finish();
+      if (their_host == host && their_boot == boot_id && their_gpu == gpu) {
         throw InvalidArgument(fmt::format(
             "nccl_stateless: rank {} and rank {} both use GPU {} of host {}: NCCL needs a GPU of "
             "its own for every rank (ranks that share a GPU can move weights with cuda_ipc or gloo)",

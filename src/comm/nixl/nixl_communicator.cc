@@ -24,7 +24,6 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
 
@@ -34,11 +33,13 @@
 #include "eplb/communicator_factory.h"
 #include "eplb/detect.h"
 #include "eplb/error.h"
+#include "wire/codec.h"
 
 namespace eplb {
 namespace {
 
-using nlohmann::json;
+// Agent names are "eplb-<key prefix>-r<rank>-p<pid>"; a longer one is malformed.
+constexpr size_t kMaxAgentNameBytes = 4096;
 
 using comm::Backoff;
 
@@ -238,19 +239,16 @@ class NixlCommunicator final : public Communicator {
     void* md = nullptr;
     size_t md_len = 0;
     Check(api_.GetLocalMd(agent_, &md, &md_len), "export metadata");
-    json table = json::array();
+    wire::Writer w(wire::Kind::kNixlMetadata);
+    w.PutString(name_).Put(static_cast<uint32_t>(regions_.size()));
     for (const auto& r : regions_)
-      table.push_back({{"addr", reinterpret_cast<uintptr_t>(r.base)},
-                       {"bytes", r.bytes},
-                       {"kind", MemoryKindName(r.kind)},
-                       {"device", r.device}});
-    std::string header = json{{"agent", name_}, {"regions", table}}.dump();
-    std::vector<uint8_t> blob(8 + header.size() + md_len);
-    uint64_t n = header.size();
-    std::memcpy(blob.data(), &n, 8);
-    std::memcpy(blob.data() + 8, header.data(), header.size());
-    std::memcpy(blob.data() + 8 + header.size(), md, md_len);
+      w.Put(reinterpret_cast<uintptr_t>(r.base))
+          .Put(static_cast<uint64_t>(r.bytes))
+          .Put(uint8_t{r.kind == MemoryKind::kCuda})
+          .Put(int32_t{r.device});
+    w.PutBytes({static_cast<const uint8_t*>(md), md_len});
     std::free(md);
+    std::vector<uint8_t> blob = w.Take();
     o_.store->Set(MdKey(o_.rank, regions_.size()), blob);
     published_ = regions_.size();
   }
@@ -267,26 +265,31 @@ class NixlCommunicator final : public Communicator {
       throw TimeoutError("nixl", "fetch peer metadata",
                          fmt::format("no metadata for {} regions ({})", regions_.size(), e.what()), o_.rank, p);
     }
-    uint64_t n = 0;
-    if (blob.size() < 8 || (std::memcpy(&n, blob.data(), 8), n > blob.size() - 8))
-      throw Error("nixl", "read peer metadata", "malformed metadata blob", o_.rank, p);
-    json header = json::parse(blob.begin() + 8, blob.begin() + 8 + static_cast<long>(n), nullptr, false);
-    if (header.is_discarded() || !header.contains("regions"))
-      throw Error("nixl", "read peer metadata", "malformed region table", o_.rank, p);
+    wire::Reader r(blob, wire::Kind::kNixlMetadata, {"nixl", "read peer metadata", o_.rank, p});
+    const std::string agent = r.GetString(kMaxAgentNameBytes);
+    const auto count = r.Get<uint32_t>();
+    if (count != regions_.size())
+      r.Fail(fmt::format("{} regions, this rank registered {}", count, regions_.size()));
+    std::vector<MemoryRegion> regions(count);
+    for (MemoryRegion& m : regions) {
+      m.base = reinterpret_cast<void*>(r.Get<uintptr_t>());
+      m.bytes = r.Get<uint64_t>();
+      const auto cuda = r.Get<uint8_t>();
+      if (cuda > 1) r.Fail("a region of unknown memory kind");
+      m.kind = cuda ? MemoryKind::kCuda : MemoryKind::kHost;
+      m.device = r.Get<int32_t>();
+    }
+    const std::vector<uint8_t> md = r.GetBytes(wire::kMaxMessageBytes);
+    r.Finish();
     if (!peer.agent.empty()) api_.InvalidateRemoteMd(agent_, peer.agent.c_str());
     char* loaded = nullptr;
-    Check(api_.LoadRemoteMd(agent_, blob.data() + 8 + n, blob.size() - 8 - n, &loaded), "load peer metadata", p);
+    Check(api_.LoadRemoteMd(agent_, md.data(), md.size(), &loaded), "load peer metadata", p);
     peer.agent = loaded ? loaded : "";
     std::free(loaded);
-    peer.regions.clear();
-    for (const auto& r : header["regions"]) {
-      MemoryRegion m;
-      m.base = reinterpret_cast<void*>(r.at("addr").get<uintptr_t>());
-      m.bytes = r.at("bytes").get<size_t>();
-      m.kind = r.at("kind").get<std::string>() == "cuda" ? MemoryKind::kCuda : MemoryKind::kHost;
-      m.device = r.at("device").get<int>();
-      peer.regions.push_back(m);
-    }
+    if (peer.agent != agent)
+      throw Error("nixl", "read peer metadata",
+                  fmt::format("the metadata names agent '{}', NIXL loaded it as '{}'", agent, peer.agent), o_.rank, p);
+    peer.regions = std::move(regions);
     peer.version = regions_.size();
   }
 
