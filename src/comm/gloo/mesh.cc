@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "bootstrap/gloo_store.h"
+#include "comm/gloo/gloo_errors.h"
 #include "eplb/error.h"
 #include "io/sigpipe.h"
 #include "wire/codec.h"
@@ -153,9 +154,7 @@ void Ops::WaitOne(size_t handle, Deadline deadline) {
     auto left = TimeLeft(deadline);
     done = op->send ? op->buffer->waitSend(nullptr, left) : op->buffer->waitRecv(nullptr, left);
   } catch (const std::exception& e) {
-    std::string what = e.what();
-    bool timeout = what.find("Timed out waiting") != std::string::npos;
-    throw Failure{timeout, op->peer, Describe(*op), what};
+    throw Failure{IsGlooTimeout(e), op->peer, Describe(*op), e.what()};
   }
   if (!done) throw Failure{false, op->peer, Describe(*op), "wait aborted"};
   std::lock_guard<std::mutex> lock(mutex_);
@@ -244,7 +243,7 @@ void Mesh::Connect(uint64_t generation, Deadline deadline) {
                            "): " + e.what(),
                        rank_);
   } catch (const std::exception& e) {
-    bool timeout = std::string_view(e.what()).find("timeout") != std::string_view::npos;
+    const bool timeout = IsGlooTimeout(e);
     std::string detail = "connecting group '" + name_ + "' (generation " + std::to_string(generation) +
                          ") after " + Ms(Clock::now() - start) + ": " + e.what();
     if (timeout) throw TimeoutError("gloo", "rendezvous", detail, rank_);
