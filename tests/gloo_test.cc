@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <spdlog/spdlog.h>
 
+#include <csignal>
 #include <cstring>
 #include <random>
 #include <thread>
@@ -253,6 +254,108 @@ TEST(GlooCommunicator, PeerKilledMidExecuteFailsTheOthersNamingIt) {
     EXPECT_LE(took, std::chrono::milliseconds(kDeadlineMs) + 1s)
         << "rank " << e.rank << " took " << std::chrono::duration<double>(took).count() << " s\n"
         << test::Describe(exits);
+  }
+}
+
+// args: deadline_ms kill_after_ms. Rank 1 sends rank 0 one transfer of
+// 1 GiB and kills itself kill_after_ms into it: rank 0 is then inside a
+// receive Gloo is already filling, which Gloo itself fails only at the
+// deadline. Rank 0 reports how its Execute ended.
+EPLB_TEST_WORKER(die_mid_transfer) {
+  auto w = test::JoinRun();
+  const auto deadline = std::chrono::milliseconds(std::stoi(args.at(0)));
+  const auto kill_after = std::chrono::milliseconds(std::stoi(args.at(1)));
+  constexpr uint64_t kBytes = uint64_t{1} << 30;
+  auto comm = ConnectGlooCommunicator(w.Gloo("ep"), DeadlineAfter(20s));
+  std::vector<uint8_t> memory(kBytes, static_cast<uint8_t>(w.env.rank));
+  comm->RegisterRegion({memory.data(), memory.size(), MemoryKind::kHost}, DeadlineAfter(10s));
+  const std::vector<Transfer> list = {{1, 0, 0, 0, 0, 0, kBytes}};
+  if (w.env.rank == 1) {
+    std::thread([kill_after] {
+      std::this_thread::sleep_for(kill_after);
+      ::raise(SIGKILL);
+    }).detach();
+  }
+  auto start = Clock::now();
+  try {
+    comm->Execute(list, start + deadline);
+  } catch (const std::exception& e) {
+    test::ReportError(e, MsSince(start));
+    return 3;
+  }
+  std::fprintf(stderr, "the transfer completed before the kill\n");
+  return 1;
+}
+
+TEST(GlooCommunicator, PeerKilledMidTransferIsNoticedWithinASecondNotAtTheDeadline) {
+  constexpr int kDeadlineMs = 30000, kKillAfterMs = 150;
+  RankGroup group(test::Ranks("die_mid_transfer", 2, {std::to_string(kDeadlineMs), std::to_string(kKillAfterMs)}));
+  auto exits = group.Wait(DeadlineAfter(60s));
+  ASSERT_EQ(exits.size(), 2u);
+  for (const auto& e : exits) {
+    if (e.rank == 1) {
+      EXPECT_EQ(e.status.signal, SIGKILL) << test::Describe(exits);
+      continue;
+    }
+    ASSERT_EQ(e.status.code, 3) << test::Describe(exits);
+    EXPECT_NE(e.stderr_text.find("rank=0 peer=1 layer=gloo op=execute"), std::string::npos) << e.stderr_text;
+    // Inside the transfer's receive, not waiting for the step's sync token.
+    EXPECT_NE(e.stderr_text.find("the receive of 1073741824 B from rank 1 (transfer"), std::string::npos)
+        << e.stderr_text;
+    EXPECT_NE(e.stderr_text.find("rank 1's process (pid"), std::string::npos) << e.stderr_text;
+    EXPECT_LE(ReportedMs(e.stderr_text), kKillAfterMs + 1000) << e.stderr_text;
+  }
+}
+
+// Rank 2 never comes to the first Execute and dies 600 ms in; ranks 0 and 1
+// time out of it at 300 ms (leaving their generation), so the second Execute
+// starts with a rendezvous, at which rank 2 never arrives. Ranks 0 and 1
+// report how the second Execute ended.
+EPLB_TEST_WORKER(die_before_rendezvous) {
+  auto w = test::JoinRun();
+  auto comm = ConnectGlooCommunicator(w.Gloo("ep"), DeadlineAfter(20s));
+  Buffers buf;
+  buf.Register(*comm);
+  uint64_t received = 0;
+  if (w.env.rank == 2) {
+    std::this_thread::sleep_for(600ms);
+    ::raise(SIGKILL);
+  }
+  const auto list = RandomTransfers(3, 5, 20);
+  try {
+    ExchangeRound(*comm, buf, list, DeadlineAfter(300ms), &received);
+    std::fprintf(stderr, "the first Execute unexpectedly succeeded\n");
+    return 1;
+  } catch (const TimeoutError&) {
+  }
+  auto start = Clock::now();
+  try {
+    ExchangeRound(*comm, buf, list, start + 20s, &received);
+  } catch (const std::exception& e) {
+    test::ReportError(e, MsSince(start));
+    return 3;
+  }
+  std::fprintf(stderr, "the second Execute unexpectedly succeeded\n");
+  return 1;
+}
+
+TEST(GlooCommunicator, RankThatDiedBeforeTheRendezvousIsNamedAtOnceNotAtTheDeadline) {
+  RankGroup group(test::Ranks("die_before_rendezvous", 3));
+  auto exits = group.Wait(DeadlineAfter(60s));
+  for (const auto& e : exits) {
+    if (e.rank == 2) {
+      EXPECT_EQ(e.status.signal, SIGKILL) << test::Describe(exits);
+      continue;
+    }
+    ASSERT_EQ(e.status.code, 3) << test::Describe(exits);
+    EXPECT_NE(e.stderr_text.find("kind=error rank=" + std::to_string(e.rank) + " peer=2 layer=gloo op=execute"),
+              std::string::npos)
+        << e.stderr_text;
+    EXPECT_NE(e.stderr_text.find("rendezvous: rank 2 did not arrive"), std::string::npos) << e.stderr_text;
+    EXPECT_NE(e.stderr_text.find("the process of rank 2 is gone"), std::string::npos) << e.stderr_text;
+    // Rank 2 died about 300 ms into the second Execute: noticed within a
+    // second of that, not at its 20 s deadline.
+    EXPECT_LE(ReportedMs(e.stderr_text), 1300) << e.stderr_text;
   }
 }
 

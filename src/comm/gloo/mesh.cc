@@ -106,6 +106,8 @@ size_t Ops::Post(Op op, uint64_t slot) {
   size_t handle;
   {
     std::lock_guard<std::mutex> lock(mutex_);
+    for (const auto& [peer, reason] : aborted_)
+      if (peer == op.peer) throw Failure{false, op.peer, Describe(op), reason};
     handle = ops_.size();
     ops_.push_back(std::move(op));
     posted = &ops_.back();
@@ -156,10 +158,37 @@ void Ops::WaitOne(size_t handle, Deadline deadline) {
   } catch (const std::exception& e) {
     throw Failure{IsGlooTimeout(e), op->peer, Describe(*op), e.what()};
   }
-  if (!done) throw Failure{false, op->peer, Describe(*op), "wait aborted"};
   std::lock_guard<std::mutex> lock(mutex_);
+  if (!done) {
+    std::string reason = "wait aborted";
+    for (const auto& [peer, why] : aborted_)
+      if (peer == op->peer) reason = why;
+    throw Failure{false, op->peer, Describe(*op), reason};
+  }
   op->waited = true;
   ++waited_;
+}
+
+std::vector<int> Ops::PendingPeers() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<int> peers;
+  for (const Op& op : ops_)
+    if (!op.waited && std::find(peers.begin(), peers.end(), op.peer) == peers.end()) peers.push_back(op.peer);
+  return peers;
+}
+
+void Ops::AbortPeer(int peer, const std::string& reason) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  aborted_.emplace_back(peer, reason);
+  for (Op& op : ops_) {
+    if (op.waited || op.peer != peer) continue;
+    // Makes a wait in progress (or the next one) return false.
+    if (op.send) {
+      op.buffer->abortWaitSend();
+    } else {
+      op.buffer->abortWaitRecv();
+    }
+  }
 }
 
 void Ops::Wait(Deadline deadline) {
@@ -196,39 +225,112 @@ Mesh::Mesh(const GlooOptions& options, Deadline deadline) {
                     ": " + e.what(),
                 rank_);
   }
-  Connect(0, deadline);
+  peers_.resize(size_);
+  // Before arriving: a peer that sees this rank arrive can read it.
+  store_->Set(name_ + "/process/" + std::to_string(rank_), comm::ThisProcess().Encode());
+  Connect(0, deadline, "rendezvous");
+  watcher_ = std::thread([this] { Watch(); });
 }
 
 // Destroying the context closes its connections gracefully (data already
 // written is delivered before the peer sees the end of the stream).
-Mesh::~Mesh() = default;
+Mesh::~Mesh() {
+  {
+    std::lock_guard<std::mutex> lock(watch_mutex_);
+    stopping_ = true;
+  }
+  watch_cv_.notify_all();
+  if (watcher_.joinable()) watcher_.join();
+}
+
+const comm::ProcessIdentity* Mesh::PeerProcess(int peer, Deadline deadline) {
+  {
+    std::lock_guard<std::mutex> lock(watch_mutex_);
+    if (peers_[peer]) return &*peers_[peer];
+  }
+  comm::ProcessIdentity process;
+  try {
+    process = comm::ProcessIdentity::Decode(store_->Get(name_ + "/process/" + std::to_string(peer), deadline),
+                                            "gloo", "read a peer's process identity", rank_, peer);
+  } catch (const TimeoutError&) {
+    return nullptr;  // not published yet
+  }
+  std::lock_guard<std::mutex> lock(watch_mutex_);
+  peers_[peer] = std::move(process);
+  return &*peers_[peer];  // never reset: the pointer stays valid
+}
+
+std::optional<std::string> Mesh::Gone(int peer, Deadline deadline) {
+  const comm::ProcessIdentity* process = PeerProcess(peer, deadline);
+  if (process == nullptr || comm::CheckProcess(*process) != comm::Liveness::kGone) return std::nullopt;
+  return "rank " + std::to_string(peer) + "'s process (pid " + std::to_string(process->pid) +
+         ") is gone";
+}
+
+// Runs while the mesh lives: every kWatchInterval, checks the processes of
+// the peers the step in progress waits on, and aborts the waits on a dead one.
+void Mesh::Watch() {
+  std::unique_lock<std::mutex> lock(watch_mutex_);
+  while (!stopping_) {
+    watch_cv_.wait_for(lock, kWatchInterval);
+    if (stopping_ || watched_ == nullptr) continue;
+    // The step thread clears watched_ under this lock before its ops are
+    // destroyed, so they outlive this pass.
+    for (int peer : watched_->PendingPeers()) {
+      if (peer < 0 || peer >= size_ || !peers_[peer]) continue;
+      if (comm::CheckProcess(*peers_[peer]) != comm::Liveness::kGone) continue;
+      const std::string reason = "rank " + std::to_string(peer) + "'s process (pid " +
+                                 std::to_string(peers_[peer]->pid) + ") is gone";
+      spdlog::info("gloo: rank {} stops waiting on rank {} in group '{}': {}", rank_, peer, name_, reason);
+      watched_->AbortPeer(peer, reason);
+    }
+  }
+}
 
 std::string Mesh::Keys(uint64_t generation) const {
   return name_ + "/g" + std::to_string(generation) + "/";
 }
 
-void Mesh::Connect(uint64_t generation, Deadline deadline) {
+void Mesh::Connect(uint64_t generation, Deadline deadline, const char* operation) {
   const std::string keys = Keys(generation);
   const auto start = Clock::now();
   // Arrival first, so a rank that never comes is named (Gloo's own rendezvous
   // would only report a missing key).
   store_->SetString(keys + "arrived/" + std::to_string(rank_), "1");
+  // Waits in slices of kWatchInterval, so that a rank whose process is gone
+  // fails the rendezvous at once instead of at the deadline.
   std::vector<int> missing;
-  for (int r = 0; r < size_; ++r) {
-    if (r == rank_) continue;
-    try {
-      store_->Get(keys + "arrived/" + std::to_string(r), deadline);
-    } catch (const TimeoutError&) {
-      missing.push_back(r);  // later ranks are checked once more at the expired deadline
+  for (int r = 0; r < size_; ++r)
+    if (r != rank_) missing.push_back(r);
+  for (;;) {
+    std::vector<int> still;
+    for (int r : missing) {
+      try {
+        store_->Get(keys + "arrived/" + std::to_string(r), std::min(deadline, Clock::now() + kWatchInterval));
+      } catch (const TimeoutError&) {
+        still.push_back(r);
+      }
+    }
+    missing = std::move(still);
+    if (missing.empty()) break;
+    std::optional<std::string> gone;
+    for (int r : missing)
+      if ((gone = Gone(r, std::min(deadline, Clock::now() + std::chrono::milliseconds(1))))) break;
+    if (gone || Expired(deadline)) {
+      auto [why, blamed] = ExplainMissing(missing, deadline);
+      auto detail = "rendezvous: " + std::string(missing.size() == 1 ? "rank " : "ranks ") + RankList(missing) +
+                    " did not arrive within " + Ms(Clock::now() - start) + " (group '" + name_ +
+                    "', generation " + std::to_string(generation) + ", " + std::string(store_->kind()) +
+                    " store)" + why;
+      if (gone) throw Error("gloo", operation, detail, rank_, blamed);
+      throw TimeoutError("gloo", operation, detail, rank_, blamed);
     }
   }
-  if (!missing.empty()) {
-    throw TimeoutError("gloo", "rendezvous",
-                       std::string(missing.size() == 1 ? "rank " : "ranks ") + RankList(missing) +
-                           " did not arrive within " +
-                           Ms(Clock::now() - start) + " (group '" + name_ + "', generation " +
-                           std::to_string(generation) + ", " + std::string(store_->kind()) + " store)",
-                       rank_, missing.size() == 1 ? missing[0] : -1);
+  for (int r = 0; r < size_; ++r) {
+    if (r != rank_ && PeerProcess(r, deadline) == nullptr)
+      throw TimeoutError("gloo", operation,
+                         "rendezvous: rank " + std::to_string(r) + " arrived but its process identity is not in the store",
+                         rank_, r);
   }
   auto context = std::make_shared<gloo::rendezvous::Context>(rank_, size_);
   // Gloo waits up to 5x this for each of the size-1 connections in turn.
@@ -238,16 +340,16 @@ void Mesh::Connect(uint64_t generation, Deadline deadline) {
   try {
     context->connectFullMesh(adapter, device_);
   } catch (const TimeoutError& e) {
-    throw TimeoutError("gloo", "rendezvous",
-                       "connecting group '" + name_ + "' (generation " + std::to_string(generation) +
+    throw TimeoutError("gloo", operation,
+                       "rendezvous: connecting group '" + name_ + "' (generation " + std::to_string(generation) +
                            "): " + e.what(),
                        rank_);
   } catch (const std::exception& e) {
     const bool timeout = IsGlooTimeout(e);
-    std::string detail = "connecting group '" + name_ + "' (generation " + std::to_string(generation) +
+    std::string detail = "rendezvous: connecting group '" + name_ + "' (generation " + std::to_string(generation) +
                          ") after " + Ms(Clock::now() - start) + ": " + e.what();
-    if (timeout) throw TimeoutError("gloo", "rendezvous", detail, rank_);
-    throw Error("gloo", "rendezvous", detail, rank_);
+    if (timeout) throw TimeoutError("gloo", operation, detail, rank_);
+    throw Error("gloo", operation, detail, rank_);
   }
   context_ = std::move(context);
   generation_ = generation;
@@ -257,6 +359,42 @@ void Mesh::Connect(uint64_t generation, Deadline deadline) {
                  generation, generation, Ms(Clock::now() - start));
   }
   connected_once_ = true;
+}
+
+std::pair<std::string, int> Mesh::ExplainMissing(const std::vector<int>& missing, Deadline deadline) {
+  // The store knows: a rank that left the last generation wrote a note (and
+  // may have exited since); a rank whose process is gone without a note is
+  // the one that died; one with neither is stalled (or gone on another host).
+  std::vector<int> dead, silent;
+  std::string notes;
+  for (int r : missing) {
+    const auto no_wait = std::min(deadline, Clock::now() + std::chrono::milliseconds(1));
+    std::optional<Note> note = connected_once_ ? ReadNote(r, no_wait) : std::nullopt;
+    const bool gone = Gone(r, no_wait).has_value();
+    if (note) {
+      notes += "; rank " + std::to_string(r) + " left generation " + std::to_string(generation_) +
+               (gone ? " and exited: " : ": ") + note->reason;
+    } else if (gone) {
+      dead.push_back(r);
+    } else {
+      silent.push_back(r);
+    }
+  }
+  std::string why;
+  int blamed = -1;
+  if (!dead.empty()) {
+    why += std::string(dead.size() == 1 ? "; the process of rank " : "; the processes of ranks ") +
+           RankList(dead) + (dead.size() == 1 ? " is gone" : " are gone");
+    blamed = dead[0];
+  }
+  if (!silent.empty()) {
+    why += std::string(silent.size() == 1 ? "; rank " : "; ranks ") + RankList(silent) +
+           (silent.size() == 1 ? " is alive or on another host and left no note (stalled?)"
+                               : " are alive or on other hosts and left no note (stalled?)");
+    if (blamed < 0 && silent.size() == 1) blamed = silent[0];
+  }
+  if (blamed < 0 && missing.size() == 1) blamed = missing[0];
+  return {why + notes, blamed};
 }
 
 void Mesh::Leave(uint64_t rejoin_at, int blamed, const std::string& reason) {
@@ -303,7 +441,7 @@ void Mesh::Step(const char* operation, uint32_t op_code, uint64_t check, Deadlin
   bool retried = false;
   io::SigpipeBlock no_sigpipe;  // sends are written from this thread too
   for (;;) {
-    if (!context_) Connect(seq, deadline);
+    if (!context_) Connect(seq, deadline, operation);
     std::optional<Failure> failure;
     std::optional<Note> note;
     std::exception_ptr other;
@@ -313,6 +451,18 @@ void Mesh::Step(const char* operation, uint32_t op_code, uint64_t check, Deadlin
       const TokenBytes mine = EncodeToken(op_code, seq, check);
       std::vector<TokenBytes> theirs(size_);
       Ops ops(*context_);
+      // Destroyed before ops: the watcher lets go of them first.
+      struct Watched {
+        Mesh& mesh;
+        Watched(Mesh& m, Ops& ops) : mesh(m) {
+          std::lock_guard<std::mutex> lock(mesh.watch_mutex_);
+          mesh.watched_ = &ops;
+        }
+        ~Watched() {
+          std::lock_guard<std::mutex> lock(mesh.watch_mutex_);
+          mesh.watched_ = nullptr;
+        }
+      } watched(*this, ops);
       try {
         for (int p = 0; p < size_; ++p) {
           if (p == rank_) continue;

@@ -23,6 +23,16 @@
 // A rank without a context rendezvouses at the start of its next step under
 // generation "g<step>". So after any failure every live rank meets again at
 // the same step, and the group works again from there.
+//
+// Liveness. Gloo notices a peer that died when its connection closes, but not
+// in a receive it is already filling: that wait would run to the deadline.
+// So every rank publishes its process identity (process_liveness.h) when the
+// mesh is made, and a watcher thread checks, every kWatchInterval while a
+// step has ops in flight, the processes of the peers those ops wait on; the
+// waits on a peer whose process is gone are aborted, and the step fails at
+// once naming it. A rendezvous checks the same way for ranks that have not
+// arrived, and when it times out names the rank that is gone, or else the
+// one that left no note (the others left blaming someone).
 #pragma once
 
 #include <gloo/context.h>
@@ -30,6 +40,7 @@
 #include <gloo/transport/unbound_buffer.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -37,8 +48,10 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "comm/process_liveness.h"
 #include "eplb/deadline.h"
 #include "eplb/gloo.h"
 #include "eplb/store.h"
@@ -70,6 +83,11 @@ class Ops {
   void Wait(Deadline deadline);
 
   size_t pending() const;
+  // Peers that ops not yet waited for wait on.
+  std::vector<int> PendingPeers() const;
+  // Fails every op with `peer` (a wait in progress returns at once, later
+  // posts and waits fail) with `reason` ("rank 2's process (pid 41) is gone").
+  void AbortPeer(int peer, const std::string& reason);
 
  private:
   friend class Mesh;
@@ -88,9 +106,15 @@ class Ops {
 
   gloo::Context& context_;
   mutable std::mutex mutex_;
+  // --- guarded by mutex_ ---
   std::deque<Op> ops_;  // deque: references stay valid while others are added
   size_t waited_ = 0;   // ops waited for
+  std::vector<std::pair<int, std::string>> aborted_;  // (peer, reason)
 };
+
+// How often the watcher looks at the processes of peers a step waits on: a
+// death is noticed within about this long.
+constexpr std::chrono::milliseconds kWatchInterval{200};
 
 class Mesh {
  public:
@@ -125,7 +149,17 @@ class Mesh {
     std::string reason;
   };
   std::string Keys(uint64_t generation) const;
-  void Connect(uint64_t generation, Deadline deadline);
+  // The rendezvous of `generation`; errors name `operation` (the step that
+  // rebuilds the group, or "rendezvous" for the first one).
+  void Connect(uint64_t generation, Deadline deadline, const char* operation);
+  // Why the ranks in `missing` did not arrive at generation `generation`'s
+  // rendezvous, and the one to blame (-1: none stands out).
+  std::pair<std::string, int> ExplainMissing(const std::vector<int>& missing, Deadline deadline);
+  // The peer's published process identity (read from the store once).
+  const comm::ProcessIdentity* PeerProcess(int peer, Deadline deadline);
+  // "rank 2's process (pid 41) is gone" when the peer's process is gone.
+  std::optional<std::string> Gone(int peer, Deadline deadline);
+  void Watch();
   void Leave(uint64_t rejoin_at, int blamed, const std::string& reason);
   std::optional<Note> ReadNote(int peer, Deadline deadline);
 
@@ -139,6 +173,15 @@ class Mesh {
   uint64_t seq_ = 0;
   int rebuilds_ = 0;
   bool connected_once_ = false;
+
+  std::mutex watch_mutex_;
+  std::condition_variable watch_cv_;
+  // --- guarded by watch_mutex_ ---
+  Ops* watched_ = nullptr;  // the ops of the step in progress
+  bool stopping_ = false;
+  std::vector<std::optional<comm::ProcessIdentity>> peers_;  // per rank, once read
+  // ---
+  std::thread watcher_;  // last: started when everything above exists
 };
 
 // Options with the environment defaults of GlooOptions applied; throws
