@@ -11,6 +11,7 @@
 #include <mutex>
 
 #include "bootstrap/store_util.h"
+#include "util/backoff.h"
 #include "eplb/bootstrap.h"
 
 namespace eplb {
@@ -109,10 +110,10 @@ class FileStoreImpl final : public Store {
 
   std::vector<uint8_t> Get(const std::string& key, Deadline deadline) override {
     auto start = Clock::now();
-    bool found = bootstrap::PollUntil(deadline, [&] {
+    bool found = util::PollUntil([&] {
       std::lock_guard<std::mutex> lock(mu_);
       return gloo_->Has(key);
-    });
+    }, deadline, util::Backoff());
     if (!found) {
       throw TimeoutError("store", "get",
                          "key '" + key + "' not set within " + bootstrap::Seconds(Clock::now() - start) +

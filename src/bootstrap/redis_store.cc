@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "bootstrap/store_util.h"
+#include "util/backoff.h"
 #include "eplb/bootstrap.h"
 #include "io/sigpipe.h"
 
@@ -72,14 +73,14 @@ class RedisStoreImpl final : public Store {
   std::vector<uint8_t> Get(const std::string& key, Deadline deadline) override {
     auto start = Clock::now();
     io::SigpipeBlock no_sigpipe;  // a server gone is an error, not a signal
-    bool found = bootstrap::PollUntil(deadline, [&] {
+    bool found = util::PollUntil([&] {
       std::lock_guard<std::mutex> lock(mu_);
       try {
         return gloo_->check({key});
       } catch (const std::exception& e) {
         throw Error("store", "get", "key '" + key + "' on " + where_ + ": " + e.what());
       }
-    });
+    }, deadline, util::Backoff());
     if (!found) {
       throw TimeoutError("store", "get",
                          "key '" + key + "' not set within " + bootstrap::Seconds(Clock::now() - start) +

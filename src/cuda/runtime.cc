@@ -5,7 +5,7 @@
 #include <utility>
 #include <vector>
 
-#include "comm/backoff.h"
+#include "util/backoff.h"
 #include "eplb/error.h"
 
 namespace eplb::cuda {
@@ -89,7 +89,7 @@ Stream& Stream::operator=(Stream&& other) noexcept {
 
 void Stream::Synchronize(Deadline deadline, std::string_view operation) const {
   cudaError_t last = cudaSuccess;
-  bool done = comm::PollUntil(
+  bool done = util::PollUntil(
       [&] {
         last = cudaStreamQuery(stream_);
         return last != cudaErrorNotReady;
@@ -130,7 +130,7 @@ bool Event::Query() const {
 void Event::Wait(Deadline deadline, std::string_view layer, std::string_view operation, int rank,
                  int peer) const {
   cudaError_t last = cudaSuccess;
-  bool done = comm::PollUntil(
+  bool done = util::PollUntil(
       [&] {
         last = cudaEventQuery(event_);
         return last != cudaErrorNotReady;

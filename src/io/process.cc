@@ -11,7 +11,7 @@
 #include <filesystem>
 #include <map>
 
-#include "comm/backoff.h"
+#include "util/backoff.h"
 #include "eplb/error.h"
 
 extern char** environ;
@@ -137,7 +137,7 @@ bool Process::Reap(bool block) {
 bool Process::Running() { return !Reap(false); }
 
 std::optional<ExitStatus> Process::Wait(Deadline deadline) {
-  comm::Backoff backoff;
+  util::Backoff backoff;
   while (!Reap(false)) {
     if (Expired(deadline)) return std::nullopt;
     backoff.Sleep();

@@ -12,7 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "comm/cuda_ipc/node_flags.h"
-#include "comm/backoff.h"
+#include "util/backoff.h"
 #include "comm/host_identity.h"
 #include "cuda/runtime.h"
 #include "eplb/error.h"
@@ -258,7 +258,7 @@ class CudaIpcCommunicator final : public Communicator {
     for (int peer = 0; peer < size_; ++peer) {
       if (peer == rank_) continue;
       bool closed =
-          comm::PollUntil([&] { return flags_->Get(peer, NodeFlags::kClosed, peer) >= 1; }, deadline);
+          util::PollUntil([&] { return flags_->Get(peer, NodeFlags::kClosed, peer) >= 1; }, deadline);
       if (!closed) {
         throw TimeoutError(kLayer, "close", "peer did not unmap this rank's memory in time", rank_,
                            peer);
@@ -387,7 +387,7 @@ class CudaIpcCommunicator final : public Communicator {
     auto failed = [&](int peer) { return flags_->Get(peer, NodeFlags::kFailed, rank_) >= epoch[peer]; };
     std::vector<std::vector<char>> used(size_, std::vector<char>(streams_.size(), 0));
     size_t next_stream = 0;
-    comm::Backoff backoff = comm::FastBackoff();
+    util::Backoff backoff = util::FastBackoff();
     auto last_liveness_check = Clock::now();
 
     for (;;) {

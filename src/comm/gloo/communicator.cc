@@ -6,6 +6,7 @@
 
 #include "comm/gloo/device_staging.h"
 #include "comm/gloo/mesh.h"
+#include "util/hash.h"
 #include "cuda/runtime.h"
 #include "eplb/communicator_factory.h"
 #include "eplb/error.h"
@@ -97,7 +98,7 @@ class GlooCommunicator final : public Communicator {
     }
     for (size_t i = 0; i < transfers.size(); ++i) Check(transfers[i], i);
     // Every rank must pass the same list: its hash travels in the sync token.
-    const uint64_t check = gloo_backend::Fnv1a(transfers.data(), transfers.size_bytes());
+    const uint64_t check = util::Fnv1a(transfers.data(), transfers.size_bytes());
     const int me = rank();
     mesh_.Step("execute", kExecute, check, deadline, [&](Ops& ops, uint64_t seq) {
       // Host memory is read and written in place; device memory is staged

@@ -13,10 +13,13 @@
 #include "comm/gloo/gloo_errors.h"
 #include "eplb/error.h"
 #include "io/sigpipe.h"
+#include "util/text.h"
 #include "wire/codec.h"
 
 namespace eplb::gloo_backend {
 namespace {
+
+using util::RankList;
 
 // What every rank sends every peer at the start of a step: the step's
 // number, operation code and check value, encoded by the wire codec into a
@@ -45,11 +48,6 @@ std::string Ms(Clock::duration d) {
   return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(d).count()) + " ms";
 }
 
-std::string RankList(const std::vector<int>& ranks) {
-  std::string s;
-  for (size_t i = 0; i < ranks.size(); ++i) s += (i ? ", " : "") + std::to_string(ranks[i]);
-  return s;
-}
 
 const char* Env(const char* name) {
   const char* v = std::getenv(name);
@@ -58,15 +56,6 @@ const char* Env(const char* name) {
 
 }  // namespace
 
-uint64_t Fnv1a(const void* data, size_t bytes, uint64_t seed) {
-  auto* p = static_cast<const uint8_t*>(data);
-  uint64_t h = seed;
-  for (size_t i = 0; i < bytes; ++i) {
-    h ^= p[i];
-    h *= 1099511628211ull;
-  }
-  return h;
-}
 
 GlooOptions ResolveGlooOptions(const GlooOptions& options) {
   GlooOptions o = options;

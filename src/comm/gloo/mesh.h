@@ -188,7 +188,4 @@ class Mesh {
 // InvalidArgument on a missing store or a rank outside [0, world_size).
 GlooOptions ResolveGlooOptions(const GlooOptions& options);
 
-// FNV-1a over bytes, for check values.
-uint64_t Fnv1a(const void* data, size_t bytes, uint64_t seed = 14695981039346656037ull);
-
 }  // namespace eplb::gloo_backend

@@ -26,7 +26,7 @@
 #include <thread>
 
 #include "comm/cuda_driver.h"
-#include "comm/backoff.h"
+#include "util/backoff.h"
 #include "comm/host_identity.h"
 #include "comm/local_transfers.h"
 #include "comm/nccl/nccl_api.h"
@@ -44,7 +44,7 @@ constexpr unsigned kStreamNonBlocking = 1;  // CU_STREAM_NON_BLOCKING
 constexpr size_t kMaxNameBytes = 1024;
 constexpr unsigned kEventDisableTiming = 2;  // CU_EVENT_DISABLE_TIMING
 
-using comm::Backoff;
+using util::Backoff;
 
 std::string Ms(std::chrono::milliseconds d) { return std::to_string(d.count()) + " ms"; }
 

@@ -27,7 +27,7 @@
 #include <set>
 #include <thread>
 
-#include "comm/backoff.h"
+#include "util/backoff.h"
 #include "comm/local_transfers.h"
 #include "comm/nixl/nixl_api.h"
 #include "eplb/communicator_factory.h"
@@ -41,7 +41,7 @@ namespace {
 // Agent names are "eplb-<key prefix>-r<rank>-p<pid>"; a longer one is malformed.
 constexpr size_t kMaxAgentNameBytes = 4096;
 
-using comm::Backoff;
+using util::Backoff;
 
 nixl::MemType TypeOf(MemoryKind k) { return k == MemoryKind::kCuda ? nixl::kVram : nixl::kDram; }
 uint64_t DevOf(const MemoryRegion& r) { return r.kind == MemoryKind::kCuda ? static_cast<uint64_t>(r.device) : 0; }

@@ -11,7 +11,7 @@
 
 #include "eplb/deadline.h"
 
-namespace eplb::comm {
+namespace eplb::util {
 
 class Backoff {
  public:
@@ -52,4 +52,4 @@ bool PollUntil(Ready&& ready, Deadline deadline, Backoff backoff = FastBackoff()
   }
 }
 
-}  // namespace eplb::comm
+}  // namespace eplb::util
