@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs every Debian package eplb's build, tests and demo need.
+# Installs every Debian package eplb's build, tests, fuzzing and demo need.
 # Idempotent and quick when everything is there (no apt-get at all then).
 set -euo pipefail
 
@@ -9,6 +9,7 @@ packages=(
   libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   pybind11-dev python3-dev python3-numpy
+  clang libclang-rt-14-dev
 )
 
 missing=()

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, and runs every test (ctest). GPU tests
-# (label "gpu") skip themselves with the reason where no GPU is present.
+# Installs what is missing, builds, and runs every test (ctest), then fuzzes
+# the file parsers for 60 s (scripts/fuzz.sh; a finding fails the script).
+# GPU tests (label "gpu") skip themselves with the reason where no GPU is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/build.sh
 build=${EPLB_BUILD_DIR:-build}
 ctest --test-dir "$build" --output-on-failure -j "${EPLB_TEST_JOBS:-2}" "$@"
+bash scripts/fuzz.sh 60

@@ -3,10 +3,13 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "support/bad_files.h"
 #include "support/paths.h"
 #include "support/run_command.h"
 
@@ -98,6 +101,26 @@ TEST(DemoCli, BadInputExitsTwoBeforeStartingRanks) {
     EXPECT_EQ(r.exit_code, 2) << c.message << "\n" << r.out << r.err;
     EXPECT_THAT(r.err, HasSubstr(c.message));
   }
+}
+
+TEST(DemoCli, BadLoadFilesExitTwoBeforeStartingRanks) {
+  const std::string dir = test::MakeTempDir("eplb-demo-in-");
+  const std::string deep65 = dir + "/deep65.json", wide = dir + "/wide.json";
+  std::ofstream(deep65) << test::NestedLoadJson(65);
+  std::ofstream(wide) << "{\"load\": [[1, \"" << std::string(10000, 'x') << "\"]]}";
+  std::vector<test::BadFile> bad = test::MakeBadFiles(dir);
+  bad.push_back({"JSON 65 deep", deep65, "nested more than 64 levels deep"});
+  bad.push_back({"a 10 KB string", wide, "expert 1 is a string, not a number"});
+  for (const test::BadFile& b : bad) {
+    // Ranks refusing the file would end the launcher with exit status 1,
+    // "FAILED" and their logs' tails.
+    auto r = test::RunCli({"demo", "--load", b.path}, std::chrono::seconds(30));
+    EXPECT_EQ(r.exit_code, 2) << b.what << ": " << r.out << r.err;
+    EXPECT_THAT(r.err, HasSubstr(b.message)) << b.what;
+    EXPECT_THAT(r.err, testing::Not(HasSubstr("FAILED"))) << b.what;
+    EXPECT_LT(r.err.size(), 300u) << b.what;
+  }
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "support/bad_files.h"
 #include "support/paths.h"
 #include "support/run_command.h"
 
@@ -57,8 +58,8 @@ class PlanCli : public testing::Test {
 
   // Runs `eplb plan ARGS --output OUT` expecting rejection: exit status 2, a
   // message containing `expected`, and nothing at all written to the output
-  // folder (not even a temporary file).
-  void ExpectRejected(std::vector<std::string> args, const std::string& expected) {
+  // folder (not even a temporary file). Returns stderr.
+  std::string ExpectRejected(std::vector<std::string> args, const std::string& expected) {
     args.insert(args.begin(), "plan");
     args.push_back("--output");
     args.push_back(Output());
@@ -68,6 +69,7 @@ class PlanCli : public testing::Test {
     EXPECT_EQ(r.exit_code, 2) << joined << "\nstdout: " << r.out << "\nstderr: " << r.err;
     EXPECT_THAT(r.err, HasSubstr(expected)) << joined;
     EXPECT_TRUE(fs::is_empty(outputs_)) << joined << ": something was written";
+    return r.err;
   }
 
   std::string inputs_, outputs_;
@@ -199,11 +201,65 @@ TEST_F(PlanCli, RejectsBadMatrices) {
                  "layer 0, expert 2 is -5");
   ExpectRejected(with("inf.json", "{\"load\": [[1, 2, 3, 1e999]]}"),
                  "loads must be finite and non-negative");
-  ExpectRejected(with("string.json", "{\"load\": [[1, \"2\", 3, 4]]}"), "is not a number");
+  ExpectRejected(with("string.json", "{\"load\": [[1, \"2\", 3, 4]]}"),
+                 "layer 0, expert 1 is a string, not a number");
+  // 2^64 - 1 would read as -1 in 64 signed bits.
+  ExpectRejected({"--load", Input("wide.json", "{\"input\": {\"load\": [[1, 2, 3, 4]], "
+                                               "\"num_replicas\": 4, \"num_gpus\": "
+                                               "18446744073709551615}}")},
+                 "`num_gpus` must be an integer in 32-bit range");
   ExpectRejected(with("huge.json", "{\"load\": [[1, 2, 3, 1e39]]}"), "beyond float32 range");
   std::string tall = "{\"load\": [";
   for (int l = 0; l <= 100000; ++l) tall += std::string(l ? "," : "") + "[1]";
   ExpectRejected(with("tall.json", tall + "]}"), "absurdly large");
+}
+
+TEST_F(PlanCli, RefusesFilesThatAreNotRegularOrTooLarge) {
+  for (const test::BadFile& bad : test::MakeBadFiles(inputs_)) {
+    SCOPED_TRACE(bad.what);
+    ExpectRejected({"--load", bad.path, "--replicas", "4", "--ranks", "2"}, bad.message);
+    ExpectRejected({"--load", Input("l.json", LoadJson(2, 16)), "--replicas", "16", "--ranks",
+                    "4", "--previous", bad.path},
+                   bad.message);
+  }
+  // Exactly at the limit the file is read (and is not JSON: all zero bytes).
+  const std::string at_limit = inputs_ + "/at-limit.json";
+  fs::resize_file(Input("at-limit.json", ""), 64ull << 20);
+  ExpectRejected({"--load", at_limit, "--replicas", "4", "--ranks", "2"}, "not valid JSON");
+}
+
+TEST_F(PlanCli, RefusesDeepNestingAndNeverEchoesAValue) {
+  const std::vector<std::string> shape = {"--replicas", "4", "--ranks", "2"};
+  auto with = [&](const std::string& name, const std::string& content) {
+    std::vector<std::string> a = {"--load", Input(name, content)};
+    a.insert(a.end(), shape.begin(), shape.end());
+    return a;
+  };
+  ExpectRejected(with("deep65.json", test::NestedLoadJson(65)),
+                 "nested more than 64 levels deep");
+  std::vector<std::string> deep64 = with("deep64.json", test::NestedLoadJson(64));
+  deep64.insert(deep64.end(), {"--output", Output()});
+  deep64.insert(deep64.begin(), "plan");
+  test::CommandResult r = test::RunCli(deep64);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(ReadJson(Output())["num_slots"], 4);
+  fs::remove(Output());
+
+  // A 10 KB string where a number belongs: named by place and kind, not echoed.
+  const std::string big(10000, 'x');
+  std::string err = ExpectRejected(
+      with("string.json", "{\"load\": [[1, 2, 3, \"" + big + "\"]]}"),
+      "`load` layer 0, expert 3 is a string, not a number");
+  EXPECT_LT(err.size(), 300u) << err;
+  err = ExpectRejected(with("object.json", "{\"load\": [[1, {\"k\": \"" + big + "\"}]]}"),
+                       "expert 1 is an object, not a number");
+  EXPECT_LT(err.size(), 300u) << err;
+  err = ExpectRejected(with("row.json", "{\"load\": [[1, 2], \"" + big + "\"]}"),
+                       "`load` row 1 is a string, not an array");
+  EXPECT_LT(err.size(), 300u) << err;
+  // The parser's own message quotes what it read: cut short.
+  err = ExpectRejected(with("open.json", "{\"load\": [[1, \"" + big), "not valid JSON");
+  EXPECT_LT(err.size(), 500u) << err;
 }
 
 TEST_F(PlanCli, RejectsShapesThePolicyCannotServe) {
@@ -240,6 +296,18 @@ TEST_F(PlanCli, RejectsABadPreviousPlacement) {
   ExpectRejected({"--load", load, "--replicas", "20", "--ranks", "4", "--previous",
                   inputs_ + "/absent.json"},
                  "cannot open file");
+  // 2^40 would become 0 in 32 bits: expert 0, a valid-looking placement.
+  std::vector<long long> slots = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3};
+  slots[16] = 1ll << 40;
+  ExpectRejected({"--load", load, "--replicas", "20", "--ranks", "4", "--previous",
+                  Input("wide.json", json{{"phy2log", {slots}}, {"num_ranks", 4}}.dump())},
+                 "`phy2log` layer 0, slot 16 is an integer beyond 32 bits");
+  // Its maps would take 12000 x 12001 entries (every expert once, expert 0 in the rest).
+  std::vector<int> many(24000, 0);
+  for (int e = 0; e < 12000; ++e) many[e] = e;
+  ExpectRejected({"--load", load, "--replicas", "20", "--ranks", "4", "--previous",
+                  Input("many.json", json{{"phy2log", {many}}, {"num_ranks", 4}}.dump())},
+                 "the placement is absurdly large (1 layers x 24000 slots, 12000 experts)");
 }
 
 TEST_F(PlanCli, LeavesNothingBehindWhenTheOutputCannotBeWritten) {

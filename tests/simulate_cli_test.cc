@@ -3,10 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "io/files.h"
+#include "support/bad_files.h"
 #include "support/paths.h"
 #include "support/run_command.h"
 
@@ -87,6 +90,30 @@ TEST(SimulateCli, BadInputExitsTwoAndWritesNothing) {
   EXPECT_NE(r.err.find("unknown policy"), std::string::npos) << r.err;
   EXPECT_TRUE(fs::is_empty(dir));
   fs::remove_all(dir);
+}
+
+TEST(SimulateCli, RefusesBadFilesAndWritesNothing) {
+  const std::string inputs = test::MakeTempDir("eplb-sim-in-");
+  const std::string dir = test::MakeTempDir("eplb-sim-bad-");
+  const std::string good = test::DataDir() + "/loads/deepseek-v3-prefill_in512.json";
+  const std::string deep65 = inputs + "/deep65.json", wide = inputs + "/wide.json";
+  std::ofstream(deep65) << test::NestedLoadJson(65);
+  std::ofstream(wide) << "{\"load\": [[1, \"" << std::string(10000, 'x') << "\"]]}";
+  std::vector<test::BadFile> bad = test::MakeBadFiles(inputs);
+  bad.push_back({"JSON 65 deep", deep65, "nested more than 64 levels deep"});
+  bad.push_back({"a 10 KB string", wide, "expert 1 is a string, not a number"});
+  for (const test::BadFile& b : bad) {
+    // Second in the sequence: the first file's load is already in memory.
+    auto r = test::RunCli({"simulate", "--load", good, "--load", b.path, "--replicas", "288",
+                           "--ranks", "32", "--svg", dir + "/sim.svg", "--output",
+                           dir + "/sim.json"});
+    EXPECT_EQ(r.exit_code, 2) << b.what << ": " << r.err;
+    EXPECT_NE(r.err.find(b.message), std::string::npos) << b.what << ": " << r.err;
+    EXPECT_LT(r.err.size(), 300u) << b.what;
+  }
+  EXPECT_TRUE(fs::is_empty(dir));
+  fs::remove_all(dir);
+  fs::remove_all(inputs);
 }
 
 }  // namespace
