@@ -60,6 +60,7 @@
 #include <string>
 #include <vector>
 
+#include "eplb/export.h"
 #include "eplb/communicator.h"
 #include "eplb/control_group.h"
 #include "eplb/deadline.h"
@@ -73,9 +74,9 @@
 namespace eplb {
 
 enum class BalancerMode { kAsync, kSync };
-const char* BalancerModeName(BalancerMode mode);  // "async" / "sync"
+EPLB_EXPORT const char* BalancerModeName(BalancerMode mode);  // "async" / "sync"
 
-struct BalancerConfig {
+struct EPLB_EXPORT BalancerConfig {
   // Model and cluster shape (the policy's input; PolicyInput in policy.h).
   int num_layers = 0;
   int num_experts = 0;  // logical experts E per layer
@@ -123,7 +124,7 @@ struct BalancerConfig {
 
 // How the balancer reaches the other ranks. The factories are called again
 // with a fresh `group` name after a failure (the rebuild).
-struct BalancerLinks {
+struct EPLB_EXPORT BalancerLinks {
   std::shared_ptr<Store> store;  // the run's store (OpenRunStore)
   int rank = -1;
   int world_size = 0;
@@ -146,12 +147,12 @@ struct BalancerLinks {
 // (MakeCudaCopier), communicators told the device, and the rule's cuda_ipc
 // step checked for real (CudaIpcUsable, collective). Throws InvalidArgument /
 // Error / TimeoutError.
-BalancerLinks MakeBalancerLinks(std::shared_ptr<Store> store, int rank, int world_size,
+EPLB_EXPORT BalancerLinks MakeBalancerLinks(std::shared_ptr<Store> store, int rank, int world_size,
                                 const SelectionRequest& request, Deadline deadline,
                                 int device = -1);
 
 // A layer switched to its new placement on this rank.
-struct CommitEvent {
+struct EPLB_EXPORT CommitEvent {
   int64_t cycle = 0;
   int layer = 0;
   int64_t step = 0;            // the Step() that committed it
@@ -160,7 +161,7 @@ struct CommitEvent {
 };
 
 // What one rebalance cycle did, as this rank saw it.
-struct CycleReport {
+struct EPLB_EXPORT CycleReport {
   int64_t cycle = 0;
   int64_t trigger_step = 0;
   int64_t end_step = 0;  // the Step() that ended it (or noticed its failure)
@@ -183,7 +184,7 @@ struct CycleReport {
   double GBps() const { return transfer_seconds > 0 ? bytes_moved / transfer_seconds / 1e9 : 0; }
 };
 
-struct BalancerMetrics {
+struct EPLB_EXPORT BalancerMetrics {
   int rank = -1;
   std::string communicator;
   std::string mode;
@@ -206,11 +207,11 @@ struct BalancerMetrics {
 };
 
 // Prometheus text exposition format (eplb_* gauges and counters, label rank).
-std::string FormatPrometheus(const BalancerMetrics& m);
+EPLB_EXPORT std::string FormatPrometheus(const BalancerMetrics& m);
 // One log line: "step 1200: balancedness 0.93, next rebalance in 300 steps, ...".
-std::string FormatMetricsLine(const BalancerMetrics& m);
+EPLB_EXPORT std::string FormatMetricsLine(const BalancerMetrics& m);
 
-class Balancer {
+class EPLB_EXPORT Balancer {
  public:
   // Collective: every rank constructs its balancer with the same config and
   // the same number of layers and tensors per layer; connects the groups
@@ -230,18 +231,17 @@ class Balancer {
   // Adds one step's token counts of `layer`, one per logical expert. Engine
   // thread. Throws InvalidArgument on a wrong size or layer.
   void RecordLoad(int layer, std::span<const int64_t> counts);
-#if EPLB_HAVE_CUDA
   // Counts one layer's router choices (top-k logical ids on the device) on
   // `stream` (the engine's; nullptr: the default stream), with the replica of
   // each choice fixed by the rule of load_counter.h, and writes the chosen
   // slots to `physical_ids` ([tokens][top_k] int32 on the device) when given,
-  // for the engine's dispatch. Engine thread; needs config.device >= 0.
+  // for the engine's dispatch. Engine thread; needs config.device >= 0 (and
+  // a build with CUDA: without, both throw InvalidArgument).
   void RecordTopK(int layer, const TopkIds& topk, void* stream, int32_t* physical_ids = nullptr);
   // The device maps of `layer` (log2phy is -1 padded to slots - experts + 1
   // columns), for the engine's own routing kernels; kernels enqueued on the
   // engine's stream after a Step() see that step's commits. Engine thread.
   DeviceExpertMap device_map(int layer) const;
-#endif
   // Called once per engine step: closes the step's loads into the window,
   // commits a staged layer whose agreed step this is, starts a cycle when one
   // is due (and, in sync mode, runs it). Engine thread.

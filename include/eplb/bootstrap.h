@@ -22,11 +22,12 @@
 #include <string>
 #include <string_view>
 
+#include "eplb/export.h"
 #include "eplb/store.h"
 
 namespace eplb {
 
-struct LaunchEnv {
+struct EPLB_EXPORT LaunchEnv {
   int rank = 0;
   int world_size = 1;
   int local_rank = 0;        // LOCAL_RANK, else rank (one node)
@@ -46,38 +47,38 @@ using EnvLookup = std::function<std::optional<std::string>(const char* name)>;
 // is set without the other, is not an integer, or is out of range (rank
 // outside [0, WORLD_SIZE), port outside [1, 65535], MASTER_PORT without
 // MASTER_ADDR, a run id with characters other than [A-Za-z0-9._-]).
-LaunchEnv ParseLaunchEnv(const EnvLookup& lookup);
+EPLB_EXPORT LaunchEnv ParseLaunchEnv(const EnvLookup& lookup);
 // ParseLaunchEnv over this process's environment.
-LaunchEnv ReadLaunchEnv();
+EPLB_EXPORT LaunchEnv ReadLaunchEnv();
 
 // Gloo's FileStore in `dir` (created if missing). Write-once keys: setting a
 // key twice throws Error (layer "store"). For one machine or a shared FS.
-std::shared_ptr<Store> MakeFileStore(const std::string& dir);
+EPLB_EXPORT std::shared_ptr<Store> MakeFileStore(const std::string& dir);
 
 // Gloo's RedisStore on a running redis-server. Throws Error (layer "store",
 // operation "connect") naming the address when it cannot connect within 2 s.
 // Write-once keys like the file store; a command that gets no answer within
 // 5 s fails instead of hanging.
-std::shared_ptr<Store> MakeRedisStore(const std::string& host, int port);
+EPLB_EXPORT std::shared_ptr<Store> MakeRedisStore(const std::string& host, int port);
 
 // Every key of `base` under `prefix`, so runs and groups sharing a store never
 // see each other's keys.
-std::shared_ptr<Store> MakePrefixStore(std::shared_ptr<Store> base, std::string prefix);
+EPLB_EXPORT std::shared_ptr<Store> MakePrefixStore(std::shared_ptr<Store> base, std::string prefix);
 
 // The store spec to use: `spec` when given, else env.store_spec (EPLB_STORE),
 // else "redis://MASTER_ADDR:MASTER_PORT" when the launcher set both. Note that
 // torchrun's MASTER_PORT is PyTorch's own TCPStore, not Redis: under torchrun,
 // run a redis-server on another port and name it in EPLB_STORE. Throws
 // InvalidArgument saying how to name a store when there is none.
-std::string ResolveStoreSpec(std::string_view spec, const LaunchEnv& env);
+EPLB_EXPORT std::string ResolveStoreSpec(std::string_view spec, const LaunchEnv& env);
 
 // Opens "file:DIR" or "redis://HOST[:PORT]" (port 6379 by default; IPv6
 // hosts in brackets). Throws InvalidArgument on a malformed spec.
-std::shared_ptr<Store> OpenStore(std::string_view spec);
+EPLB_EXPORT std::shared_ptr<Store> OpenStore(std::string_view spec);
 
 // The store of one run: OpenStore(ResolveStoreSpec(spec, env)) with every key
 // under "eplb/<env.run_id>/". A run id reused on a Redis server that still
 // holds the old run's keys makes the first Set fail, naming the key.
-std::shared_ptr<Store> OpenRunStore(std::string_view spec, const LaunchEnv& env);
+EPLB_EXPORT std::shared_ptr<Store> OpenRunStore(std::string_view spec, const LaunchEnv& env);
 
 }  // namespace eplb

@@ -15,6 +15,7 @@
 #include <string>
 #include <string_view>
 
+#include "eplb/export.h"
 #include "eplb/deadline.h"
 #include "eplb/memory.h"
 
@@ -27,7 +28,7 @@ using RegionId = int32_t;
 
 // One contiguous piece of bytes moving from (src_rank, src_region, src_offset)
 // to (dst_rank, dst_region, dst_offset). src_rank != dst_rank.
-struct Transfer {
+struct EPLB_EXPORT Transfer {
   int src_rank = -1;
   RegionId src_region = -1;
   uint64_t src_offset = 0;
@@ -37,7 +38,7 @@ struct Transfer {
   uint64_t bytes = 0;
 };
 
-class Communicator {
+class EPLB_EXPORT Communicator {
  public:
   virtual ~Communicator() = default;
 

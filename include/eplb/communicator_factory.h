@@ -13,13 +13,14 @@
 #include <string>
 #include <string_view>
 
+#include "eplb/export.h"
 #include "eplb/communicator.h"
 #include "eplb/deadline.h"
 #include "eplb/store.h"
 
 namespace eplb {
 
-struct CommunicatorOptions {
+struct EPLB_EXPORT CommunicatorOptions {
   int rank = -1;
   int world_size = 0;
   // Where ranks exchange addresses, NCCL unique ids, NIXL metadata, IPC
@@ -48,14 +49,14 @@ struct CommunicatorOptions {
 // Validates the name (CanonicalCommunicatorName: unknown -> InvalidArgument
 // listing the valid ones) and the options (rank inside world_size, a store
 // where the backend needs one), then builds the backend.
-std::unique_ptr<Communicator> MakeCommunicator(std::string_view name,
+EPLB_EXPORT std::unique_ptr<Communicator> MakeCommunicator(std::string_view name,
                                                const CommunicatorOptions& options);
 
 // A communicator whose group can change (elastic EP): Rebuild tears the
 // backend's group down and joins the group of `world_size` ranks of the
 // next generation (collective among the new group). nccl_stateless
 // implements it; reach it with dynamic_cast.
-class ElasticCommunicator : public Communicator {
+class EPLB_EXPORT ElasticCommunicator : public Communicator {
  public:
   virtual void Rebuild(int rank, int world_size, uint64_t generation, Deadline deadline) = 0;
   virtual uint64_t generation() const = 0;
@@ -65,10 +66,10 @@ class ElasticCommunicator : public Communicator {
 // Each is defined in its backend's folder and reached through
 // MakeCommunicator. Backends that need CUDA (cuda_ipc) or a library loaded at
 // run time (nccl, nixl) throw Error naming what is missing where it is absent.
-std::unique_ptr<Communicator> MakeGlooCommunicator(const CommunicatorOptions& options);
-std::unique_ptr<Communicator> MakeCudaIpcCommunicator(const CommunicatorOptions& options);
-std::unique_ptr<Communicator> MakeNcclCommunicator(const CommunicatorOptions& options);
-std::unique_ptr<Communicator> MakeNcclStatelessCommunicator(const CommunicatorOptions& options);
-std::unique_ptr<Communicator> MakeNixlCommunicator(const CommunicatorOptions& options);
+EPLB_EXPORT std::unique_ptr<Communicator> MakeGlooCommunicator(const CommunicatorOptions& options);
+EPLB_EXPORT std::unique_ptr<Communicator> MakeCudaIpcCommunicator(const CommunicatorOptions& options);
+EPLB_EXPORT std::unique_ptr<Communicator> MakeNcclCommunicator(const CommunicatorOptions& options);
+EPLB_EXPORT std::unique_ptr<Communicator> MakeNcclStatelessCommunicator(const CommunicatorOptions& options);
+EPLB_EXPORT std::unique_ptr<Communicator> MakeNixlCommunicator(const CommunicatorOptions& options);
 
 }  // namespace eplb

@@ -16,11 +16,12 @@
 #include <string_view>
 #include <vector>
 
+#include "eplb/export.h"
 #include "eplb/deadline.h"
 
 namespace eplb {
 
-class ControlGroup {
+class EPLB_EXPORT ControlGroup {
  public:
   virtual ~ControlGroup() = default;
 

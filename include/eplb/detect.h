@@ -10,19 +10,21 @@
 #include <string>
 #include <vector>
 
+#include "eplb/export.h"
+
 namespace eplb {
 
 enum class Platform { kNone, kCuda, kRocm };
 
-const char* PlatformName(Platform p);  // "none", "cuda", "rocm"
+EPLB_EXPORT const char* PlatformName(Platform p);  // "none", "cuda", "rocm"
 // Parses "none" / "cuda" / "rocm" (case-insensitive); throws InvalidArgument
 // listing the valid names otherwise.
-Platform ParsePlatform(const std::string& name);
+EPLB_EXPORT Platform ParsePlatform(const std::string& name);
 
 // Where detection looks. FromProcess() reads this process's environment and
 // the system's standard locations; tests build one by hand to point every
 // search at a temporary folder.
-struct SearchEnvironment {
+struct EPLB_EXPORT SearchEnvironment {
   std::optional<std::string> nixl_plugin_dir;  // $NIXL_PLUGIN_DIR
   std::optional<std::string> ld_library_path;  // $LD_LIBRARY_PATH
   std::optional<std::string> forced_platform;  // $EPLB_PLATFORM (none|cuda|rocm)
@@ -46,7 +48,7 @@ struct SearchEnvironment {
 
 // A shared library found by name: its full path and how it was found
 // ("LD_LIBRARY_PATH", "loader cache", "NIXL default prefix", ...).
-struct FoundLibrary {
+struct EPLB_EXPORT FoundLibrary {
   std::string name;  // the file name searched, e.g. "libnixl_capi.so"
   std::string path;  // empty when not found
   std::string how;
@@ -59,7 +61,7 @@ struct FoundLibrary {
 // label saying why it is searched. Nothing is opened but directories and the
 // cache file. Every place looked at is appended to `searched` when given.
 using LabeledDirs = std::vector<std::pair<std::string, std::string>>;  // {dir, label}
-FoundLibrary FindLibrary(const SearchEnvironment& env, const std::vector<std::string>& names,
+EPLB_EXPORT FoundLibrary FindLibrary(const SearchEnvironment& env, const std::vector<std::string>& names,
                          const LabeledDirs& first_dirs = {}, const LabeledDirs& last_dirs = {},
                          std::vector<std::string>* searched = nullptr);
 
@@ -67,11 +69,11 @@ FoundLibrary FindLibrary(const SearchEnvironment& env, const std::vector<std::st
 // `forced` argument), else device nodes (/dev/nvidiactl, /dev/kfd), else the
 // driver or runtime libraries in the loader's reach (libcuda.so.1,
 // libcudart.so*, libamdhip64.so*).
-struct PlatformDetection {
+struct EPLB_EXPORT PlatformDetection {
   Platform platform = Platform::kNone;
   std::string evidence;
 };
-PlatformDetection DetectPlatform(const SearchEnvironment& env,
+EPLB_EXPORT PlatformDetection DetectPlatform(const SearchEnvironment& env,
                                  std::optional<Platform> forced = std::nullopt);
 
 // Is NIXL (RIXL on ROCm) installed, and where? Available means eplb's nixl
@@ -79,7 +81,7 @@ PlatformDetection DetectPlatform(const SearchEnvironment& env,
 // NIXL >= 1.0 next to libnixl.so) and the UCX backend plugin
 // (<plugin dir>/libplugin_UCX.so, plugin dir = $NIXL_PLUGIN_DIR or the
 // library folder's plugins/) are both present.
-struct NixlDetection {
+struct EPLB_EXPORT NixlDetection {
   bool available = false;
   std::string package;      // "nixl" or "rixl"
   Platform platform = Platform::kNone;
@@ -93,15 +95,15 @@ struct NixlDetection {
   std::string reason;
   std::vector<std::string> searched;  // every folder looked at, in order
 };
-NixlDetection DetectNixl(const SearchEnvironment& env,
+EPLB_EXPORT NixlDetection DetectNixl(const SearchEnvironment& env,
                          std::optional<Platform> forced = std::nullopt);
 
 // DetectNixl(SearchEnvironment::FromProcess()).available.
-bool nixl_available();
+EPLB_EXPORT bool nixl_available();
 
 // NCCL (libnccl.so.2; $EPLB_NCCL_LIBRARY overrides) and the CUDA driver
 // (libcuda.so.1) by file search, for `eplb info` and error messages.
-struct GpuLibraries {
+struct EPLB_EXPORT GpuLibraries {
   FoundLibrary nccl;
   FoundLibrary cuda_driver;
   FoundLibrary cuda_runtime;
@@ -109,6 +111,6 @@ struct GpuLibraries {
   // call); -1 when the driver exposes no such folder.
   int proc_gpu_count = -1;
 };
-GpuLibraries DetectGpuLibraries(const SearchEnvironment& env);
+EPLB_EXPORT GpuLibraries DetectGpuLibraries(const SearchEnvironment& env);
 
 }  // namespace eplb

@@ -6,17 +6,19 @@
 #include <stdexcept>
 #include <string>
 
+#include "eplb/export.h"
+
 namespace eplb {
 
 // Bad user input (a malformed load file, inconsistent sizes). Tools map it to
 // exit status 2.
-class InvalidArgument : public std::invalid_argument {
+class EPLB_EXPORT InvalidArgument : public std::invalid_argument {
  public:
   explicit InvalidArgument(const std::string& what) : std::invalid_argument(what) {}
 };
 
 // A failure in a layer that talks to other ranks or devices.
-class Error : public std::runtime_error {
+class EPLB_EXPORT Error : public std::runtime_error {
  public:
   // rank/peer are -1 when not applicable.
   Error(std::string layer, std::string operation, std::string detail, int rank = -1,
@@ -35,7 +37,7 @@ class Error : public std::runtime_error {
 };
 
 // A deadline passed while waiting on a peer, a store or a device.
-class TimeoutError : public Error {
+class EPLB_EXPORT TimeoutError : public Error {
  public:
   using Error::Error;
 };

@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "eplb/export.h"
 #include "eplb/communicator.h"
 #include "eplb/control_group.h"
 #include "eplb/deadline.h"
@@ -19,7 +20,7 @@
 
 namespace eplb {
 
-struct GlooOptions {
+struct EPLB_EXPORT GlooOptions {
   // The run's store (OpenRunStore); shared, kept for rebuilds.
   std::shared_ptr<Store> store;
   int rank = -1;
@@ -42,9 +43,9 @@ struct GlooOptions {
 // CUDA, device not visible). Throws TimeoutError naming the ranks that did not
 // arrive by `deadline`.
 // A communicator is used by one thread at a time.
-std::unique_ptr<Communicator> ConnectGlooCommunicator(const GlooOptions& options, Deadline deadline);
+EPLB_EXPORT std::unique_ptr<Communicator> ConnectGlooCommunicator(const GlooOptions& options, Deadline deadline);
 
 // Connects a control group (collective, like ConnectGlooCommunicator).
-std::unique_ptr<ControlGroup> ConnectGlooControlGroup(const GlooOptions& options, Deadline deadline);
+EPLB_EXPORT std::unique_ptr<ControlGroup> ConnectGlooControlGroup(const GlooOptions& options, Deadline deadline);
 
 }  // namespace eplb

@@ -6,9 +6,11 @@
 #include <span>
 #include <vector>
 
+#include "eplb/export.h"
+
 namespace eplb {
 
-struct LoadMatrix {
+struct EPLB_EXPORT LoadMatrix {
   int num_layers = 0;
   int num_experts = 0;
   std::vector<double> values;  // num_layers * num_experts
@@ -29,6 +31,6 @@ struct LoadMatrix {
 
 // Throws InvalidArgument naming the first offending layer/expert when a value
 // is negative, NaN or infinite, or when the shape is empty or inconsistent.
-void ValidateLoad(const LoadMatrix& load);
+EPLB_EXPORT void ValidateLoad(const LoadMatrix& load);
 
 }  // namespace eplb

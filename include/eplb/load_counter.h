@@ -18,6 +18,7 @@
 #include <memory>
 #include <span>
 
+#include "eplb/export.h"
 #include "eplb/deadline.h"
 
 namespace eplb {
@@ -26,7 +27,7 @@ enum class IndexType { kInt32, kInt64 };
 
 // One layer's maps, in device memory, laid out as in eplb::Placement:
 // log2phy [num_experts][max_replicas] (-1 padded), logcnt [num_experts].
-struct DeviceExpertMap {
+struct EPLB_EXPORT DeviceExpertMap {
   const int32_t* log2phy = nullptr;
   const int32_t* logcnt = nullptr;
   int num_experts = 0;   // E
@@ -36,7 +37,7 @@ struct DeviceExpertMap {
 
 // The router's choices for one step: `ids` points to [num_tokens][top_k]
 // device values of type `type`.
-struct TopkIds {
+struct EPLB_EXPORT TopkIds {
   const void* ids = nullptr;
   IndexType type = IndexType::kInt32;
   int64_t num_tokens = 0;
@@ -49,13 +50,13 @@ struct TopkIds {
 // null); `physical_ids` [num_tokens][top_k] receives the chosen slots (may be
 // null). Nothing is launched for zero tokens. Throws eplb::InvalidArgument on
 // inconsistent sizes, eplb::Error on a launch failure.
-void CountExpertLoad(const TopkIds& topk, const DeviceExpertMap& map, int64_t* logical_counts,
+EPLB_EXPORT void CountExpertLoad(const TopkIds& topk, const DeviceExpertMap& map, int64_t* logical_counts,
                      int64_t* physical_counts, int32_t* physical_ids, void* stream);
 
 // Counters for every MoE layer of a model on one device: [L][E] per logical
 // expert and [L][R] per physical slot, for the runtime to read every step
 // interval.
-class DeviceLoadCounter {
+class EPLB_EXPORT DeviceLoadCounter {
  public:
   DeviceLoadCounter(int device, int num_layers, int num_experts, int num_slots);
   ~DeviceLoadCounter();

@@ -4,6 +4,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "eplb/export.h"
+
 namespace eplb {
 
 enum class MemoryKind { kHost, kCuda };
@@ -11,7 +13,7 @@ enum class MemoryKind { kHost, kCuda };
 inline const char* MemoryKindName(MemoryKind k) { return k == MemoryKind::kHost ? "host" : "cuda"; }
 
 // A contiguous byte range a communicator may read from or write to.
-struct MemoryRegion {
+struct EPLB_EXPORT MemoryRegion {
   void* base = nullptr;
   size_t bytes = 0;
   MemoryKind kind = MemoryKind::kHost;

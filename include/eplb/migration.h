@@ -23,6 +23,7 @@
 #include <span>
 #include <vector>
 
+#include "eplb/export.h"
 #include "eplb/communicator.h"
 #include "eplb/control_group.h"
 #include "eplb/deadline.h"
@@ -35,7 +36,7 @@ namespace eplb {
 // One tensor of a layer's experts on this rank (w1, w2, w3, scales, ...):
 // slots_per_rank experts of bytes_per_expert bytes, `stride` bytes apart
 // (0: packed, stride = bytes_per_expert), starting at memory.base.
-struct ExpertTensor {
+struct EPLB_EXPORT ExpertTensor {
   MemoryRegion memory;
   uint64_t bytes_per_expert = 0;
   uint64_t stride = 0;
@@ -43,14 +44,14 @@ struct ExpertTensor {
 
 // The expert weights of one MoE layer on this rank. Every tensor of an expert
 // moves with it.
-struct LayerWeights {
+struct EPLB_EXPORT LayerWeights {
   std::vector<ExpertTensor> tensors;
 };
 
 // Copies within one rank, and the staging memory they need. Copy may be
 // asynchronous (a CUDA stream); copies issued on one copier run in order, and
 // Wait returns when all of them are done.
-class LocalCopier {
+class EPLB_EXPORT LocalCopier {
  public:
   virtual ~LocalCopier() = default;
   // The memory this copier works on; weights and staging are of this kind.
@@ -74,7 +75,7 @@ class LocalCopier {
 };
 
 // Host memory: memcpy, done when Copy returns.
-std::unique_ptr<LocalCopier> MakeHostCopier();
+EPLB_EXPORT std::unique_ptr<LocalCopier> MakeHostCopier();
 
 // Host memory, copied by `threads` threads of its own (0: the default below)
 // as if in order: Copy returns at once (the source must stay valid until
@@ -83,11 +84,11 @@ std::unique_ptr<LocalCopier> MakeHostCopier();
 // are split over the threads, and a copy starts before earlier ones finish
 // only when it touches none of their bytes, so the result is that of the
 // copies run one after the other. Throws InvalidArgument outside [0, 64].
-std::unique_ptr<LocalCopier> MakeThreadedHostCopier(int threads = 0);
+EPLB_EXPORT std::unique_ptr<LocalCopier> MakeThreadedHostCopier(int threads = 0);
 
 // Threads of MakeThreadedHostCopier(0): one per 8 hardware threads, 1 to 4
 // (memory bandwidth, not cores, bounds a copy; the rest serve the transfers).
-int DefaultHostCopierThreads();
+EPLB_EXPORT int DefaultHostCopierThreads();
 
 // Device memory of `device`: copies on a non-blocking stream of its own (so
 // they never wait behind the engine's default-stream work; Wait polls an event
@@ -96,9 +97,9 @@ int DefaultHostCopierThreads();
 // of a copy must be ready on the device before Copy (the copier's stream does
 // not wait for the engine's streams). Throws eplb::Error (layer "cuda") when
 // eplb was built without CUDA or the device does not exist.
-std::unique_ptr<LocalCopier> MakeCudaCopier(int device);
+EPLB_EXPORT std::unique_ptr<LocalCopier> MakeCudaCopier(int device);
 
-struct MigrationOptions {
+struct EPLB_EXPORT MigrationOptions {
   // Node layout for the sender choice (PlanOptions::ranks_per_node).
   int ranks_per_node = 0;
   // The agreement after a layer is staged may run this long past the layer's
@@ -112,7 +113,7 @@ struct MigrationOptions {
 };
 
 // What one layer's migration did.
-struct LayerMigrationReport {
+struct EPLB_EXPORT LayerMigrationReport {
   int layer = 0;
   RankTraffic rank;          // this rank's part
   RankTraffic total;         // the whole layer, every rank
@@ -123,7 +124,7 @@ struct LayerMigrationReport {
   double seconds() const { return stage_seconds + commit_seconds; }
 };
 
-class MigrationExecutor {
+class EPLB_EXPORT MigrationExecutor {
  public:
   // Registers every layer's tensors (layer by layer, tensor by tensor), then
   // the staging buffers, with `comm`. Collective: every rank constructs its

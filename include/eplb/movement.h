@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "eplb/export.h"
 #include "eplb/placement.h"
 
 namespace eplb {
@@ -16,9 +17,9 @@ namespace eplb {
 // Per layer, the (rank, expert) pairs held in `after` and not in `before`:
 // expert weight sets sent between ranks. Throws InvalidArgument unless both
 // placements have the same shape.
-std::vector<int64_t> CountTransfersPerLayer(const Placement& before, const Placement& after);
+EPLB_EXPORT std::vector<int64_t> CountTransfersPerLayer(const Placement& before, const Placement& after);
 
 // Sum over layers of CountTransfersPerLayer.
-int64_t CountTransfers(const Placement& before, const Placement& after);
+EPLB_EXPORT int64_t CountTransfers(const Placement& before, const Placement& after);
 
 }  // namespace eplb

@@ -8,11 +8,12 @@
 #include <span>
 #include <vector>
 
+#include "eplb/export.h"
 #include "eplb/load.h"
 
 namespace eplb {
 
-struct Placement {
+struct EPLB_EXPORT Placement {
   int num_layers = 0;
   int num_experts = 0;  // logical experts E
   int num_slots = 0;    // physical slots R (>= E)
@@ -58,15 +59,15 @@ struct Placement {
 
 // Balancedness of one layer: mean rank load / max rank load, where a replica
 // carries load[e] / logcnt[e]. 1.0 is perfect; an all-zero layer counts as 1.0.
-double LayerBalancedness(const LoadMatrix& load, const Placement& placement, int layer);
+EPLB_EXPORT double LayerBalancedness(const LoadMatrix& load, const Placement& placement, int layer);
 
-struct Balancedness {
+struct EPLB_EXPORT Balancedness {
   std::vector<double> per_layer;
   double mean = 1.0;  // mean over layers: the model figure
 };
-Balancedness ComputeBalancedness(const LoadMatrix& load, const Placement& placement);
+EPLB_EXPORT Balancedness ComputeBalancedness(const LoadMatrix& load, const Placement& placement);
 
 // Rank loads of one layer (size num_ranks), replica load = load / logcnt.
-std::vector<double> RankLoads(const LoadMatrix& load, const Placement& placement, int layer);
+EPLB_EXPORT std::vector<double> RankLoads(const LoadMatrix& load, const Placement& placement, int layer);
 
 }  // namespace eplb

@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "eplb/export.h"
 #include "eplb/load.h"
 #include "eplb/placement.h"
 
@@ -24,7 +25,7 @@ namespace eplb {
 // split; policies stay free of threads and only lend their per-layer work.
 using LayerRunner = std::function<void(int n, const std::function<void(int begin, int end)>& body)>;
 
-struct PolicyInput {
+struct EPLB_EXPORT PolicyInput {
   const LoadMatrix* load = nullptr;
   int num_replicas = 0;  // physical slots R
   int num_groups = 1;    // expert groups (group-limited routing)
@@ -38,7 +39,7 @@ struct PolicyInput {
 };
 
 // in.run_layers, or one range [0, n) on the calling thread.
-void RunLayers(const PolicyInput& in, int n, const std::function<void(int begin, int end)>& body);
+EPLB_EXPORT void RunLayers(const PolicyInput& in, int n, const std::function<void(int begin, int end)>& body);
 
 // Sizes beyond these are rejected as absurd (a typo, not a deployment): the
 // largest models served with EP today have ~60 MoE layers, 256-384 experts
@@ -55,9 +56,9 @@ inline constexpr long long kMaxLog2PhyEntries = 1 << 27;    // worst-case log2ph
 // range, a previous placement of another shape, or a bad load (empty, ragged,
 // negative / NaN / infinite, or a layer total beyond float32 range). An
 // all-zero layer is valid.
-void ValidatePolicyInput(const PolicyInput& in);
+EPLB_EXPORT void ValidatePolicyInput(const PolicyInput& in);
 
-class Policy {
+class EPLB_EXPORT Policy {
  public:
   virtual ~Policy() = default;
   virtual std::string_view name() const = 0;
@@ -68,13 +69,13 @@ class Policy {
 };
 
 // Every registered policy name, in a stable order; "deepseek" first.
-std::vector<std::string> PolicyNames();
+EPLB_EXPORT std::vector<std::string> PolicyNames();
 
 // The policy of that name; throws InvalidArgument listing valid names.
-std::unique_ptr<Policy> MakePolicy(std::string_view name);
+EPLB_EXPORT std::unique_ptr<Policy> MakePolicy(std::string_view name);
 
 // Validates, runs the named policy, then applies slot preservation against
 // in.previous when given. What the CLI and the runtime call.
-Placement ComputePlacement(const Policy& policy, const PolicyInput& in);
+EPLB_EXPORT Placement ComputePlacement(const Policy& policy, const PolicyInput& in);
 
 }  // namespace eplb

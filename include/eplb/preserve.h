@@ -3,6 +3,7 @@
 // well means nothing moves that need not.
 #pragma once
 
+#include "eplb/export.h"
 #include "eplb/placement.h"
 
 namespace eplb {
@@ -14,6 +15,6 @@ namespace eplb {
 // every rank is unchanged, so balance is too.
 // Throws InvalidArgument unless both placements have the same layers,
 // experts, slots and ranks.
-Placement PreserveSlots(const Placement& previous, const Placement& next);
+EPLB_EXPORT Placement PreserveSlots(const Placement& previous, const Placement& next);
 
 }  // namespace eplb

@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "eplb/export.h"
 #include "eplb/deadline.h"
 #include "eplb/detect.h"
 
@@ -27,17 +28,17 @@ class Store;
 
 // Every communicator name eplb knows, in rule order: nixl, cuda_ipc, gloo,
 // nccl, nccl_stateless. "pynccl" (vLLM's name) is accepted for nccl_stateless.
-const std::vector<std::string>& CommunicatorNames();
+EPLB_EXPORT const std::vector<std::string>& CommunicatorNames();
 // nccl and nccl_stateless.
-bool IsNcclFamily(std::string_view name);
+EPLB_EXPORT bool IsNcclFamily(std::string_view name);
 // The communicators async mode accepts: nixl, cuda_ipc, gloo.
-const std::vector<std::string>& AsyncSafeCommunicators();
+EPLB_EXPORT const std::vector<std::string>& AsyncSafeCommunicators();
 // Canonical name for `name` (lower-case, alias resolved); throws
 // InvalidArgument listing the valid names when it is not one.
-std::string CanonicalCommunicatorName(std::string_view name);
+EPLB_EXPORT std::string CanonicalCommunicatorName(std::string_view name);
 
 // What the user asked for.
-struct SelectionRequest {
+struct EPLB_EXPORT SelectionRequest {
   std::string communicator;  // explicit name; empty = apply the default rule
   bool elastic = false;      // elastic EP: ranks may join and leave
   bool async = false;        // migration on a background thread / stream
@@ -45,14 +46,14 @@ struct SelectionRequest {
 
 // Whether cuda_ipc can serve this EP group, and why (not): every EP peer is
 // on this node and an IPC handle of a peer was really opened.
-struct CudaIpcCheck {
+struct EPLB_EXPORT CudaIpcCheck {
   bool usable = false;
   std::string reason;  // e.g. "4 ranks on this node, IPC verified" / "ranks on 2 nodes"
 };
 
 // What the rule needs to know about the machine. Detect() fills it from the
 // file system (detect.h); tests fill it by hand.
-struct SelectionFacts {
+struct EPLB_EXPORT SelectionFacts {
   bool nixl_available = false;
   std::string nixl_reason = "nixl not found";  // NixlDetection::reason
   // Called only when the rule reaches the cuda_ipc step. Checking IPC may
@@ -63,7 +64,7 @@ struct SelectionFacts {
   static SelectionFacts Detect(const SearchEnvironment& env = SearchEnvironment::FromProcess());
 };
 
-struct Selection {
+struct EPLB_EXPORT Selection {
   std::string name;    // canonical communicator name
   std::string reason;  // why, for the log line and `eplb info`
 };
@@ -71,19 +72,19 @@ struct Selection {
 // Applies the rule. Throws InvalidArgument for an unknown name (listing the
 // valid ones) and for an NCCL-family communicator in async mode, named or
 // reached through elastic EP (naming the async-safe ones).
-Selection SelectCommunicator(const SelectionRequest& request, const SelectionFacts& facts);
+EPLB_EXPORT Selection SelectCommunicator(const SelectionRequest& request, const SelectionFacts& facts);
 
 // "communicator gloo (nixl not found)"; LogSelection writes it once through
 // spdlog at info level as "eplb: communicator gloo (nixl not found)".
-std::string DescribeSelection(const Selection& s);
-void LogSelection(const Selection& s);
+EPLB_EXPORT std::string DescribeSelection(const Selection& s);
+EPLB_EXPORT void LogSelection(const Selection& s);
 
 // Ranks must all use the same communicator, but what is installed can differ
 // between nodes. Publishes this rank's choice under `key_prefix` and reads
 // every other rank's; throws Error (layer "select") naming the first rank
 // that chose differently, or TimeoutError naming the rank that never
 // published.
-void AgreeOnSelection(Store& store, const std::string& key_prefix, int rank, int world_size,
+EPLB_EXPORT void AgreeOnSelection(Store& store, const std::string& key_prefix, int rank, int world_size,
                       const Selection& mine, Deadline deadline);
 
 }  // namespace eplb

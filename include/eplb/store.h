@@ -12,11 +12,12 @@
 #include <string_view>
 #include <vector>
 
+#include "eplb/export.h"
 #include "eplb/deadline.h"
 
 namespace eplb {
 
-class Store {
+class EPLB_EXPORT Store {
  public:
   virtual ~Store() = default;
   virtual std::string_view kind() const = 0;  // "file", "redis", ...

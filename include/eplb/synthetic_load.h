@@ -18,11 +18,12 @@
 #include <span>
 #include <vector>
 
+#include "eplb/export.h"
 #include "eplb/load.h"
 
 namespace eplb {
 
-struct SyntheticLoadOptions {
+struct EPLB_EXPORT SyntheticLoadOptions {
   int num_layers = 1;
   int num_experts = 1;
   double skew = 1.0;              // Zipf exponent of the base distribution
@@ -35,7 +36,7 @@ struct SyntheticLoadOptions {
   const LoadMatrix* base = nullptr;
 };
 
-class SyntheticLoad {
+class EPLB_EXPORT SyntheticLoad {
  public:
   // Throws InvalidArgument on non-positive sizes, a negative skew / noise or
   // tokens, or a base matrix of another width (or all zero in a row).

@@ -27,12 +27,13 @@
 #include <span>
 #include <vector>
 
+#include "eplb/export.h"
 #include "eplb/communicator.h"
 #include "eplb/placement.h"
 
 namespace eplb {
 
-struct PlanOptions {
+struct EPLB_EXPORT PlanOptions {
   // Ranks r and s share a node when r / ranks_per_node == s / ranks_per_node.
   // 0 (or >= num_ranks) puts every rank on one node.
   int ranks_per_node = 0;
@@ -44,10 +45,10 @@ struct PlanOptions {
 enum class SlotAction : uint8_t { kKeep, kLocalCopy, kReceive, kDuplicate };
 
 // "keep", "local_copy", "receive", "duplicate".
-const char* SlotActionName(SlotAction action);
+EPLB_EXPORT const char* SlotActionName(SlotAction action);
 
 // How one new slot gets its expert.
-struct SlotFill {
+struct EPLB_EXPORT SlotFill {
   int32_t slot = -1;    // the new slot (global index)
   int32_t expert = -1;  // the expert it holds in the new placement
   SlotAction action = SlotAction::kKeep;
@@ -60,7 +61,7 @@ struct SlotFill {
 
 // One expert crossing the wire: old slot src_slot of src_rank -> new slot
 // dst_slot of dst_rank. src_rank != dst_rank.
-struct WireMove {
+struct EPLB_EXPORT WireMove {
   int32_t expert = -1;
   int32_t src_rank = -1;
   int32_t src_slot = -1;
@@ -70,7 +71,7 @@ struct WireMove {
 };
 
 // What one rank does in a layer (or, summed, the whole layer).
-struct RankTraffic {
+struct EPLB_EXPORT RankTraffic {
   int kept = 0;              // slots left as they are
   int local_copies = 0;      // slots filled from an old slot of the same rank
   int duplicates = 0;        // slots filled from a received slot of the same rank
@@ -85,7 +86,7 @@ struct RankTraffic {
 };
 
 // The global plan of one MoE layer: identical on every rank.
-struct LayerPlan {
+struct EPLB_EXPORT LayerPlan {
   int layer = 0;
   int num_ranks = 0;
   int slots_per_rank = 0;
@@ -111,21 +112,21 @@ struct LayerPlan {
 // Plans one layer from the old and new phy2log of that layer (size R each,
 // R % num_ranks == 0). Throws InvalidArgument on mismatched sizes or experts
 // out of range.
-LayerPlan PlanLayer(std::span<const int32_t> old_phy2log, std::span<const int32_t> new_phy2log,
+EPLB_EXPORT LayerPlan PlanLayer(std::span<const int32_t> old_phy2log, std::span<const int32_t> new_phy2log,
                     int num_ranks, int layer, const PlanOptions& options);
 
 // Plans layer `layer` of two placements of the same shape.
-LayerPlan PlanLayer(const Placement& old_placement, const Placement& new_placement, int layer,
+EPLB_EXPORT LayerPlan PlanLayer(const Placement& old_placement, const Placement& new_placement, int layer,
                     const PlanOptions& options);
 
 // Plans every layer: a multi-layer plan is a plan per layer.
-std::vector<LayerPlan> PlanMigration(const Placement& old_placement, const Placement& new_placement,
+EPLB_EXPORT std::vector<LayerPlan> PlanMigration(const Placement& old_placement, const Placement& new_placement,
                                      const PlanOptions& options);
 
 // Where one tensor of the experts lives, to turn wire moves into the
 // communicator's byte ranges. An expert may have several tensors (w1, w2,
 // w3, scales); each crosses the wire as its own Transfer.
-struct WireTensor {
+struct EPLB_EXPORT WireTensor {
   uint64_t bytes = 0;        // bytes of one expert of this tensor
   RegionId src_region = -1;  // the layer's weights (same id on every rank)
   uint64_t src_offset = 0;   // offset of the rank's first slot in src_region
@@ -138,6 +139,6 @@ struct WireTensor {
 // The global transfer list of a layer plan: for each wire move (in plan
 // order), one Transfer per tensor, from the sender's old slot to the
 // receiver's new slot (local slot index = slot % slots_per_rank).
-std::vector<Transfer> WireTransfers(const LayerPlan& plan, std::span<const WireTensor> tensors);
+EPLB_EXPORT std::vector<Transfer> WireTransfers(const LayerPlan& plan, std::span<const WireTensor> tensors);
 
 }  // namespace eplb

@@ -153,6 +153,14 @@ DeviceExpertMap Balancer::device_map(int layer) const {
     throw InvalidArgument("device_map: layer " + std::to_string(layer) + " out of range");
   return s_->device_load->map(layer);
 }
+#else
+void Balancer::RecordTopK(int, const TopkIds&, void*, int32_t*) {
+  throw InvalidArgument("RecordTopK: eplb was built without CUDA");
+}
+
+DeviceExpertMap Balancer::device_map(int) const {
+  throw InvalidArgument("device_map: eplb was built without CUDA");
+}
 #endif
 
 std::shared_ptr<const Placement> Balancer::placement() const {
