@@ -1,0 +1,95 @@
+// The options of `eplb demo` and the pieces its files share: the checks made
+// before any rank starts (demo_validate.cc), one rank's run (demo_rank.cc),
+// and the launcher with the command's flags (cmd_demo.cc).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "eplb/bootstrap.h"
+#include "eplb/load.h"
+#include "eplb/policy.h"
+
+namespace eplb::cli::demo {
+
+struct DemoOptions {
+  int ranks = 4;
+  int layers = 58;
+  int experts = 256;
+  int slots = 0;  // 0: experts + experts / 8, rounded up to a multiple of ranks
+  int groups = 8;
+  int nodes = 1;
+  uint64_t expert_bytes = 16 * 1024;
+  int steps = 1200;
+  int interval = 300;
+  int first = 0;
+  int window = 100;
+  double step_ms = 4;
+  int tokens = 256;  // tokens per rank per step
+  int top_k = 8;
+  std::string load_path;
+  double skew = 0.5;
+  double drift = 50;  // steps for the hot set to move by one expert
+  bool sync = false;
+  bool gpu = false;
+  std::string gpu_work = "mixed";
+  std::string communicator;
+  int deadline_ms = 5000;
+  int staging = 2;
+  int lead = 4;
+  std::string policy = "deepseek";
+  uint64_t seed = 1;
+  bool json = false;
+  bool no_progress = false;
+  bool keep = false;
+  bool worker = false;
+  int timeout_s = 600;
+
+  int Slots() const {
+    if (slots > 0) return slots;
+    const int want = experts + std::max(1, experts / 8);
+    return (want + ranks - 1) / ranks * ranks;
+  }
+  int FirstRebalance() const { return first > 0 ? first : std::min(window, interval); }
+
+  std::vector<std::string> WorkerArgs() const {
+    std::vector<std::string> a = {
+        "demo", "--worker",
+        "--ranks", std::to_string(ranks), "--layers", std::to_string(layers),
+        "--experts", std::to_string(experts), "--slots", std::to_string(Slots()),
+        "--groups", std::to_string(groups), "--nodes", std::to_string(nodes),
+        "--expert-bytes", std::to_string(expert_bytes), "--steps", std::to_string(steps),
+        "--interval", std::to_string(interval), "--first", std::to_string(FirstRebalance()),
+        "--window", std::to_string(window), "--step-ms", fmt::format("{}", step_ms),
+        "--tokens", std::to_string(tokens), "--top-k", std::to_string(top_k),
+        "--skew", fmt::format("{}", skew), "--drift", fmt::format("{}", drift),
+        "--deadline-ms", std::to_string(deadline_ms), "--staging", std::to_string(staging),
+        "--lead", std::to_string(lead), "--policy", policy, "--seed", std::to_string(seed),
+        "--timeout", std::to_string(timeout_s)};
+    if (!load_path.empty()) a.insert(a.end(), {"--load", load_path});
+    if (sync) a.push_back("--sync");
+    if (gpu) a.insert(a.end(), {"--gpu", "--gpu-work", gpu_work});
+    if (!communicator.empty()) a.insert(a.end(), {"--communicator", communicator});
+    if (json) a.push_back("--json");
+    if (no_progress) a.push_back("--no-progress");
+    return a;
+  }
+};
+
+struct Model {
+  int layers, experts, slots, spr;
+  std::vector<uint64_t> tensor_bytes;  // w1, w3, w2
+  std::optional<LoadMatrix> base;      // --load
+};
+
+// Every flag checked, the load file read: InvalidArgument (exit 2) before
+// any process starts.
+Model Validate(const DemoOptions& o, int world);
+
+// One rank of the demo (a worker started by the launcher, or a rank of a
+// torchrun-style launch). Returns its exit status.
+int RunRank(const DemoOptions& o, const LaunchEnv& env);
+
+}  // namespace eplb::cli::demo

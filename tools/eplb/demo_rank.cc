@@ -1,0 +1,490 @@
+// eplb demo: one rank -- weights with fingerprints, the simulated engine
+// under the online Balancer, the checks, and (rank 0) the report.
+#include <fmt/format.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "eplb/balancer.h"
+#include "eplb/bootstrap.h"
+#include "eplb/command.h"
+#include "eplb/error.h"
+#include "eplb/gloo.h"
+#include "eplb/policy.h"
+#include "eplb/selection.h"
+#include "eplb/synthetic_load.h"
+#include "io/files.h"
+#include "io/process.h"
+#include "runtime/fingerprint.h"
+#include "cuda/runtime.h"
+#include "demo_gpu.h"
+#include "demo_options.h"
+
+namespace eplb::cli::demo {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+json Percentiles(std::vector<double> v) {
+  if (v.empty()) return json{{"count", 0}};
+  std::sort(v.begin(), v.end());
+  auto at = [&](double q) { return v[std::min(v.size() - 1, static_cast<size_t>(q * (v.size() - 1) + 0.5))]; };
+  return json{{"count", v.size()}, {"p50", at(0.5)}, {"p90", at(0.9)}, {"p99", at(0.99)}, {"max", v.back()}};
+}
+
+std::string PercentileText(const json& p) {
+  if (p.value("count", 0) == 0) return "no steps";
+  return fmt::format("p50 {:.3f}  p90 {:.3f}  p99 {:.3f}  max {:.3f} ms  ({} steps)",
+                     p["p50"].get<double>(), p["p90"].get<double>(), p["p99"].get<double>(),
+                     p["max"].get<double>(), p["count"].get<int64_t>());
+}
+
+double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+class Progress {
+ public:
+  explicit Progress(bool on) : on_(on) {}
+  bool on() const { return on_; }
+  void Show(const std::string& text) {
+    if (!on_) return;
+    const auto now = Clock::now();
+    if (now - last_ < 100ms) return;
+    last_ = now;
+    std::fprintf(stdout, "\r\x1b[K%s", text.c_str());
+    std::fflush(stdout);
+    shown_ = true;
+  }
+  void Line(const std::string& text) {
+    if (shown_) std::fprintf(stdout, "\r\x1b[K");
+    shown_ = false;
+    std::fprintf(stdout, "%s\n", text.c_str());
+    std::fflush(stdout);
+  }
+
+ private:
+  bool on_;
+  bool shown_ = false;
+  Clock::time_point last_{};
+};
+
+}  // namespace
+
+
+int RunRank(const DemoOptions& o, const LaunchEnv& env) {
+  const int me = env.rank, world = env.world_size;
+  // Logs go to stderr (a file per rank when the demo starts the ranks);
+  // stdout carries rank 0's report.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("demo"));
+  spdlog::set_pattern(fmt::format("[%H:%M:%S.%e] [rank {}] [%l] %v", me));
+  const Model m = Validate(o, world);
+  const bool talk = me == 0 && !o.json;
+  Progress progress(talk && !o.no_progress && isatty(STDOUT_FILENO));
+  auto store = OpenRunStore("", env);
+  const Deadline connect = DeadlineAfter(std::chrono::seconds(60));
+
+  // Weights: per layer three tensors (w1, w3, w2) of slots_per_rank experts.
+  struct Buffer {
+    uint8_t* data;
+    size_t bytes;
+  };
+  std::vector<std::vector<Buffer>> buffers(m.layers);
+  std::vector<LayerWeights> weights(m.layers);
+  const Placement initial = Placement::Identity(m.layers, m.experts, m.slots, world);
+  // --gpu: the weights on this rank's GPU, the step's work on its stream.
+  std::unique_ptr<GpuDemo> gpu;
+  if (o.gpu) {
+    const int devices = std::max(1, cuda::Probe().devices);
+    GpuWorkOptions work;
+    work.kind = o.gpu_work;
+    work.step_ms = o.step_ms;
+    gpu = std::make_unique<GpuDemo>(env.local_rank % devices, me, m.layers, m.spr, m.tensor_bytes, initial, work);
+    weights = gpu->weights();
+  }
+  for (int l = 0; l < m.layers && !gpu; ++l)
+    for (size_t t = 0; t < m.tensor_bytes.size(); ++t) {
+      const size_t bytes = (m.tensor_bytes[t] * m.spr + 4095) / 4096 * 4096;
+      auto* p = static_cast<uint8_t*>(std::aligned_alloc(4096, bytes));
+      if (p == nullptr) throw Error("demo", "allocate", fmt::format("{} bytes of expert weights", bytes), me);
+      buffers[l].push_back({p, bytes});
+      weights[l].tensors.push_back({MemoryRegion{p, bytes, MemoryKind::kHost, -1}, m.tensor_bytes[t], 0});
+      for (int i = 0; i < m.spr; ++i)
+        runtime::FillFingerprint(p + m.tensor_bytes[t] * i, m.tensor_bytes[t], l,
+                                 initial.expert_at(l, me * m.spr + i), static_cast<int>(t));
+    }
+  struct Free {
+    std::vector<std::vector<Buffer>>& b;
+    ~Free() {
+      for (auto& layer : b)
+        for (auto& x : layer) std::free(x.data);
+    }
+  } free_buffers{buffers};
+  auto slot_ptr = [&](int l, int t, int local) { return buffers[l][t].data + m.tensor_bytes[t] * local; };
+
+  // Every own slot of layer l holds the expert `p` names, every byte.
+  int64_t mismatches = 0, experts_checked = 0;
+  std::vector<int> all_slots(m.spr);
+  std::iota(all_slots.begin(), all_slots.end(), 0);
+  // `full`: every byte; otherwise (GPU only, where the checks run on the
+  // engine's stream and cost it time) both ends of every tensor.
+  auto verify_layer = [&](const Placement& p, int l, const char* when, bool full = true) {
+    if (gpu) {
+      experts_checked += gpu->CheckSlots(p, l, all_slots, full);
+      return;
+    }
+    for (int i = 0; i < m.spr; ++i) {
+      const int e = p.expert_at(l, me * m.spr + i);
+      for (size_t t = 0; t < m.tensor_bytes.size(); ++t) {
+        const int64_t bad = runtime::FindFingerprintMismatch(slot_ptr(l, t, i), m.tensor_bytes[t], l, e,
+                                                             static_cast<int>(t));
+        if (bad >= 0) {
+          ++mismatches;
+          spdlog::error("demo: {}: MoE layer {} slot {} should hold expert {} but byte {} of tensor {} "
+                        "differs",
+                        when, l, me * m.spr + i, e, bad, t);
+          break;
+        }
+      }
+      ++experts_checked;
+    }
+  };
+
+  SelectionRequest request;
+  request.communicator = o.communicator;
+  request.async = !o.sync;
+  BalancerLinks links = MakeBalancerLinks(store, me, world, request, connect, gpu ? gpu->device() : -1);
+  if (talk) {
+    progress.Line(fmt::format("eplb demo: {} ranks, {} mode", world, o.sync ? "sync" : "async"));
+    progress.Line(fmt::format(
+        "model: {} MoE layers x {} experts -> {} slots ({} per rank), {} groups; {:.1f} KiB per expert in "
+        "3 tensors; {:.1f} MB of expert weights per rank",
+        m.layers, m.experts, m.slots, m.spr, o.groups, o.expert_bytes / 1024.0,
+        double(m.spr) * m.layers * o.expert_bytes / 1e6));
+    progress.Line(fmt::format(
+        "load: {}, hot experts drift by one every {} steps; {} tokens x top-{} per rank per step",
+        o.load_path.empty() ? fmt::format("synthetic Zipf({})", o.skew) : o.load_path, o.drift, o.tokens,
+        o.top_k));
+    progress.Line(fmt::format("rebalance: window {} steps, first at step {}, then every {} steps; "
+                              "deadline {} ms; {} steps of {} ms",
+                              o.window, o.FirstRebalance(), o.interval, o.deadline_ms, o.steps,
+                              o.step_ms));
+    progress.Line("eplb: " + DescribeSelection(links.selection));
+    if (gpu)
+      progress.Line(fmt::format("GPU: weights on GPU {} ({}) per rank; the step is {}", gpu->device(),
+                                gpu->device_name(), gpu->work_description()));
+  }
+  GlooOptions engine_opts;
+  engine_opts.store = store;
+  engine_opts.rank = me;
+  engine_opts.world_size = world;
+  engine_opts.name = "demo/engine";
+  auto engine = ConnectGlooControlGroup(engine_opts, connect);
+
+  BalancerConfig cfg;
+  cfg.num_layers = m.layers;
+  cfg.num_experts = m.experts;
+  cfg.num_slots = m.slots;
+  cfg.num_groups = o.groups;
+  cfg.num_nodes = o.nodes;
+  cfg.policy = o.policy;
+  cfg.mode = o.sync ? BalancerMode::kSync : BalancerMode::kAsync;
+  cfg.window_steps = o.window;
+  cfg.step_interval = o.interval;
+  cfg.first_rebalance_step = o.FirstRebalance();
+  cfg.deadline = std::chrono::milliseconds(o.deadline_ms);
+  cfg.connect_timeout = 60s;
+  cfg.staging_layers = o.staging;
+  cfg.commit_lead_steps = o.lead;
+  Balancer balancer(links, weights, cfg, initial);
+
+  // Time spent checking inside the balancer's callbacks: not engine time.
+  Clock::duration check_time{};
+  json rebalances = json::array();
+  double commit_ms_in_step = 0;  // the commit copies of the current Step()
+  balancer.set_on_commit([&](const CommitEvent& e) {
+    commit_ms_in_step += e.copy_seconds * 1e3;
+    const auto t = Clock::now();
+    verify_layer(*balancer.placement(), e.layer, "after a commit", /*full=*/false);
+    check_time += Clock::now() - t;
+  });
+  balancer.set_on_cycle([&](const CycleReport& r) {
+    const auto t = Clock::now();
+    auto maps = balancer.placement();
+    const int64_t before = mismatches;
+    for (int l = 0; l < m.layers; ++l) verify_layer(*maps, l, "after a rebalance", /*full=*/false);
+    check_time += Clock::now() - t;
+    json j{{"cycle", r.cycle},
+           {"trigger_step", r.trigger_step},
+           {"end_step", r.end_step},
+           {"ok", r.ok},
+           {"balancedness_before", r.balancedness_before},
+           {"balancedness_after", r.balancedness_after},
+           {"layers_changed", r.layers_changed},
+           {"layers_committed", r.layers_committed},
+           {"experts_moved", r.experts_moved},
+           {"bytes_moved", r.bytes_moved},
+           {"seconds", r.seconds},
+           {"transfer_seconds", r.transfer_seconds},
+           {"GBps", r.GBps()},
+           {"commit_ms_max", r.commit_seconds_max * 1e3},
+           {"verified", mismatches == before}};
+    if (gpu) j["verified"] = "on the GPU, counted at the end";
+    if (!r.ok) j["error"] = r.error;
+    rebalances.push_back(j);
+    if (talk)
+      progress.Line(r.ok ? fmt::format("rebalance {} at step {}: balancedness {:.3f} -> {:.3f} | {} experts "
+                                       "({:.1f} MB) moved, {}/{} layers | {:.2f} s, {:.2f} GB/s | {} | "
+                                       "weights {}",
+                                       r.cycle, r.trigger_step, r.balancedness_before,
+                                       r.balancedness_after, r.experts_moved, r.bytes_moved / 1e6,
+                                       r.layers_committed, m.layers, r.seconds, r.GBps(),
+                                       links.selection.name,
+                                       gpu ? "checked on the GPU" : mismatches == before ? "verified" : "MISMATCH")
+                         : fmt::format("rebalance {} at step {} FAILED: {}", r.cycle, r.trigger_step, r.error));
+  });
+
+  SyntheticLoadOptions lo;
+  lo.num_layers = m.layers;
+  lo.num_experts = m.experts;
+  lo.skew = o.skew;
+  lo.tokens_per_step = double(o.tokens) * o.top_k;
+  lo.drift_period_steps = o.drift;
+  lo.seed = o.seed;
+  if (m.base) lo.base = &*m.base;
+  SyntheticLoad load(lo);
+
+  std::vector<int64_t> counts(m.experts);
+  std::vector<int64_t> slot_tokens(m.spr);
+  std::vector<double> during, outside, calls_during, calls_outside, reduce_during, reduce_outside;
+  std::vector<double> beyond_commit;  // Step() minus its commit copies, during migrations
+  uint64_t checksum = 0;
+  const auto start = Clock::now();
+  const auto period = std::chrono::duration<double, std::milli>(o.step_ms);
+  int64_t step = 0;
+  bool draining = false;
+  for (;;) {
+    bool migrating = !balancer.idle();
+    const auto t0 = Clock::now();
+    const auto checks_before = check_time;
+    auto maps = balancer.placement();
+    if (gpu) gpu->LaunchWork();
+    int64_t routed = 0;
+    for (int l = 0; l < m.layers; ++l) {
+      load.Counts(step, me, l, counts);
+      balancer.RecordLoad(l, counts);
+      // Route: expert e's tokens spread over its replicas as an engine's
+      // router would; this rank computes for its own slots (the tokens of
+      // every rank land there in a real engine; this rank's share stands in).
+      std::fill(slot_tokens.begin(), slot_tokens.end(), 0);
+      for (int e = 0; e < m.experts; ++e) {
+        const int n = maps->replicas(l, e);
+        const int32_t* slots = maps->log2phy.data() + (static_cast<size_t>(l) * m.experts + e) * maps->max_replicas;
+        for (int k = 0; k < n; ++k) {
+          const int slot = slots[k];
+          if (slot / m.spr != me) continue;
+          slot_tokens[slot % m.spr] += counts[e] / n + (k < counts[e] % n ? 1 : 0);
+        }
+      }
+      // Compute is the GPU's part: --step-ms of sleep. Here one layer a step
+      // (in turn) checks that every routed slot holds the expert the maps
+      // name, reading its first bytes.
+      for (int i = 0; i < m.spr; ++i) routed += slot_tokens[i];
+      if (l != step % m.layers) continue;
+      if (gpu) {
+        std::vector<int> used;
+        for (int i = 0; i < m.spr; ++i)
+          if (slot_tokens[i] > 0) used.push_back(i);
+        gpu->CheckSlots(*maps, l, used, /*full=*/false);
+        continue;
+      }
+      for (int i = 0; i < m.spr; ++i) {
+        if (slot_tokens[i] == 0) continue;
+        const int e = maps->expert_at(l, me * m.spr + i);
+        uint64_t first;
+        std::memcpy(&first, slot_ptr(l, 0, i), 8);
+        checksum += first;
+        if (first != runtime::FingerprintWord(l, e, 0, 0)) {
+          ++mismatches;
+          spdlog::error("demo: step {}: routed to slot {} of MoE layer {} for expert {}, which it does not hold",
+                        step, me * m.spr + i, l, e);
+        }
+      }
+    }
+    // The dispatch all-to-all of an EP engine keeps ranks in step; here an
+    // all-reduce of (tokens, busy) does, and tells every rank when all are done.
+    std::array<int64_t, 2> sync{routed, (!balancer.idle() || step + 1 < o.steps) ? 1 : 0};
+    const auto a0 = Clock::now();
+    engine->AllReduceSum(std::span<int64_t>(sync), DeadlineAfter(std::chrono::seconds(60)));
+    const int64_t started = balancer.metrics().cycles_started;
+    const auto c0 = Clock::now();
+    balancer.Step(gpu ? gpu->stream() : nullptr);
+    const auto c1 = Clock::now();
+    // The engine waits for its GPU work (and the commits queued behind it).
+    if (gpu) gpu->Synchronize();
+    const auto g1 = Clock::now();
+    // Sync mode migrates inside the Step() that starts a cycle.
+    if (balancer.metrics().cycles_started != started) migrating = true;
+    (migrating ? reduce_during : reduce_outside).push_back(Ms(c0 - a0));
+    const double busy = Ms(g1 - t0 - (check_time - checks_before));
+    const double call = Ms(c1 - c0 - (check_time - checks_before));
+    (migrating ? during : outside).push_back(busy);
+    (migrating ? calls_during : calls_outside).push_back(call);
+    if (migrating) beyond_commit.push_back(std::max(0.0, call - commit_ms_in_step));
+    commit_ms_in_step = 0;
+    ++step;
+    if (sync[1] == 0) break;
+    if (step >= o.steps && !draining) draining = true;
+    if (step > int64_t(o.steps) + 100000) throw Error("demo", "drain", "the last rebalance never ended", me);
+    if (progress.on()) {
+      const BalancerMetrics bm = balancer.metrics();
+      progress.Show(fmt::format("step {}/{} | {} | balancedness {} | next rebalance in {} steps | "
+                                "{} rebalances",
+                                step, o.steps, bm.cycle_in_progress ? "migrating" : "serving",
+                                std::isnan(bm.balancedness) ? std::string("n/a")
+                                                            : fmt::format("{:.3f}", bm.balancedness),
+                                bm.steps_to_next_rebalance, bm.cycles_completed));
+    }
+    if (Clock::now() - start > std::chrono::seconds(o.timeout_s))
+      throw Error("demo", "run", fmt::format("still running after {} s (--timeout)", o.timeout_s), me);
+    // The GPU's forward pass: the engine's CPU thread waits for it.
+    if (!gpu) std::this_thread::sleep_for(period);
+  }
+  const double run_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  {
+    auto maps = balancer.placement();
+    for (int l = 0; l < m.layers; ++l) verify_layer(*maps, l, "at the end");
+  }
+  if (gpu) {
+    int64_t first_bad = -1;
+    mismatches += static_cast<int64_t>(gpu->mismatches(&first_bad));
+    if (first_bad >= 0)
+      spdlog::error("demo: the GPU checks found {} wrong words; the first in MoE layer {} slot {}", mismatches,
+                    first_bad >> 16, me * m.spr + (first_bad & 0xffff));
+  }
+  const BalancerMetrics bm = balancer.metrics();
+
+  // Every rank's figures to rank 0, through the store.
+  json mine{{"rank", me},
+            {"mismatches", mismatches},
+            {"experts_checked", experts_checked},
+            {"steps", step},
+            {"during", during},
+            {"outside", outside},
+            {"calls_during", calls_during},
+            {"calls_outside", calls_outside},
+            {"beyond_commit", beyond_commit},
+            {"reduce_during", reduce_during},
+            {"reduce_outside", reduce_outside},
+            {"commit_wait_ms_max", bm.commit_wait_seconds_max * 1e3},
+            {"cycles_completed", bm.cycles_completed},
+            {"cycles_failed", bm.cycles_failed},
+            {"commit_waits", bm.commit_waits},
+            {"checksum", checksum}};
+  double commit_ms_max = 0;
+  for (const auto& r : rebalances) commit_ms_max = std::max(commit_ms_max, r["commit_ms_max"].get<double>());
+  mine["commit_ms_max"] = commit_ms_max;
+  store->SetString("demo/result/" + std::to_string(me), mine.dump());
+  if (me != 0) return mismatches == 0 ? 0 : 3;
+
+  std::vector<json> all;
+  for (int r = 0; r < world; ++r)
+    all.push_back(json::parse(store->GetString("demo/result/" + std::to_string(r), DeadlineAfter(60s))));
+  std::vector<double> d, out, cd, co, rd, ro, bc;
+  int64_t total_mismatches = 0, total_checked = 0, waits = 0;
+  double wait_ms_max = 0;
+  for (const json& j : all) {
+    for (double v : j["during"]) d.push_back(v);
+    for (double v : j["outside"]) out.push_back(v);
+    for (double v : j["calls_during"]) cd.push_back(v);
+    for (double v : j["calls_outside"]) co.push_back(v);
+    for (double v : j["beyond_commit"]) bc.push_back(v);
+    for (double v : j["reduce_during"]) rd.push_back(v);
+    for (double v : j["reduce_outside"]) ro.push_back(v);
+    wait_ms_max = std::max(wait_ms_max, j["commit_wait_ms_max"].get<double>());
+    total_mismatches += j["mismatches"].get<int64_t>();
+    total_checked += j["experts_checked"].get<int64_t>();
+    waits += j["commit_waits"].get<int64_t>();
+    commit_ms_max = std::max(commit_ms_max, j["commit_ms_max"].get<double>());
+  }
+  int64_t ok_cycles = 0;
+  for (const auto& r : rebalances) ok_cycles += r["ok"].get<bool>() ? 1 : 0;
+  const bool ok = total_mismatches == 0 && ok_cycles > 0;
+  json report{{"ok", ok},
+              {"communicator", links.selection.name},
+              {"communicator_reason", links.selection.reason},
+              {"mode", o.sync ? "sync" : "async"},
+              {"memory", gpu ? "cuda" : "host"},
+              {"ranks", world},
+              {"model", {{"layers", m.layers}, {"experts", m.experts}, {"slots", m.slots},
+                         {"groups", o.groups}, {"expert_bytes", o.expert_bytes},
+                         {"weights_bytes_per_rank", uint64_t(m.spr) * m.layers * o.expert_bytes}}},
+              {"steps", step},
+              {"seconds", run_seconds},
+              {"rebalances", rebalances},
+              {"step_ms", {{"outside_migration", Percentiles(out)}, {"during_migration", Percentiles(d)}}},
+              {"step_call_ms", {{"outside_migration", Percentiles(co)}, {"during_migration", Percentiles(cd)}}},
+              {"step_call_beyond_commit_ms", Percentiles(bc)},
+              {"engine_all_reduce_ms", {{"outside_migration", Percentiles(ro)}, {"during_migration", Percentiles(rd)}}},
+              {"commit_copy_ms_max", commit_ms_max},
+              {"commit_waits", waits},
+              {"commit_wait_ms_max", wait_ms_max},
+              {"experts_checked", total_checked},
+              {"mismatches", total_mismatches}};
+  // How much slower a step is while a migration runs (median against median).
+  if (!d.empty() && !out.empty())
+    report["step_ms_p50_during_vs_outside"] =
+        report["step_ms"]["during_migration"]["p50"].get<double>() /
+            report["step_ms"]["outside_migration"]["p50"].get<double>() - 1;
+  if (gpu) report["gpu"] = {{"device", gpu->device_name()}, {"work", gpu->work_description()}};
+  if (o.json) {
+    std::fprintf(stdout, "%s\n", report.dump(2).c_str());
+  } else {
+    progress.Line(fmt::format("{} steps in {:.1f} s on {} ranks; {} rebalances ({} failed)", step, run_seconds, world,
+                              ok_cycles, rebalances.size() - ok_cycles));
+    progress.Line(gpu ? "step time, every rank (the GPU work on the engine's stream, routing, the step's "
+                        "all-reduce, Step(), and waiting for the stream):"
+                      : "step time, every rank (routing, expert reads, the step's all-reduce and Step()):");
+    progress.Line("  outside migrations: " + PercentileText(report["step_ms"]["outside_migration"]));
+    progress.Line("  during migrations:  " + PercentileText(report["step_ms"]["during_migration"]));
+    if (report.contains("step_ms_p50_during_vs_outside"))
+      progress.Line(fmt::format("  median during migrations vs outside: {:+.2f}%",
+                                100 * report["step_ms_p50_during_vs_outside"].get<double>()));
+    progress.Line("  of which the step's all-reduce (waiting for the slowest rank):");
+    progress.Line("    outside migrations: " + PercentileText(report["engine_all_reduce_ms"]["outside_migration"]));
+    progress.Line("    during migrations:  " + PercentileText(report["engine_all_reduce_ms"]["during_migration"]));
+    progress.Line("Balancer::Step() alone:");
+    progress.Line("  outside migrations: " + PercentileText(report["step_call_ms"]["outside_migration"]));
+    progress.Line("  during migrations:  " + PercentileText(report["step_call_ms"]["during_migration"]));
+    progress.Line("  during migrations, beyond the step's commit copy: " +
+                  PercentileText(report["step_call_beyond_commit_ms"]));
+    progress.Line(fmt::format("  longest commit copy {:.3f} ms; {} steps waited for a commit agreement, the "
+                              "longest {:.3f} ms",
+                              commit_ms_max, waits, wait_ms_max));
+    progress.Line(gpu ? fmt::format("verified: {} expert slot checks on the GPUs of {} ranks (every byte at the "
+                                    "end, both ends of each tensor while serving), {} wrong words",
+                                    total_checked, world, total_mismatches)
+                      : fmt::format("verified: {} expert slots checked byte for byte on {} ranks, {} mismatches",
+                                    total_checked, world, total_mismatches));
+    progress.Line(ok ? "result: OK" : (total_mismatches ? "result: FAILED (weights do not match the maps)"
+                                                        : "result: FAILED (no rebalance completed)"));
+  }
+  return ok ? 0 : 3;
+}
+
+}  // namespace eplb::cli::demo
