@@ -13,7 +13,6 @@
 namespace eplb::comm {
 namespace {
 
-constexpr size_t kMaxNameBytes = 1024;
 
 std::string PidNamespace() {
   char buf[128] = {};
@@ -61,9 +60,9 @@ ProcessIdentity ProcessIdentity::Decode(std::span<const uint8_t> bytes, const st
                                         const std::string& operation, int rank, int peer) {
   wire::Reader r(bytes, wire::Kind::kLiveness, {layer, operation, rank, peer});
   ProcessIdentity p;
-  p.host = r.GetString(kMaxNameBytes);
-  p.boot_id = r.GetString(kMaxNameBytes);
-  p.pid_namespace = r.GetString(kMaxNameBytes);
+  p.host = r.GetString(wire::kMaxNameBytes);
+  p.boot_id = r.GetString(wire::kMaxNameBytes);
+  p.pid_namespace = r.GetString(wire::kMaxNameBytes);
   p.pid = r.Get<int32_t>();
   p.start_ticks = r.Get<uint64_t>();
   r.Finish();

@@ -28,6 +28,9 @@ constexpr uint16_t kVersion = 1;
 constexpr size_t kHeaderBytes = 8;
 // No message is larger (NIXL's metadata, the largest, is a few KiB).
 constexpr size_t kMaxMessageBytes = size_t{64} << 20;
+// Host names, boot ids, PID namespaces and PCI bus ids are short: a longer
+// one in a message is malformed.
+constexpr size_t kMaxNameBytes = 1024;
 
 enum class Kind : uint16_t {
   kHandshake = 1,     // balancer: a rank's state at the start of a cycle

@@ -13,7 +13,6 @@
 
 #include "comm/cuda_ipc/node_flags.h"
 #include "util/backoff.h"
-#include "comm/host_identity.h"
 #include "cuda/runtime.h"
 #include "eplb/error.h"
 #include "wire/codec.h"
@@ -30,8 +29,6 @@ constexpr const char* kLayer = "cuda_ipc";
 
 namespace {
 
-using comm::BootId;
-using comm::HostName;
 using cuda::Check;
 using cuda::DeviceGuard;
 using cuda_ipc::NodeFlags;

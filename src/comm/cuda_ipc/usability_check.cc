@@ -19,8 +19,6 @@ namespace eplb {
 namespace {
 
 constexpr const char* kLayer = "cuda_ipc";
-// Host names and boot ids are short; a longer one is malformed.
-constexpr size_t kMaxNameBytes = 1024;
 
 }  // namespace
 
@@ -88,7 +86,7 @@ CudaIpcCheck CudaIpcUsable(Store& store, int rank, int size, int device,
     const auto bytes = store.Get(fmt::format("{}/probe/{}", prefix, peer), deadline);
     if (!problem.empty()) continue;
     wire::Reader r(bytes, wire::Kind::kIpcProbe, {kLayer, "usability check", rank, peer});
-    const std::string their_host = r.GetString(kMaxNameBytes), their_boot = r.GetString(kMaxNameBytes);
+    const std::string their_host = r.GetString(wire::kMaxNameBytes), their_boot = r.GetString(wire::kMaxNameBytes);
     const auto their_exported = r.Get<uint8_t>();
     cudaIpcMemHandle_t handle{};
     r.GetFixed(&handle, sizeof handle);

@@ -49,6 +49,11 @@ std::string Ms(Clock::duration d) {
 }
 
 
+// "rank 2's process (pid 41) is gone": why waits on a dead peer end.
+std::string GoneText(int peer, const comm::ProcessIdentity& process) {
+  return "rank " + std::to_string(peer) + "'s process (pid " + std::to_string(process.pid) + ") is gone";
+}
+
 const char* Env(const char* name) {
   const char* v = std::getenv(name);
   return (v != nullptr && *v != '\0') ? v : nullptr;
@@ -252,8 +257,7 @@ const comm::ProcessIdentity* Mesh::PeerProcess(int peer, Deadline deadline) {
 std::optional<std::string> Mesh::Gone(int peer, Deadline deadline) {
   const comm::ProcessIdentity* process = PeerProcess(peer, deadline);
   if (process == nullptr || comm::CheckProcess(*process) != comm::Liveness::kGone) return std::nullopt;
-  return "rank " + std::to_string(peer) + "'s process (pid " + std::to_string(process->pid) +
-         ") is gone";
+  return GoneText(peer, *process);
 }
 
 // Runs while the mesh lives: every kWatchInterval, checks the processes of
@@ -268,8 +272,7 @@ void Mesh::Watch() {
     for (int peer : watched_->PendingPeers()) {
       if (peer < 0 || peer >= size_ || !peers_[peer]) continue;
       if (comm::CheckProcess(*peers_[peer]) != comm::Liveness::kGone) continue;
-      const std::string reason = "rank " + std::to_string(peer) + "'s process (pid " +
-                                 std::to_string(peers_[peer]->pid) + ") is gone";
+      const std::string reason = GoneText(peer, *peers_[peer]);
       spdlog::info("gloo: rank {} stops waiting on rank {} in group '{}': {}", rank_, peer, name_, reason);
       watched_->AbortPeer(peer, reason);
     }
@@ -292,10 +295,12 @@ void Mesh::Connect(uint64_t generation, Deadline deadline, const char* operation
   for (int r = 0; r < size_; ++r)
     if (r != rank_) missing.push_back(r);
   for (;;) {
+    // One pass waits kWatchInterval in all, however many ranks are missing.
+    const Deadline pass = std::min(deadline, Clock::now() + kWatchInterval);
     std::vector<int> still;
     for (int r : missing) {
       try {
-        store_->Get(keys + "arrived/" + std::to_string(r), std::min(deadline, Clock::now() + kWatchInterval));
+        store_->Get(keys + "arrived/" + std::to_string(r), pass);
       } catch (const TimeoutError&) {
         still.push_back(r);
       }

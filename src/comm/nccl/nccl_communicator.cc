@@ -40,8 +40,6 @@ namespace {
 using namespace std::chrono_literals;
 
 constexpr unsigned kStreamNonBlocking = 1;  // CU_STREAM_NON_BLOCKING
-// Host names, boot ids and PCI bus ids are short; a longer one is malformed.
-constexpr size_t kMaxNameBytes = 1024;
 constexpr unsigned kEventDisableTiming = 2;  // CU_EVENT_DISABLE_TIMING
 
 using util::Backoff;
@@ -434,8 +432,8 @@ class NcclStatelessCommunicator final : public ElasticCommunicator {
                            rank, peer);
       }
       wire::Reader r(theirs, wire::Kind::kGpuIdentity, {"nccl_stateless", "compare GPUs", rank, peer});
-      const std::string their_host = r.GetString(kMaxNameBytes), their_boot = r.GetString(kMaxNameBytes),
-                        their_gpu = r.GetString(kMaxNameBytes);
+      const std::string their_host = r.GetString(wire::kMaxNameBytes), their_boot = r.GetString(wire::kMaxNameBytes),
+                        their_gpu = r.GetString(wire::kMaxNameBytes);
       r.Finish();
       if (their_host == host && their_boot == boot_id && their_gpu == gpu) {
         throw InvalidArgument(fmt::format(
