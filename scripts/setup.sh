@@ -10,6 +10,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   pybind11-dev python3-dev python3-numpy
   clang libclang-rt-14-dev
+  python3-pip libssl3 zlib1g
 )
 
 missing=()
@@ -27,3 +28,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+# NIXL from its wheel (project-local, see the script); carries on without it.
+bash "$(dirname "$0")/install_nixl.sh"

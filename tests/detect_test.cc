@@ -13,6 +13,7 @@
 
 #include "eplb/error.h"
 #include "select/ld_cache.h"
+#include "select/nixl_wheel.h"
 #include "support/paths.h"
 
 namespace eplb {
@@ -174,6 +175,128 @@ TEST(DetectNixl, DefaultPrefixPerPlatform) {
   EXPECT_TRUE(rocm.available) << rocm.reason;
   EXPECT_EQ(rocm.capi_library, rixl + "/libnixl_capi.so");
   EXPECT_NE(rocm.reason.find("rixl found at"), std::string::npos) << rocm.reason;
+}
+
+// A fake NIXL wheel unpacked into `site`, laid out as pip leaves nixl-cu13:
+// the libraries (each aborting the process if loaded) in
+// .nixl_cu13.mesonpy.libs/, the UCX plugin beside UCX in nixl_cu13.libs/nixl/.
+void InstallPoisonedWheel(const std::string& site, const std::string& package = "nixl_cu13") {
+  const std::string libs = site + "/." + package + ".mesonpy.libs";
+  Copy(EPLB_ABORT_ON_LOAD_LIB, libs + "/libnixl.so");
+  Copy(EPLB_ABORT_ON_LOAD_LIB, libs + "/libnixl_capi.so");
+  Copy(EPLB_ABORT_ON_LOAD_LIB, site + "/" + package + ".libs/nixl/libplugin_UCX.so");
+  Copy(EPLB_ABORT_ON_LOAD_LIB, site + "/" + package + ".libs/ucx/libuct_cma.so.0");
+}
+
+TEST(DetectNixl, FindsAWheelInTheActiveEnvironmentWithoutLoadingIt) {
+  std::string venv = test::MakeTempDir("eplb-venv-");
+  std::string site = venv + "/lib/python3.11/site-packages";
+  InstallPoisonedWheel(site);
+  SearchEnvironment env = Isolated();
+  env.python_env_sites = {{site, "VIRTUAL_ENV"}};
+  NixlDetection d = DetectNixl(env, Platform::kCuda);
+  EXPECT_TRUE(d.available) << d.reason;
+  EXPECT_EQ(d.capi_library, site + "/.nixl_cu13.mesonpy.libs/libnixl_capi.so");
+  EXPECT_EQ(d.core_library, site + "/.nixl_cu13.mesonpy.libs/libnixl.so");
+  EXPECT_EQ(d.plugin_dir, site + "/nixl_cu13.libs/nixl");
+  EXPECT_EQ(d.ucx_plugin, site + "/nixl_cu13.libs/nixl/libplugin_UCX.so");
+  EXPECT_EQ(d.ucx_module_dir, site + "/nixl_cu13.libs/ucx");
+  EXPECT_EQ(d.how, "wheel nixl_cu13, VIRTUAL_ENV");
+  EXPECT_FALSE(MappedInThisProcess(venv));
+}
+
+TEST(DetectNixl, SitePackagesOfAPythonPrefix) {
+  std::string prefix = test::MakeTempDir("eplb-prefix-");
+  fs::create_directories(prefix + "/lib/python3.12/site-packages");
+  fs::create_directories(prefix + "/lib/python3.11/dist-packages");
+  fs::create_directories(prefix + "/lib/perl5/site-packages");
+  Write(prefix + "/lib/python3.10/site-packages", "a file, not a folder");
+  std::vector<std::string> want = {prefix + "/lib/python3.11/dist-packages",
+                                   prefix + "/lib/python3.12/site-packages"};
+  EXPECT_EQ(select::SitePackagesUnder(prefix), want);
+  EXPECT_TRUE(select::SitePackagesUnder(prefix + "/missing").empty());
+}
+
+TEST(DetectNixl, OrderEnvironmentThenLoaderThenSystemSites) {
+  std::string env_site = test::MakeTempDir("eplb-env-site-");
+  std::string sys_site = test::MakeTempDir("eplb-sys-site-");
+  std::string lib = test::MakeTempDir("eplb-ld-");
+  InstallPoisonedWheel(env_site, "nixl_cu12");
+  InstallPoisonedWheel(sys_site);
+  InstallPoisonedNixl(lib);
+  SearchEnvironment env = Isolated();
+  env.python_env_sites = {{env_site, "PYTHONPATH"}};
+  env.python_system_sites = {{sys_site, "Python site folder"}};
+  env.ld_library_path = lib;
+  // The active environment first, as `import nixl` would find it...
+  NixlDetection d = DetectNixl(env, Platform::kCuda);
+  EXPECT_EQ(d.how, "wheel nixl_cu12, PYTHONPATH") << d.reason;
+  // ...then the loader's paths...
+  env.python_env_sites.clear();
+  d = DetectNixl(env, Platform::kCuda);
+  EXPECT_EQ(d.capi_library, lib + "/libnixl_capi.so");
+  EXPECT_EQ(d.plugin_dir, lib + "/plugins");
+  EXPECT_TRUE(d.ucx_module_dir.empty());
+  // ...and the interpreters' folders after everything else.
+  env.ld_library_path.reset();
+  d = DetectNixl(env, Platform::kCuda);
+  EXPECT_EQ(d.how, "wheel nixl_cu13, Python site folder") << d.reason;
+  EXPECT_TRUE(d.available);
+  // NIXL's wheels are CUDA builds: on ROCm they do not count as RIXL.
+  EXPECT_FALSE(DetectNixl(env, Platform::kRocm).available);
+}
+
+TEST(DetectNixl, ExplicitDirectoryIsTheOnlyPlaceSearched) {
+  std::string site = test::MakeTempDir("eplb-explicit-site-");
+  std::string prefix = test::MakeTempDir("eplb-explicit-prefix-");
+  std::string elsewhere = test::MakeTempDir("eplb-elsewhere-");
+  InstallPoisonedWheel(site);
+  InstallPoisonedNixl(prefix + "/lib");
+  InstallPoisonedNixl(elsewhere);
+  SearchEnvironment env = Isolated();
+  env.ld_library_path = elsewhere;
+
+  env.nixl_dir = site;  // a site-packages folder with the wheel
+  NixlDetection d = DetectNixl(env, Platform::kCuda);
+  EXPECT_TRUE(d.available) << d.reason;
+  EXPECT_EQ(d.how, "wheel nixl_cu13, EPLB_NIXL_DIR");
+  env.nixl_dir = prefix;  // a prefix with lib/
+  d = DetectNixl(env, Platform::kCuda);
+  EXPECT_EQ(d.capi_library, prefix + "/lib/libnixl_capi.so") << d.reason;
+  EXPECT_EQ(d.how, "EPLB_NIXL_DIR");
+  env.nixl_dir = prefix + "/lib";  // the library folder itself
+  EXPECT_EQ(DetectNixl(env, Platform::kCuda).capi_library, prefix + "/lib/libnixl_capi.so");
+
+  // Set but empty of NIXL: not found, and no fall-back to LD_LIBRARY_PATH.
+  std::string empty = test::MakeTempDir("eplb-explicit-empty-");
+  env.nixl_dir = empty;
+  d = DetectNixl(env, Platform::kCuda);
+  EXPECT_FALSE(d.available);
+  EXPECT_EQ(d.reason, "nixl not found in EPLB_NIXL_DIR=" + empty);
+  EXPECT_TRUE(d.capi_library.empty());
+  // "none" (any case) hides NIXL wherever it is.
+  for (const char* none : {"none", "NONE"}) {
+    env.nixl_dir = none;
+    d = DetectNixl(env, Platform::kCuda);
+    EXPECT_FALSE(d.available);
+    EXPECT_EQ(d.reason, std::string("nixl hidden by EPLB_NIXL_DIR=") + none);
+  }
+  EXPECT_FALSE(MappedInThisProcess(site));
+  EXPECT_FALSE(MappedInThisProcess(prefix));
+}
+
+TEST(DetectNixl, UserPluginDirWinsOverTheWheels) {
+  std::string site = test::MakeTempDir("eplb-plugin-site-");
+  std::string plugins = test::MakeTempDir("eplb-own-plugins-");
+  InstallPoisonedWheel(site);
+  Copy(EPLB_ABORT_ON_LOAD_LIB, plugins + "/libplugin_UCX.so");
+  SearchEnvironment env = Isolated();
+  env.python_env_sites = {{site, "VIRTUAL_ENV"}};
+  env.nixl_plugin_dir = plugins;
+  NixlDetection d = DetectNixl(env, Platform::kCuda);
+  EXPECT_TRUE(d.available) << d.reason;
+  EXPECT_EQ(d.plugin_dir, plugins);
+  EXPECT_EQ(d.ucx_plugin, plugins + "/libplugin_UCX.so");
 }
 
 TEST(DetectPlatform, DeviceNodesDriversAndForcing) {

@@ -21,11 +21,26 @@ EPLB_EXPORT const char* PlatformName(Platform p);  // "none", "cuda", "rocm"
 // listing the valid names otherwise.
 EPLB_EXPORT Platform ParsePlatform(const std::string& name);
 
+// Folders to search, each with a label saying why it is searched.
+using LabeledDirs = std::vector<std::pair<std::string, std::string>>;  // {dir, label}
+
 // Where detection looks. FromProcess() reads this process's environment and
 // the system's standard locations; tests build one by hand to point every
 // search at a temporary folder.
 struct EPLB_EXPORT SearchEnvironment {
+  // $EPLB_NIXL_DIR: where to take NIXL from, and nowhere else (a
+  // site-packages folder holding NIXL's wheel, a library folder, or a prefix
+  // with lib/); "none" hides NIXL, so the rule picks as if it were absent.
+  std::optional<std::string> nixl_dir;
   std::optional<std::string> nixl_plugin_dir;  // $NIXL_PLUGIN_DIR
+  // site-packages folders where `pip install nixl-cu13` puts NIXL's wheel.
+  // The active environment's ($VIRTUAL_ENV, $CONDA_PREFIX, $PYTHONPATH) are
+  // searched before the loader's paths, as Python would import from them;
+  // the interpreters' own site folders (/usr/local/lib/python3.*/...,
+  // ~/.local/...) and eplb's project-local prefix (.deps/nixl, filled by
+  // scripts/setup.sh) after everything else.
+  LabeledDirs python_env_sites;
+  LabeledDirs python_system_sites;
   std::optional<std::string> ld_library_path;  // $LD_LIBRARY_PATH
   std::optional<std::string> forced_platform;  // $EPLB_PLATFORM (none|cuda|rocm)
   std::optional<std::string> nccl_library;     // $EPLB_NCCL_LIBRARY (a full path)
@@ -60,7 +75,6 @@ struct EPLB_EXPORT FoundLibrary {
 // loader cache, then env.system_dirs, then `last_dirs`; each dir comes with a
 // label saying why it is searched. Nothing is opened but directories and the
 // cache file. Every place looked at is appended to `searched` when given.
-using LabeledDirs = std::vector<std::pair<std::string, std::string>>;  // {dir, label}
 EPLB_EXPORT FoundLibrary FindLibrary(const SearchEnvironment& env, const std::vector<std::string>& names,
                          const LabeledDirs& first_dirs = {}, const LabeledDirs& last_dirs = {},
                          std::vector<std::string>* searched = nullptr);
@@ -79,8 +93,12 @@ EPLB_EXPORT PlatformDetection DetectPlatform(const SearchEnvironment& env,
 // Is NIXL (RIXL on ROCm) installed, and where? Available means eplb's nixl
 // communicator can run: the C API library (libnixl_capi.so, installed by
 // NIXL >= 1.0 next to libnixl.so) and the UCX backend plugin
-// (<plugin dir>/libplugin_UCX.so, plugin dir = $NIXL_PLUGIN_DIR or the
-// library folder's plugins/) are both present.
+// (<plugin dir>/libplugin_UCX.so; plugin dir = $NIXL_PLUGIN_DIR, else the
+// wheel's nixl_cu13.libs/nixl, else the library folder's plugins/) are both
+// present. Order: $EPLB_NIXL_DIR alone when set; else beside
+// $NIXL_PLUGIN_DIR, the active Python environment's site-packages, the
+// loader's paths (LD_LIBRARY_PATH, cache, system folders), NIXL's default
+// prefix, the interpreters' site folders, eplb's project-local prefix.
 struct EPLB_EXPORT NixlDetection {
   bool available = false;
   std::string package;      // "nixl" or "rixl"
@@ -90,6 +108,10 @@ struct EPLB_EXPORT NixlDetection {
   std::string core_library;  // full path of libnixl.so when found
   std::string plugin_dir;
   std::string ucx_plugin;    // full path of libplugin_UCX.so when found
+  // UCX's transport modules shipped with a wheel (<pkg>.libs/ucx); "" when
+  // NIXL is not a wheel (UCX then finds its modules itself).
+  std::string ucx_module_dir;
+  std::string how;  // how it was found: "EPLB_NIXL_DIR", "wheel nixl_cu13 in ... (VIRTUAL_ENV)", ...
   // One short phrase for the start-up log line: "nixl found at /opt/...",
   // "nixl not found", "nixl found at X but its UCX plugin is missing", ...
   std::string reason;

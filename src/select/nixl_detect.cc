@@ -12,6 +12,7 @@
 #include "eplb/detect.h"
 #include "eplb/error.h"
 #include "select/ld_cache.h"
+#include "select/nixl_wheel.h"
 
 namespace eplb {
 namespace fs = std::filesystem;
@@ -108,7 +109,29 @@ Platform ParsePlatform(const std::string& name) {
 
 SearchEnvironment SearchEnvironment::FromProcess() {
   SearchEnvironment env;
+  env.nixl_dir = Env("EPLB_NIXL_DIR");
   env.nixl_plugin_dir = Env("NIXL_PLUGIN_DIR");
+  for (const char* var : {"VIRTUAL_ENV", "CONDA_PREFIX"}) {
+    if (auto prefix = Env(var))
+      for (const auto& site : select::SitePackagesUnder(*prefix)) env.python_env_sites.emplace_back(site, var);
+  }
+  if (auto path = Env("PYTHONPATH")) {
+    for (const auto& d : SplitPath(*path))
+      if (d != ".") env.python_env_sites.emplace_back(d, "PYTHONPATH");
+  }
+  for (const char* prefix : {"/usr/local", "/usr"}) {
+    for (const auto& site : select::SitePackagesUnder(prefix))
+      env.python_system_sites.emplace_back(site, "Python site folder");
+  }
+  env.python_system_sites.emplace_back("/usr/lib/python3/dist-packages", "Python site folder");
+  if (auto home = Env("HOME")) {
+    for (const auto& site : select::SitePackagesUnder(*home + "/.local"))
+      env.python_system_sites.emplace_back(site, "Python user site folder");
+  }
+#ifdef EPLB_NIXL_PREFIX
+  env.python_system_sites.emplace_back(std::string(EPLB_NIXL_PREFIX) + "/site-packages",
+                                       "eplb's project-local prefix from scripts/setup.sh");
+#endif
   env.ld_library_path = Env("LD_LIBRARY_PATH");
   env.forced_platform = Env("EPLB_PLATFORM");
   env.nccl_library = Env("EPLB_NCCL_LIBRARY");
@@ -201,6 +224,56 @@ PlatformDetection DetectPlatform(const SearchEnvironment& env, std::optional<Pla
   return {Platform::kNone, "no GPU device node, driver or runtime library found"};
 }
 
+namespace {
+
+// Where NIXL's libraries were found, before the checks that make it usable.
+struct NixlCandidate {
+  std::string capi, core, plugin_dir, ucx_module_dir, how;
+};
+
+NixlCandidate FromWheel(const select::NixlWheel& w, const std::string& label) {
+  NixlCandidate c;
+  c.capi = FindInDir(w.lib_dir, "libnixl_capi.so");
+  c.core = FindInDir(w.lib_dir, "libnixl.so");
+  c.plugin_dir = w.plugin_dir;
+  c.ucx_module_dir = w.ucx_module_dir;
+  c.how = "wheel " + w.package + ", " + label;
+  return c;
+}
+
+std::optional<NixlCandidate> FromLibraryDir(const std::string& dir, const std::string& label) {
+  NixlCandidate c;
+  c.capi = FindInDir(dir, "libnixl_capi.so");
+  c.core = FindInDir(dir, "libnixl.so");
+  if (c.capi.empty() && c.core.empty()) return std::nullopt;
+  c.how = label;
+  return c;
+}
+
+std::optional<NixlCandidate> SearchWheels(const LabeledDirs& sites, std::vector<std::string>& searched) {
+  for (const auto& [site, label] : sites) {
+    searched.push_back(site);
+    if (auto w = select::FindNixlWheel(site)) return FromWheel(*w, label);
+  }
+  return std::nullopt;
+}
+
+// EPLB_NIXL_DIR: a site-packages folder with the wheel, a library folder, or
+// a prefix with lib/, lib64/ or lib/<triplet>/. Nothing else is searched.
+std::optional<NixlCandidate> SearchExplicit(const std::string& dir, std::vector<std::string>& searched) {
+  const std::string label = "EPLB_NIXL_DIR";
+  searched.push_back(dir);
+  if (auto w = select::FindNixlWheel(dir)) return FromWheel(*w, label);
+  for (const std::string& sub : {std::string(), std::string("lib/") + kTriplet, std::string("lib"), std::string("lib64")}) {
+    const std::string d = sub.empty() ? dir : (fs::path(dir) / sub).string();
+    if (!sub.empty()) searched.push_back(d);
+    if (auto c = FromLibraryDir(d, label)) return c;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 NixlDetection DetectNixl(const SearchEnvironment& env, std::optional<Platform> forced) {
   NixlDetection d;
   PlatformDetection platform = DetectPlatform(env, forced);
@@ -209,43 +282,69 @@ NixlDetection DetectNixl(const SearchEnvironment& env, std::optional<Platform> f
   const bool rocm = d.platform == Platform::kRocm;
   d.package = rocm ? "rixl" : "nixl";
 
-  LabeledDirs first, last;
-  if (env.nixl_plugin_dir && !env.nixl_plugin_dir->empty()) {
+  std::optional<NixlCandidate> found;
+  const bool explicit_dir = env.nixl_dir && !env.nixl_dir->empty();
+  if (explicit_dir) {
+    if (Lower(*env.nixl_dir) == "none") {
+      d.reason = d.package + " hidden by EPLB_NIXL_DIR=" + *env.nixl_dir;
+      return d;
+    }
+    found = SearchExplicit(*env.nixl_dir, d.searched);
+    if (!found) {
+      d.reason = d.package + " not found in EPLB_NIXL_DIR=" + *env.nixl_dir;
+      return d;
+    }
+  }
+  if (!found && env.nixl_plugin_dir && !env.nixl_plugin_dir->empty()) {
     fs::path plugins = fs::path(*env.nixl_plugin_dir).lexically_normal();
     if (!plugins.has_filename()) plugins = plugins.parent_path();  // "x/plugins/"
-    first.emplace_back(plugins.parent_path().string(), "parent of NIXL_PLUGIN_DIR");
+    d.searched.push_back(plugins.parent_path().string());
+    found = FromLibraryDir(plugins.parent_path().string(), "parent of NIXL_PLUGIN_DIR");
   }
-  for (const auto& dir : rocm ? env.rixl_default_dirs : env.nixl_default_dirs)
-    last.emplace_back(dir, d.package + " default prefix");
-
-  FoundLibrary capi = FindLibrary(env, {"libnixl_capi.so"}, first, last, &d.searched);
-  // The core library: beside the C API when that was found (the C API links
-  // to it there), else wherever the search finds it.
-  std::string core;
-  if (capi.found()) core = FindInDir(ParentDir(capi.path), "libnixl.so");
-  if (core.empty()) core = FindLibrary(env, {"libnixl.so"}, first, last).path;
-  d.capi_library = capi.path;
-  d.core_library = core;
-
-  if (!capi.found() && core.empty()) {
+  // NIXL's wheels are CUDA builds: they do not count on ROCm.
+  if (!found && !rocm) found = SearchWheels(env.python_env_sites, d.searched);
+  if (!found) {
+    LabeledDirs last;
+    for (const auto& dir : rocm ? env.rixl_default_dirs : env.nixl_default_dirs)
+      last.emplace_back(dir, d.package + " default prefix");
+    FoundLibrary capi = FindLibrary(env, {"libnixl_capi.so"}, {}, last, &d.searched);
+    if (capi.found()) {
+      found = NixlCandidate{capi.path, FindInDir(ParentDir(capi.path), "libnixl.so"), "", "", capi.how};
+    } else if (!rocm) {
+      found = SearchWheels(env.python_system_sites, d.searched);
+    }
+    if (!found) {
+      FoundLibrary core = FindLibrary(env, {"libnixl.so"}, {}, last);
+      if (core.found()) found = NixlCandidate{"", core.path, "", "", core.how};
+    }
+  }
+  if (!found) {
     d.reason = d.package + " not found";
     return d;
   }
-  const std::string lib_dir = ParentDir(capi.found() ? capi.path : core);
-  d.plugin_dir = env.nixl_plugin_dir && !env.nixl_plugin_dir->empty()
-                     ? *env.nixl_plugin_dir
-                     : (fs::path(lib_dir) / "plugins").string();
+
+  d.capi_library = found->capi;
+  d.core_library = found->core;
+  d.ucx_module_dir = found->ucx_module_dir;
+  d.how = found->how;
+  const std::string lib_dir = ParentDir(found->capi.empty() ? found->core : found->capi);
+  if (env.nixl_plugin_dir && !env.nixl_plugin_dir->empty())
+    d.plugin_dir = *env.nixl_plugin_dir;  // the user's setting wins, as it does in NIXL
+  else if (!found->plugin_dir.empty())
+    d.plugin_dir = found->plugin_dir;
+  else
+    d.plugin_dir = (fs::path(lib_dir) / "plugins").string();
   std::string ucx = (fs::path(d.plugin_dir) / "libplugin_UCX.so").string();
   if (IsRegularFile(ucx)) d.ucx_plugin = ucx;
 
-  if (!capi.found()) {
-    d.reason = d.package + " found at " + core +
+  if (found->capi.empty()) {
+    d.reason = d.package + " found at " + found->core +
                " but not its C API library libnixl_capi.so (installed by NIXL >= 1.0)";
   } else if (d.ucx_plugin.empty()) {
-    d.reason = d.package + " found at " + capi.path + " but its UCX plugin " + ucx + " is missing";
+    d.reason = d.package + " found at " + found->capi + " but its UCX plugin " + ucx + " is missing";
   } else {
     d.available = true;
-    d.reason = d.package + " found at " + capi.path + " (" + capi.how + ")";
+    d.reason = d.package + " found at " + found->capi + " (" + found->how + ")";
   }
   return d;
 }

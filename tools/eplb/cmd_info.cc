@@ -66,6 +66,8 @@ int RunInfo(const InfoArgs& a) {
           {"core", nixl.core_library},
           {"plugin_dir", nixl.plugin_dir},
           {"ucx_plugin", nixl.ucx_plugin},
+          {"ucx_module_dir", nixl.ucx_module_dir},
+          {"how", nixl.how},
           {"searched", nixl.searched}}},
         {"request", {{"communicator", a.communicator}, {"elastic", a.elastic}, {"async", a.async}}},
         {"communicator", {{"name", choice.name}, {"reason", choice.reason}}},
@@ -83,10 +85,13 @@ int RunInfo(const InfoArgs& a) {
   std::printf("CUDA runtime:  %s\n", LibraryText(gpu.cuda_runtime, "libcudart.so").c_str());
   std::printf("NCCL:          %s\n", LibraryText(gpu.nccl, "libnccl.so.2").c_str());
   std::printf("%-5s          %s\n", (nixl.package + ":").c_str(), nixl.reason.c_str());
-  if (!nixl.available) {
+  if (nixl.available) {
+    std::printf("               plugins: %s\n", nixl.plugin_dir.c_str());
+    if (!nixl.ucx_module_dir.empty()) std::printf("               UCX modules: %s\n", nixl.ucx_module_dir.c_str());
+  } else {
     std::string searched;
     for (const auto& s : nixl.searched) searched += (searched.empty() ? "" : ", ") + s;
-    std::printf("               searched: %s\n", searched.c_str());
+    if (!searched.empty()) std::printf("               searched: %s\n", searched.c_str());
   }
   std::printf("request:       %s%s%s\n",
               a.communicator.empty() ? "default rule" : ("--communicator " + a.communicator).c_str(),

@@ -29,7 +29,11 @@ const Api& LoadApi(const std::string& capi_path, const std::string& core_path) {
   std::lock_guard<std::mutex> lock(mu);
   auto it = loaded.find(capi_path);
   if (it != loaded.end()) return *it->second;
-  if (!core_path.empty()) dyn::Library::Open("nixl", "NIXL core library", {core_path}, /*global=*/true);
+  // RTLD_LOCAL for both: NIXL brings its own abseil, gRPC and protobuf, and
+  // an engine process has others; none of NIXL's may land in the global
+  // scope. The core is opened first only so a C API without a runpath finds
+  // it (the loader reuses a loaded library by its soname).
+  if (!core_path.empty()) dyn::Library::Open("nixl", "NIXL core library", {core_path});
   auto lib = dyn::Library::Open("nixl", "NIXL C API", {capi_path});
   auto a = std::make_unique<Api>();
   a->path = lib.path();

@@ -79,8 +79,9 @@ struct Api {
 std::string StatusName(Status s);
 
 // Loads NIXL's C API from `capi_path` (libnixl.so `core_path` first, when
-// given, so the C API finds it without an rpath). Once per process; throws
-// Error("nixl", "load NIXL") naming the library and the dlerror.
+// given, so the C API finds it without an rpath), both RTLD_LOCAL. Once per
+// process; throws Error("nixl", "load NIXL") naming the library and the
+// dlerror.
 const Api& LoadApi(const std::string& capi_path, const std::string& core_path);
 
 }  // namespace eplb::nixl

@@ -351,8 +351,21 @@ class NixlCommunicator final : public Communicator {
 
 }  // namespace
 
+namespace {
+
+// NIXL reads NIXL_PLUGIN_DIR, and UCX reads UCX_MODULE_DIR, when the first
+// agent is created: set them for the process before that, to the folders
+// detection found, never overriding what the user set.
+void SetDefaultEnvironment(const char* name, const std::string& value) {
+  if (!value.empty() && ::setenv(name, value.c_str(), /*overwrite=*/0) == 0 &&
+      value == std::getenv(name))
+    spdlog::debug("eplb nixl: {}={}", name, value);
+}
+
+}  // namespace
+
 std::unique_ptr<Communicator> MakeNixlCommunicator(const CommunicatorOptions& options) {
-  std::string capi = options.nixl_capi_library, core;
+  std::string capi = options.nixl_capi_library, core, plugin_dir, ucx_module_dir;
   if (capi.empty()) {
     NixlDetection d = DetectNixl(SearchEnvironment::FromProcess());
     if (!d.available) {
@@ -362,10 +375,15 @@ std::unique_ptr<Communicator> MakeNixlCommunicator(const CommunicatorOptions& op
     }
     capi = d.capi_library;
     core = d.core_library;
+    plugin_dir = d.plugin_dir;
+    ucx_module_dir = d.ucx_module_dir;
   } else {
-    std::string beside = (std::filesystem::path(capi).parent_path() / "libnixl.so").string();
-    if (std::filesystem::exists(beside)) core = beside;
+    const auto dir = std::filesystem::path(capi).parent_path();
+    if (std::filesystem::exists(dir / "libnixl.so")) core = (dir / "libnixl.so").string();
+    if (std::filesystem::exists(dir / "plugins")) plugin_dir = (dir / "plugins").string();
   }
+  SetDefaultEnvironment("NIXL_PLUGIN_DIR", plugin_dir);
+  SetDefaultEnvironment("UCX_MODULE_DIR", ucx_module_dir);
   const nixl::Api& api = nixl::LoadApi(capi, core);
   return std::make_unique<NixlCommunicator>(options, api);
 }
