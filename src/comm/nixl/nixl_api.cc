@@ -1,5 +1,10 @@
 #include "comm/nixl/nixl_api.h"
 
+#include <dlfcn.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -23,12 +28,44 @@ std::string StatusName(Status s) {
   return "status " + std::to_string(s);
 }
 
-const Api& LoadApi(const std::string& capi_path, const std::string& core_path) {
+namespace {
+
+// A wheel bundles its own RDMA user-space libraries (renamed libnl-3-<hash>,
+// libnl-route-3-<hash>, libibverbs-<hash>, libmlx5-<hash>) for UCX's IB
+// modules. A process that already has the system's copies in its global
+// scope (Gloo links libibverbs, which brings libnl) would bind the bundled
+// copies' own calls to the system's: libnl's constructors then register the
+// bundled copy's tables in the system copy's lists, and the process crashes
+// in rtnl_tc_unregister at exit. Loaded first with RTLD_DEEPBIND, each
+// bundled library binds to itself and its own dependencies; UCX's later
+// dlopen of its modules reuses them by soname.
+void PreloadBundledRdmaLibraries(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(dir, ec)) files.push_back(e.path().filename().string());
+  std::sort(files.begin(), files.end());
+  for (const char* prefix : {"libnl-3-", "libnl-route-3-", "libibverbs-", "libmlx5-"}) {
+    for (const auto& f : files) {
+      if (f.rfind(prefix, 0) != 0 || f.find(".so") == std::string::npos) continue;
+      const std::string path = (fs::path(dir) / f).string();
+      if (::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND) == nullptr) {
+        const char* err = ::dlerror();
+        spdlog::debug("eplb nixl: could not preload {}: {}", path, err ? err : "unknown error");
+      }
+    }
+  }
+}
+
+}  // namespace
+
+const Api& LoadApi(const std::string& capi_path, const std::string& core_path, const std::string& bundled_dir) {
   static std::mutex mu;
   static std::map<std::string, std::unique_ptr<Api>> loaded;
   std::lock_guard<std::mutex> lock(mu);
   auto it = loaded.find(capi_path);
   if (it != loaded.end()) return *it->second;
+  if (!bundled_dir.empty()) PreloadBundledRdmaLibraries(bundled_dir);
   // RTLD_LOCAL for both: NIXL brings its own abseil, gRPC and protobuf, and
   // an engine process has others; none of NIXL's may land in the global
   // scope. The core is opened first only so a C API without a runpath finds

@@ -81,7 +81,10 @@ std::string StatusName(Status s);
 // Loads NIXL's C API from `capi_path` (libnixl.so `core_path` first, when
 // given, so the C API finds it without an rpath), both RTLD_LOCAL. Once per
 // process; throws Error("nixl", "load NIXL") naming the library and the
-// dlerror.
-const Api& LoadApi(const std::string& capi_path, const std::string& core_path);
+// dlerror. `bundled_dir`: a wheel's folder of bundled libraries (UCX and
+// its RDMA dependencies), whose RDMA libraries are preloaded so they bind
+// to themselves (see nixl_api.cc); "" when NIXL is not a wheel.
+const Api& LoadApi(const std::string& capi_path, const std::string& core_path,
+                   const std::string& bundled_dir);
 
 }  // namespace eplb::nixl

@@ -6,16 +6,24 @@
 // - Metadata (NIXL's agent blob plus this rank's region table) goes through
 //   the store, one key per rank and registration count; peers load it the
 //   first time they need it (again only after new registrations).
-// - Execute, per call ("epoch" e, counted on every rank):
+// - Execute, per call and pair of ranks with transfers between them ("epoch"
+//   e of the pair, counted by both at the start of every call that has
+//   transfers between them, so ranks with nothing to move in a call skip it
+//   and a failed call leaves both counters equal):
 //     sender   -> each rank that reads from it: notification "e ready"
 //     reader   waits for "e ready", posts the READs, polls them to
 //              completion, then notifies the sender "e done"
 //     sender   waits for "e done" from every reader before returning.
 //   The two notifications are the fence: a reader never reads a slot its
 //   owner has not finished writing, and a sender never returns (and lets its
-//   caller overwrite a slot) while a peer may still be reading it.
+//   caller overwrite a slot) while a peer may still be reading it. A late
+//   notification of a failed call carries its old epoch and is dropped.
 // - Every wait polls with the deadline and ends in TimeoutError naming the
 //   peer and the step; a request still in flight is released (cancelled).
+// - Liveness: each rank publishes its process identity; a wait checks the
+//   processes it waits for every kLivenessInterval and fails at once, naming
+//   the rank, when one is gone (UCX itself may notice a dead peer only at
+//   its own timeouts), as the gloo communicator does.
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -23,13 +31,17 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <cstdio>
 #include <map>
+#include <optional>
 #include <set>
 #include <thread>
 
 #include "util/backoff.h"
 #include "comm/local_transfers.h"
 #include "comm/nixl/nixl_api.h"
+#include "comm/nixl/ucx_transports.h"
+#include "comm/process_liveness.h"
 #include "eplb/communicator_factory.h"
 #include "eplb/detect.h"
 #include "eplb/error.h"
@@ -40,6 +52,10 @@ namespace {
 
 // Agent names are "eplb-<key prefix>-r<rank>-p<pid>"; a longer one is malformed.
 constexpr size_t kMaxAgentNameBytes = 4096;
+// Our notifications are "eplb <epoch> ready|done"; anything longer is not ours.
+constexpr size_t kMaxNotificationBytes = 64;
+// How often a wait checks that the processes it waits for still exist.
+constexpr auto kLivenessInterval = std::chrono::milliseconds(200);
 
 using util::Backoff;
 
@@ -50,12 +66,14 @@ struct PeerInfo {
   std::string agent;                 // NIXL agent name
   std::vector<MemoryRegion> regions;  // base = the peer's address
   size_t version = 0;                 // registration count the metadata covers
+  uint64_t epoch = 0;                 // calls with transfers between us
+  std::optional<comm::ProcessIdentity> process;
 };
 
 class NixlCommunicator final : public Communicator {
  public:
-  NixlCommunicator(const CommunicatorOptions& o, const nixl::Api& api)
-      : o_(o), api_(api), peers_(o.world_size) {
+  NixlCommunicator(const CommunicatorOptions& o, const nixl::Api& api, std::string transports)
+      : o_(o), api_(api), transports_(std::move(transports)), peers_(o.world_size) {
     name_ = fmt::format("eplb-{}-r{}-p{}", o.key_prefix, o.rank, ::getpid());
     Check(api_.CreateAgent(name_.c_str(), &agent_), "create agent");
     nixl::MemList mems = nullptr;
@@ -68,7 +86,9 @@ class NixlCommunicator final : public Communicator {
     Check(api_.CreateOptArgs(&opt_), "create options");
     Check(api_.OptArgsAddBackend(opt_, backend_), "select UCX backend");
     Check(api_.CreateNotifMap(&notifs_), "create notification map");
-    spdlog::debug("eplb nixl: rank {} agent {} ({})", o_.rank, name_, api_.path);
+    o_.store->Set(ProcessKey(o_.rank), comm::ThisProcess().Encode());
+    spdlog::log(o_.rank == 0 ? spdlog::level::info : spdlog::level::debug,
+                "eplb nixl: rank {} agent {} ({}); UCX transports: {}", o_.rank, name_, api_.path, transports_);
   }
 
   ~NixlCommunicator() override {
@@ -106,12 +126,16 @@ class NixlCommunicator final : public Communicator {
   }
 
   void Execute(std::span<const Transfer> transfers, Deadline deadline) override {
-    const uint64_t epoch = ++epoch_;
     auto ops = comm::SelectLocalOps("nixl", o_.rank, o_.world_size, regions_, transfers);
     if (ops.empty()) return;
-    Publish();
     std::set<int> readers, sources;  // who reads from me, whom I read from
     for (const auto& op : ops) (op.send ? readers : sources).insert(op.peer);
+    // First, before anything can fail: both ranks of a pair count this call.
+    std::set<int> pairs(readers);
+    pairs.insert(sources.begin(), sources.end());
+    for (int p : pairs) ++peers_[p].epoch;
+    DropStaleNotifications();
+    Publish();
     for (int p : readers) Connect(p, deadline);
     for (int p : sources) Connect(p, deadline);
     for (const auto& op : ops) {
@@ -126,9 +150,9 @@ class NixlCommunicator final : public Communicator {
                                           op.index, op.peer_region, op.peer));
     }
 
-    const std::string ready = fmt::format("eplb {} ready", epoch);
-    const std::string done = fmt::format("eplb {} done", epoch);
-    for (int p : readers) Notify(p, ready, "announce ready");
+    auto ready = [&](int p) { return fmt::format("eplb {} ready", peers_[p].epoch); };
+    auto done = [&](int p) { return fmt::format("eplb {} done", peers_[p].epoch); };
+    for (int p : readers) Notify(p, ready(p), "announce ready");
 
     // Post the READs of each source as soon as it says its memory is ready.
     struct Pending {
@@ -144,7 +168,7 @@ class NixlCommunicator final : public Communicator {
     };
     try {
       for (int s : sources) {
-        WaitFor(s, ready, deadline, "wait for sender ready");
+        WaitFor(s, ready(s), deadline, "wait for sender ready");
         // One request per (local kind, remote kind): a NIXL list has one memory type.
         std::map<std::pair<int, int>, std::pair<nixl::XferDlist, nixl::XferDlist>> lists;
         for (const auto& op : ops) {
@@ -180,12 +204,14 @@ class NixlCommunicator final : public Communicator {
       std::map<int, int> open;
       for (const auto& x : pending) open[x.peer]++;
       Backoff backoff;
+      Clock::time_point next_check = Clock::now() + kLivenessInterval;
       while (!open.empty()) {
         bool progressed = false;
         for (auto& x : pending) {
           if (!x.req) continue;
           nixl::Status st = api_.GetXferStatus(agent_, x.req);
           if (st == nixl::kInProgress) continue;
+          if (st != nixl::kSuccess) FailIfGone(x.peer, "READ");
           Check(st, "READ", x.peer);
           Check(api_.ReleaseXferReq(agent_, x.req), "release READ", x.peer);
           api_.DestroyXferReq(x.req);
@@ -193,7 +219,7 @@ class NixlCommunicator final : public Communicator {
           progressed = true;
           if (--open[x.peer] == 0) {
             open.erase(x.peer);
-            Notify(x.peer, done, "acknowledge READ");
+            Notify(x.peer, done(x.peer), "acknowledge READ");
           }
         }
         if (open.empty()) break;
@@ -201,8 +227,12 @@ class NixlCommunicator final : public Communicator {
           std::string who;
           for (const auto& [p, n] : open) who += (who.empty() ? "" : ", ") + std::to_string(p);
           throw TimeoutError("nixl", "READ",
-                             fmt::format("epoch {}: READs from rank(s) {} not complete at the deadline", epoch, who),
-                             o_.rank, open.begin()->first);
+                             fmt::format("READs from rank(s) {} not complete at the deadline", who), o_.rank,
+                             open.begin()->first);
+        }
+        if (Clock::now() >= next_check) {
+          for (const auto& [p, n] : open) FailIfGone(p, "READ");
+          next_check = Clock::now() + kLivenessInterval;
         }
         if (!progressed) backoff.Sleep();
       }
@@ -211,7 +241,7 @@ class NixlCommunicator final : public Communicator {
       throw;
     }
     // Fence: nobody may still be reading this rank's memory when we return.
-    for (int r : readers) WaitFor(r, done, deadline, "wait for reader to finish");
+    for (int r : readers) WaitFor(r, done(r), deadline, "wait for reader to finish");
   }
 
  private:
@@ -230,6 +260,31 @@ class NixlCommunicator final : public Communicator {
 
   std::string MdKey(int rank, size_t version) const {
     return fmt::format("{}/nixl/r{}/v{}", o_.key_prefix, rank, version);
+  }
+  std::string ProcessKey(int rank) const { return fmt::format("{}/nixl/process/{}", o_.key_prefix, rank); }
+
+  // Throws, naming the rank, when peer p's process is known to be gone.
+  void FailIfGone(int p, const std::string& step) {
+    PeerInfo& peer = peers_[p];
+    if (!peer.process) return;
+    if (comm::CheckProcess(*peer.process) != comm::Liveness::kGone) return;
+    throw Error("nixl", step,
+                fmt::format("rank {}'s process (pid {} on {}) is gone", p, peer.process->pid, peer.process->host),
+                o_.rank, p);
+  }
+
+  // Notifications of calls that ended (a late "ready" or "done" of a failed
+  // call) are never waited for again.
+  void DropStaleNotifications() {
+    for (auto it = received_.begin(); it != received_.end();) {
+      auto owner = agent_rank_.find(it->first);
+      uint64_t epoch = 0;
+      const bool ours = std::sscanf(it->second.c_str(), "eplb %lu", &epoch) == 1;
+      if (owner != agent_rank_.end() && ours && epoch < peers_[owner->second].epoch)
+        it = received_.erase(it);
+      else
+        ++it;
+    }
   }
 
   // Publishes [8-byte length][JSON region table][NIXL metadata] once per
@@ -291,6 +346,12 @@ class NixlCommunicator final : public Communicator {
                   fmt::format("the metadata names agent '{}', NIXL loaded it as '{}'", agent, peer.agent), o_.rank, p);
     peer.regions = std::move(regions);
     peer.version = regions_.size();
+    agent_rank_[peer.agent] = p;
+    if (!peer.process) {
+      // Published at construction, before any metadata: present by now.
+      peer.process = comm::ProcessIdentity::Decode(o_.store->Get(ProcessKey(p), deadline), "nixl",
+                                                   "read peer process", o_.rank, p);
+    }
   }
 
   void Notify(int p, const std::string& msg, const std::string& step) {
@@ -312,6 +373,7 @@ class NixlCommunicator final : public Communicator {
         const void* data = nullptr;
         size_t len = 0;
         if (api_.NotifMapGetNotif(notifs_, who, k, &data, &len) != nixl::kSuccess) continue;
+        if (len > kMaxNotificationBytes) continue;  // not one of ours: "eplb <epoch> ready|done"
         received_.insert({who, std::string(static_cast<const char*>(data), len)});
       }
     }
@@ -321,14 +383,21 @@ class NixlCommunicator final : public Communicator {
   void WaitFor(int p, const std::string& msg, Deadline deadline, const std::string& step) {
     Backoff backoff;
     const std::pair<std::string, std::string> wanted{peers_[p].agent, msg};
+    Clock::time_point next_check = Clock::now() + kLivenessInterval;
     for (;;) {
       auto it = received_.find(wanted);
       if (it != received_.end()) {
         received_.erase(it);
         return;
       }
-      if (Expired(deadline))
+      if (Clock::now() >= next_check) {
+        FailIfGone(p, step);
+        next_check = Clock::now() + kLivenessInterval;
+      }
+      if (Expired(deadline)) {
+        FailIfGone(p, step);
         throw TimeoutError("nixl", step, fmt::format("no \"{}\" from the peer by the deadline", msg), o_.rank, p);
+      }
       Poll();
       if (received_.count(wanted) == 0) backoff.Sleep();
     }
@@ -336,6 +405,7 @@ class NixlCommunicator final : public Communicator {
 
   CommunicatorOptions o_;
   const nixl::Api& api_;
+  const std::string transports_;  // the UCX transports, for the log
   std::string name_;
   nixl::Agent agent_ = nullptr;
   nixl::Backend backend_ = nullptr;
@@ -344,8 +414,8 @@ class NixlCommunicator final : public Communicator {
   std::vector<std::pair<nixl::RegDlist, MemoryRegion>> registered_;
   std::vector<MemoryRegion> regions_;
   size_t published_ = 0;
-  uint64_t epoch_ = 0;
   std::vector<PeerInfo> peers_;
+  std::map<std::string, int> agent_rank_;  // peers' agent names
   std::multiset<std::pair<std::string, std::string>> received_;  // {agent, message}
 };
 
@@ -384,8 +454,11 @@ std::unique_ptr<Communicator> MakeNixlCommunicator(const CommunicatorOptions& op
   }
   SetDefaultEnvironment("NIXL_PLUGIN_DIR", plugin_dir);
   SetDefaultEnvironment("UCX_MODULE_DIR", ucx_module_dir);
-  const nixl::Api& api = nixl::LoadApi(capi, core);
-  return std::make_unique<NixlCommunicator>(options, api);
+  std::string transports = comm::ChooseUcxTransports();
+  const std::string bundled =
+      ucx_module_dir.empty() ? "" : std::filesystem::path(ucx_module_dir).parent_path().string();
+  const nixl::Api& api = nixl::LoadApi(capi, core, bundled);
+  return std::make_unique<NixlCommunicator>(options, api, std::move(transports));
 }
 
 }  // namespace eplb

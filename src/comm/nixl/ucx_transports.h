@@ -1,0 +1,29 @@
+// Which UCX transports NIXL's UCX backend can use for host memory on this
+// machine, for the log line a rank writes when its agent starts.
+//
+// What UCX 1.23 (the one NIXL's wheel ships) does, measured with
+// UCX_PROTO_INFO=y between two processes of one machine: NIXL asks for
+// peer-failure error handling, which excludes UCX's shared-memory transports
+// (posix, sysv: they cannot report a dead peer), so control messages go over
+// TCP on loopback, while the bulk READs go through CMA (process_vm_readv,
+// zero-copy). CMA needs ptrace permission over the peer, which Yama's
+// ptrace_scope >= 1 refuses between sibling processes: there eplb excludes
+// CMA (UCX_TLS=^cma) before the first agent starts, so UCX moves the bytes
+// over TCP rather than failing them. A UCX_TLS the user set is left alone.
+#pragma once
+
+#include <string>
+
+namespace eplb::comm {
+
+// Sets UCX_TLS=^cma for the process where ptrace rules refuse CMA and the
+// user set no UCX_TLS; once, before the first NIXL agent. Returns the line
+// for the log: "UCX's choice: READs over cma (zero-copy), control over
+// tcp ...", "cma excluded (Yama ptrace_scope=1): ...", or
+// "UCX_TLS=<value> (set by the user)".
+std::string ChooseUcxTransports();
+
+// Yama's ptrace_scope (/proc/sys/kernel/yama/ptrace_scope), -1 without Yama.
+int YamaPtraceScope();
+
+}  // namespace eplb::comm
