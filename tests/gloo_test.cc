@@ -15,6 +15,7 @@
 #include "support/multiprocess.h"
 #include "support/paths.h"
 #include "support/redis_server.h"
+#include "support/random_transfers.h"
 #include "support/transfer_pattern.h"
 #include "support/worker_util.h"
 
@@ -25,71 +26,13 @@ using namespace std::chrono_literals;
 using test::RankExit;
 using test::RankGroup;
 
-constexpr uint64_t kSrcBytes = 2 << 20;
-constexpr uint64_t kDstBytes = 4 << 20;
-
 double MsSince(Clock::time_point t) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
 }
 
-// A random transfer list, the same on every rank for a seed: sources anywhere
-// in region 0 of the sender, destinations packed (with gaps) into region 1 of
-// the receiver, sizes from 0 (skipped) to 256 KiB. Destinations never
-// overlap, so the outcome does not depend on the order transfers land.
-std::vector<Transfer> RandomTransfers(int world, uint64_t seed, int count,
-                                      std::vector<int> ranks = {}) {
-  if (ranks.empty()) {
-    for (int r = 0; r < world; ++r) ranks.push_back(r);
-  }
-  std::mt19937_64 rng(seed);
-  std::vector<uint64_t> cursor(world, 0);
-  std::vector<Transfer> out;
-  for (int k = 0; k < count; ++k) {
-    Transfer t;
-    const size_t n = ranks.size();
-    size_t si = rng() % n;
-    t.src_rank = ranks[si];
-    t.dst_rank = ranks[(si + 1 + rng() % (n - 1)) % n];
-    t.src_region = 0;
-    t.dst_region = 1;
-    uint64_t kind = rng() % 10;
-    uint64_t bytes = kind == 0 ? 0 : kind < 5 ? 1 + rng() % 4096 : 1 + rng() % (256 << 10);
-    uint64_t start = std::min(kDstBytes, cursor[t.dst_rank] + rng() % 16);
-    bytes = std::min(bytes, kDstBytes - start);
-    t.bytes = bytes;
-    t.src_offset = rng() % (kSrcBytes - bytes + 1);
-    t.dst_offset = start;
-    cursor[t.dst_rank] = start + bytes;
-    out.push_back(t);
-  }
-  return out;
-}
-
-// Host memory of one rank: region 0 (sources) and region 1 (destinations),
-// both filled with their known pattern (transfer_pattern.h) before a round.
-struct Buffers {
-  std::vector<uint8_t> src = std::vector<uint8_t>(kSrcBytes);
-  std::vector<uint8_t> dst = std::vector<uint8_t>(kDstBytes);
-  void Register(Communicator& comm) {
-    EXPECT_EQ(comm.RegisterRegion({src.data(), src.size(), MemoryKind::kHost}, DeadlineAfter(10s)), 0);
-    EXPECT_EQ(comm.RegisterRegion({dst.data(), dst.size(), MemoryKind::kHost}, DeadlineAfter(10s)), 1);
-  }
-  void Prepare(int rank) {
-    // Copied in place: the registered addresses must not move.
-    auto s = test::PatternBytes(rank, 0, src.size()), d = test::PatternBytes(rank, 1, dst.size());
-    std::copy(s.begin(), s.end(), src.begin());
-    std::copy(d.begin(), d.end(), dst.begin());
-  }
-  // Every byte is what the transfers put there (or its own pattern where
-  // none did); sources are untouched. Returns "" or the first wrong byte.
-  std::string Verify(const std::vector<Transfer>& list, int rank, uint64_t* received) const {
-    for (const auto& t : list) {
-      if (t.dst_rank == rank) *received += t.bytes;
-    }
-    std::string problem = test::CheckRegion(rank, 1, dst, list);
-    return problem.empty() ? test::CheckRegion(rank, 0, src, list) : problem;
-  }
-};
+using test::Buffers;
+using test::kDstBytes;
+using test::RandomTransfers;
 
 // One verified Execute. Returns "" or what went wrong.
 std::string ExchangeRound(Communicator& comm, Buffers& buf, const std::vector<Transfer>& list,
@@ -110,7 +53,7 @@ EPLB_TEST_WORKER(exchange) {
     return 1;
   }
   Buffers buf;
-  buf.Register(*comm);
+  if (!buf.Register(*comm)) return 1;
   uint64_t received = 0;
   for (int round = 1; round <= rounds; ++round) {
     auto list = RandomTransfers(w.env.world_size, seed * 1000 + round, count);
@@ -315,7 +258,7 @@ EPLB_TEST_WORKER(die_before_rendezvous) {
   auto w = test::JoinRun();
   auto comm = ConnectGlooCommunicator(w.Gloo("ep"), DeadlineAfter(20s));
   Buffers buf;
-  buf.Register(*comm);
+  if (!buf.Register(*comm)) return 1;
   uint64_t received = 0;
   if (w.env.rank == 2) {
     std::this_thread::sleep_for(600ms);
@@ -366,7 +309,7 @@ EPLB_TEST_WORKER(stall_then_recover) {
   const auto deadline = std::chrono::milliseconds(std::stoi(args.at(0)));
   auto comm = ConnectGlooCommunicator(w.Gloo("ep"), DeadlineAfter(20s));
   Buffers buf;
-  buf.Register(*comm);
+  if (!buf.Register(*comm)) return 1;
   uint64_t received = 0;
   auto list = RandomTransfers(2, 77, 50);
   if (w.env.rank == 1) std::this_thread::sleep_for(deadline + 700ms);
@@ -421,7 +364,7 @@ EPLB_TEST_WORKER(partial_failure) {
   const int me = w.env.rank;
   auto comm = ConnectGlooCommunicator(w.Gloo("ep"), DeadlineAfter(20s));
   Buffers buf;
-  buf.Register(*comm);
+  if (!buf.Register(*comm)) return 1;
   uint64_t received = 0;
   auto step1 = RandomTransfers(3, 5, 20, {1, 2});
   if (me == 2) std::this_thread::sleep_for(2s);
@@ -478,7 +421,7 @@ EPLB_TEST_WORKER(misuse) {
   const int me = w.env.rank;
   auto comm = ConnectGlooCommunicator(w.Gloo("ep"), DeadlineAfter(20s));
   Buffers buf;
-  buf.Register(*comm);
+  if (!buf.Register(*comm)) return 1;
   uint64_t received = 0;
   int failures = 0;
   // 1. Rank 0 passes another list.
