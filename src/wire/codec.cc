@@ -20,6 +20,7 @@ const char* KindName(Kind kind) {
     case Kind::kIpcProbe: return "IPC probe";
     case Kind::kNixlMetadata: return "NIXL metadata";
     case Kind::kLiveness: return "liveness record";
+    case Kind::kFailureNote: return "failure note";
   }
   return "unknown message";
 }

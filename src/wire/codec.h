@@ -44,7 +44,8 @@ enum class Kind : uint16_t {
   kRegion = 9,        // cuda_ipc: a registered region's IPC descriptor
   kIpcProbe = 10,     // cuda_ipc: the usability probe's exported buffer
   kNixlMetadata = 11, // nixl: an agent's region table and metadata
-  kLiveness = 12,     // gloo: how peers can tell this rank's process is alive
+  kLiveness = 12,     // gloo, nixl: how peers can tell this rank's process is alive
+  kFailureNote = 13,  // nixl: why a rank gave up on a call with a peer, whom it blames
 };
 const char* KindName(Kind kind);
 

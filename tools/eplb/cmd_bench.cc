@@ -189,6 +189,10 @@ nlohmann::json RunPair(const BenchArgs& a, const std::string& name, const std::s
     std::ifstream in(fmt::format("{}/result-{}.json", dir, r));
     nlohmann::json j = in ? nlohmann::json::parse(in, nullptr, false) : nlohmann::json();
     if (!j.is_object()) j = {{"ok", false}, {"error", "rank ended (" + status->Describe() + ") with no result"}};
+    // A rank that wrote its result and then crashed (in a library's exit
+    // handlers, say) is a failure too: an engine process would crash there.
+    else if (!status->ok())
+      j = {{"ok", false}, {"error", fmt::format("rank {} ended ({}) after writing its result", r, status->Describe())}};
     results.push_back(j);
   }
   return results;

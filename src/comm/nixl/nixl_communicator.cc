@@ -24,6 +24,11 @@
 //   processes it waits for every kLivenessInterval and fails at once, naming
 //   the rank, when one is gone (UCX itself may notice a dead peer only at
 //   its own timeouts), as the gloo communicator does.
+// - Blame: a rank whose call fails leaves a note for each peer of the call
+//   (keyed by the pair's epoch) naming the rank it blames. A peer that then
+//   finds it gone (it exited after its failure) or silent passes the blame
+//   on, so every survivor names the rank that died or stalled, not the
+//   first survivor that gave up before it.
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -52,6 +57,8 @@ namespace {
 
 // Agent names are "eplb-<key prefix>-r<rank>-p<pid>"; a longer one is malformed.
 constexpr size_t kMaxAgentNameBytes = 4096;
+// A failure note's reason is cut to this.
+constexpr size_t kMaxReasonBytes = 2048;
 // Our notifications are "eplb <epoch> ready|done"; anything longer is not ours.
 constexpr size_t kMaxNotificationBytes = 64;
 // How often a wait checks that the processes it waits for still exist.
@@ -134,6 +141,17 @@ class NixlCommunicator final : public Communicator {
     std::set<int> pairs(readers);
     pairs.insert(sources.begin(), sources.end());
     for (int p : pairs) ++peers_[p].epoch;
+    try {
+      ExecuteOps(ops, readers, sources, deadline);
+    } catch (const Error& e) {
+      LeaveFailureNotes(pairs, e.peer(), e.what());
+      throw;
+    }
+  }
+
+ private:
+  void ExecuteOps(const std::vector<comm::LocalOp>& ops, const std::set<int>& readers,
+                  const std::set<int>& sources, Deadline deadline) {
     DropStaleNotifications();
     Publish();
     for (int p : readers) Connect(p, deadline);
@@ -244,7 +262,6 @@ class NixlCommunicator final : public Communicator {
     for (int r : readers) WaitFor(r, done(r), deadline, "wait for reader to finish");
   }
 
- private:
   void Check(nixl::Status s, const std::string& what, int peer = -1) const {
     if (s != nixl::kSuccess)
       throw Error("nixl", what, "NIXL returned " + nixl::StatusName(s) + " (" + api_.path + ")", o_.rank, peer);
@@ -263,14 +280,62 @@ class NixlCommunicator final : public Communicator {
   }
   std::string ProcessKey(int rank) const { return fmt::format("{}/nixl/process/{}", o_.key_prefix, rank); }
 
-  // Throws, naming the rank, when peer p's process is known to be gone.
+  std::string NoteKey(int rank, int peer, uint64_t epoch) const {
+    return fmt::format("{}/nixl/failed/{}/{}/{}", o_.key_prefix, rank, peer, epoch);
+  }
+
+  // Records, for each peer of a failed call, whom this rank blames (its
+  // error's peer; -1 when none) and why. Best effort: the error stands.
+  void LeaveFailureNotes(const std::set<int>& pairs, int blamed, const std::string& reason) {
+    for (int p : pairs) {
+      try {
+        o_.store->Set(NoteKey(o_.rank, p, peers_[p].epoch), wire::Writer(wire::Kind::kFailureNote)
+                                                                 .Put(int32_t{blamed})
+                                                                 .PutString(reason.substr(0, kMaxReasonBytes))
+                                                                 .Take());
+      } catch (const std::exception& e) {
+        spdlog::warn("eplb nixl: rank {} could not record why it gave up on rank {}: {}", o_.rank, p, e.what());
+      }
+    }
+  }
+
+  // Peer p's note on this call of our pair, if it left one.
+  std::optional<std::pair<int, std::string>> ReadFailureNote(int p) {
+    try {
+      const auto bytes = o_.store->Get(NoteKey(p, o_.rank, peers_[p].epoch), Clock::now());
+      wire::Reader r(bytes, wire::Kind::kFailureNote, {"nixl", "read why a peer gave up", o_.rank, p});
+      const auto blamed = r.Get<int32_t>();
+      std::string reason = r.GetString(kMaxReasonBytes);
+      r.Finish();
+      if (blamed < -1 || blamed >= o_.world_size) r.Fail("it blames rank " + std::to_string(blamed));
+      return std::make_pair(static_cast<int>(blamed), std::move(reason));
+    } catch (const TimeoutError&) {
+      return std::nullopt;
+    } catch (const std::exception& e) {
+      spdlog::warn("eplb nixl: rank {} could not read why rank {} gave up: {}", o_.rank, p, e.what());
+      return std::nullopt;
+    }
+  }
+
+  // Throws when peer p gave up on this call (blaming the rank it names) or
+  // its process is gone (blaming p). Checked every kLivenessInterval of a
+  // wait: one store lookup and one /proc read per peer waited for.
   void FailIfGone(int p, const std::string& step) {
+    ThrowIfPeerGaveUp(p, step);
     PeerInfo& peer = peers_[p];
     if (!peer.process) return;
     if (comm::CheckProcess(*peer.process) != comm::Liveness::kGone) return;
+    ThrowIfPeerGaveUp(p, step);  // it may have left its note and exited since
     throw Error("nixl", step,
                 fmt::format("rank {}'s process (pid {} on {}) is gone", p, peer.process->pid, peer.process->host),
                 o_.rank, p);
+  }
+
+  void ThrowIfPeerGaveUp(int p, const std::string& step) {
+    auto note = ReadFailureNote(p);
+    if (!note) return;
+    const int blamed = note->first >= 0 && note->first != o_.rank ? note->first : p;
+    throw Error("nixl", step, fmt::format("rank {} gave up on this call: {}", p, note->second), o_.rank, blamed);
   }
 
   // Notifications of calls that ended (a late "ready" or "done" of a failed

@@ -1,8 +1,11 @@
-// Migration executor across real processes over real Gloo (loopback TCP):
-// random rebalances with redundancy on 2 and 4 ranks with every expert's
-// content verified, no change (bit-identical, nothing sent), and a peer that
-// is killed, crashes or stalls mid-migration (the others fail within the
-// deadline + 1 s naming it, and hold the old placement of the failed layer).
+// Migration executor across real processes, for every communicator that
+// moves host memory: gloo (real Gloo over loopback TCP) and nixl (NIXL's UCX
+// backend: CMA and loopback TCP; skipped without NIXL, a failure then under
+// EPLB_REQUIRE_NIXL). Random rebalances with redundancy on 2 and 4 ranks with
+// every expert's content verified, no change (bit-identical, nothing sent),
+// and a peer that is killed, crashes or stalls mid-migration (the others
+// fail within the deadline + 1 s naming it, and hold the old placement of
+// the failed layer). The control group is Gloo in both.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -14,7 +17,9 @@
 #include <random>
 #include <thread>
 
+#include "eplb/communicator_factory.h"
 #include "eplb/control_group.h"
+#include "eplb/detect.h"
 #include "eplb/error.h"
 #include "eplb/gloo.h"
 #include "eplb/migration.h"
@@ -44,6 +49,7 @@ struct Scenario : test::FieldsAsArgs<Scenario> {
   int fail_layer = 1;            // ... at this layer's transfers
   int deadline_ms = 5000;        // per MigrateLayer
   int staging_layers = 1;        // 2: Migrate() per round, commits overlapping (copier thread)
+  std::string comm = "gloo";     // the communicator that moves the weights
 
   // Every field as a worker argument, named once.
   test::ArgFields Fields() {
@@ -51,7 +57,7 @@ struct Scenario : test::FieldsAsArgs<Scenario> {
     f("world", world)("layers", layers)("spr", slots_per_rank)("experts", experts)("rounds", rounds)(
         "seed", seed)("rpn", ranks_per_node)("bytes", expert_bytes)("mode", mode)("victim", victim)(
         "fail_round", fail_round)("fail_layer", fail_layer)("deadline_ms", deadline_ms)(
-        "staging_layers", staging_layers);
+        "staging_layers", staging_layers)("comm", comm);
     return f;
   }
   std::vector<uint64_t> TensorBytes() const { return test::ThreeTensorBytes(expert_bytes); }
@@ -86,7 +92,7 @@ int64_t FindMismatch(const uint8_t* data, uint64_t bytes, int expert, int region
   return -1;
 }
 
-// Wraps the real gloo communicator to count what goes through it, and to make
+// Wraps the real communicator to count what goes through it, and to make
 // the victim rank stall or die at a chosen Execute (the failure injection).
 class Instrumented final : public Communicator {
  public:
@@ -135,9 +141,20 @@ EPLB_TEST_WORKER(migrate) {
   test::WorkerRank w = test::JoinRun();
   const int me = w.env.rank;
   auto connect = DeadlineAfter(20s);
-  auto gloo = ConnectGlooCommunicator(w.Gloo("weights"), connect);
+  std::unique_ptr<Communicator> weights_comm;
+  if (s.comm == "gloo") {
+    weights_comm = ConnectGlooCommunicator(w.Gloo("weights"), connect);
+  } else {
+    CommunicatorOptions o;
+    o.rank = me;
+    o.world_size = w.env.world_size;
+    o.store = w.store;
+    o.key_prefix = "weights";
+    o.connect_timeout = 20s;
+    weights_comm = MakeCommunicator(s.comm, o);
+  }
   auto control = ConnectGlooControlGroup(w.Gloo("control"), connect);
-  Instrumented comm(*gloo, s);
+  Instrumented comm(*weights_comm, s);
 
   // This rank's weights: per layer three tensors of slots_per_rank experts.
   const auto tensor_bytes = s.TensorBytes();
@@ -243,6 +260,24 @@ EPLB_TEST_WORKER(migrate) {
 
 // ---- tests -----------------------------------------------------------------
 
+// Each test runs once per communicator (the parameter).
+class MigrationAcrossProcesses : public testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (GetParam() != "nixl") return;
+    NixlDetection d = DetectNixl(SearchEnvironment::FromProcess());
+    if (d.available) return;
+    if (std::getenv("EPLB_REQUIRE_NIXL") != nullptr)
+      FAIL() << "EPLB_REQUIRE_NIXL is set but NIXL is not usable: " << d.reason;
+    GTEST_SKIP() << "NIXL not usable here: " << d.reason;
+  }
+  Scenario Make() const {
+    Scenario s;
+    s.comm = GetParam();
+    return s;
+  }
+};
+
 std::vector<test::RankExit> RunScenario(const Scenario& s, Deadline deadline) {
   test::RankGroup group(test::Ranks("migrate", s.world, s.Args()));
   return group.Wait(deadline);
@@ -252,8 +287,8 @@ void ExpectAllOk(const std::vector<test::RankExit>& exits) {
   for (const auto& x : exits) EXPECT_TRUE(x.status.ok()) << test::Describe(exits);
 }
 
-TEST(MigrationGloo, RandomRebalancesTwoRanks) {
-  Scenario s;
+TEST_P(MigrationAcrossProcesses, RandomRebalancesTwoRanks) {
+  Scenario s = Make();
   s.world = 2;
   s.layers = 3;
   s.slots_per_rank = 5;
@@ -262,8 +297,8 @@ TEST(MigrationGloo, RandomRebalancesTwoRanks) {
   ExpectAllOk(RunScenario(s, DeadlineAfter(60s)));
 }
 
-TEST(MigrationGloo, RandomRebalancesFourRanksTwoNodes) {
-  Scenario s;
+TEST_P(MigrationAcrossProcesses, RandomRebalancesFourRanksTwoNodes) {
+  Scenario s = Make();
   s.world = 4;
   s.layers = 3;
   s.slots_per_rank = 4;
@@ -274,8 +309,8 @@ TEST(MigrationGloo, RandomRebalancesFourRanksTwoNodes) {
   ExpectAllOk(RunScenario(s, DeadlineAfter(60s)));
 }
 
-TEST(MigrationGloo, RandomRebalancesFourRanksTwoStagingLayers) {
-  Scenario s;
+TEST_P(MigrationAcrossProcesses, RandomRebalancesFourRanksTwoStagingLayers) {
+  Scenario s = Make();
   s.world = 4;
   s.layers = 4;
   s.slots_per_rank = 3;
@@ -286,8 +321,8 @@ TEST(MigrationGloo, RandomRebalancesFourRanksTwoStagingLayers) {
   ExpectAllOk(RunScenario(s, DeadlineAfter(60s)));
 }
 
-TEST(MigrationGloo, NoChangeSendsNothing) {
-  Scenario s;
+TEST_P(MigrationAcrossProcesses, NoChangeSendsNothing) {
+  Scenario s = Make();
   s.world = 4;
   s.mode = "nochange";
   s.rounds = 2;
@@ -325,8 +360,8 @@ void ExpectSurvivorsFailedCleanly(const Scenario& s, const std::vector<test::Ran
   }
 }
 
-TEST(MigrationGloo, PeerKilledMidMigration) {
-  Scenario s;
+TEST_P(MigrationAcrossProcesses, PeerKilledMidMigration) {
+  Scenario s = Make();
   s.world = 4;
   s.mode = "kill";
   s.victim = 2;
@@ -348,8 +383,8 @@ TEST(MigrationGloo, PeerKilledMidMigration) {
 // The victim SIGKILLs itself 20 ms into a layer that moves 10 MiB experts:
 // depending on timing it dies before its sync tokens or with bulk bytes in
 // flight; both must end the same way.
-TEST(MigrationGloo, PeerCrashesDuringLayerTransfers) {
-  Scenario s;
+TEST_P(MigrationAcrossProcesses, PeerCrashesDuringLayerTransfers) {
+  Scenario s = Make();
   s.world = 4;
   s.mode = "crash";
   s.victim = 1;
@@ -364,8 +399,8 @@ TEST(MigrationGloo, PeerCrashesDuringLayerTransfers) {
   ExpectSurvivorsFailedCleanly(s, exits, std::chrono::milliseconds(s.deadline_ms + 1000));
 }
 
-TEST(MigrationGloo, StalledPeerFailsTheOthersAtTheDeadline) {
-  Scenario s;
+TEST_P(MigrationAcrossProcesses, StalledPeerFailsTheOthersAtTheDeadline) {
+  Scenario s = Make();
   s.world = 2;
   s.mode = "stall";
   s.victim = 1;
@@ -378,6 +413,9 @@ TEST(MigrationGloo, StalledPeerFailsTheOthersAtTheDeadline) {
   ExpectSurvivorsFailedCleanly(s, exits, std::chrono::milliseconds(s.deadline_ms + 1000));
   EXPECT_NE(exits[0].stderr_text.find("kind=timeout"), std::string::npos) << exits[0].stderr_text;
 }
+
+INSTANTIATE_TEST_SUITE_P(HostMemory, MigrationAcrossProcesses, testing::Values("gloo", "nixl"),
+                         [](const testing::TestParamInfo<std::string>& p) { return p.param; });
 
 }  // namespace
 }  // namespace eplb
