@@ -3,12 +3,14 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "eplb/detect.h"
 #include "support/bad_files.h"
 #include "support/paths.h"
 #include "support/run_command.h"
@@ -55,10 +57,30 @@ TEST(DemoCli, AsyncFourRanksVerifiesEveryRebalance) {
   EXPECT_GE(j["commit_copy_ms_max"].get<double>(), 0.0);
 }
 
+// The selection rule, both branches, in the real demo: NIXL where it is
+// installed (scripts/setup.sh puts its wheel in .deps/nixl), gloo where it
+// is not, or where EPLB_NIXL_DIR=none hides it; every expert verified.
+TEST(DemoCli, PicksNixlWhereInstalledAndGlooWhereHidden) {
+  NixlDetection nixl = DetectNixl(SearchEnvironment::FromProcess());
+  if (!nixl.available && std::getenv("EPLB_REQUIRE_NIXL") != nullptr)
+    FAIL() << "EPLB_REQUIRE_NIXL is set but NIXL is not usable: " << nixl.reason;
+  if (nixl.available) {
+    auto r = test::RunCli(Small({"--ranks", "2"}), std::chrono::seconds(120));
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_THAT(r.out, HasSubstr("eplb: communicator nixl (nixl found at " + nixl.capi_library));
+    EXPECT_THAT(r.out, HasSubstr("| nixl | weights verified"));
+    EXPECT_THAT(r.out, HasSubstr("result: OK"));
+  }
+  auto r = test::RunCli(Small({"--ranks", "2"}), std::chrono::seconds(120), {{"EPLB_NIXL_DIR", "none"}});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr("eplb: communicator gloo (nixl hidden by EPLB_NIXL_DIR=none)"));
+  EXPECT_THAT(r.out, HasSubstr("| gloo | weights verified"));
+  EXPECT_THAT(r.out, HasSubstr("result: OK"));
+}
+
 TEST(DemoCli, TextReportNamesTheCommunicatorAndSyncMode) {
   auto r = test::RunCli(Small({"--sync", "--ranks", "2"}), std::chrono::seconds(120));
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  // The selection rule's line: gloo here unless NIXL is installed.
   EXPECT_THAT(r.out, testing::ContainsRegex("eplb: communicator (gloo|nixl) \\("));
   EXPECT_THAT(r.out, HasSubstr("eplb demo: 2 ranks, sync mode"));
   EXPECT_THAT(r.out, HasSubstr("rebalance 1 at step 50: balancedness"));

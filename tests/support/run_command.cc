@@ -9,11 +9,12 @@
 
 namespace eplb::test {
 
-CommandResult RunCommand(const std::vector<std::string>& argv,
-                         std::chrono::milliseconds timeout) {
+CommandResult RunCommand(const std::vector<std::string>& argv, std::chrono::milliseconds timeout,
+                         Environment env) {
   const std::string dir = MakeTempDir("eplb-run-");
   io::SpawnOptions options;
   options.argv = argv;
+  options.env = std::move(env);
   options.stdout_path = dir + "/stdout";
   options.stderr_path = dir + "/stderr";
   io::Process child = io::Process::Spawn(options);
@@ -30,10 +31,10 @@ CommandResult RunCommand(const std::vector<std::string>& argv,
   return result;
 }
 
-CommandResult RunCli(const std::vector<std::string>& args, std::chrono::milliseconds timeout) {
+CommandResult RunCli(const std::vector<std::string>& args, std::chrono::milliseconds timeout, Environment env) {
   std::vector<std::string> argv{CliPath()};
   argv.insert(argv.end(), args.begin(), args.end());
-  return RunCommand(argv, timeout);
+  return RunCommand(argv, timeout, std::move(env));
 }
 
 }  // namespace eplb::test

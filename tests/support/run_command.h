@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace eplb::test {
@@ -14,12 +15,15 @@ struct CommandResult {
   std::string out, err;    // stdout, stderr
 };
 
-// Starts argv[0] (a path) with argv, waits at most `timeout`.
+using Environment = std::vector<std::pair<std::string, std::string>>;
+
+// Starts argv[0] (a path) with argv, and `env` added to this process's
+// environment; waits at most `timeout`.
 CommandResult RunCommand(const std::vector<std::string>& argv,
-                         std::chrono::milliseconds timeout = std::chrono::seconds(60));
+                         std::chrono::milliseconds timeout = std::chrono::seconds(60), Environment env = {});
 
 // RunCommand of the built eplb binary with these arguments.
 CommandResult RunCli(const std::vector<std::string>& args,
-                     std::chrono::milliseconds timeout = std::chrono::seconds(60));
+                     std::chrono::milliseconds timeout = std::chrono::seconds(60), Environment env = {});
 
 }  // namespace eplb::test
