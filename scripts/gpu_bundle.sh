@@ -7,6 +7,8 @@
 #   scripts/gpu_bundle.sh DIR          # after scripts/build.sh
 #   bash DIR/run_gpu_suite.sh          # on the GPU machine: ctest -L gpu, then eplb bench
 #
+# NIXL goes along where scripts/setup.sh installed it (DIR/nixl).
+#
 # On a GPU machine with the build itself, run the suite directly:
 #   ctest --test-dir build -L gpu --output-on-failure
 set -euo pipefail
@@ -35,6 +37,28 @@ find "$build" -maxdepth 1 -name 'gpu_*' -type f -executable -print0 |
   xargs -0 ldd "$build/eplb" "$build/migration_bench" | awk '/=> \// {print $3}' | sort -u |
   grep -vE '/(libc|libm|libgcc_s|libstdc\+\+|libpthread|libdl|librt)\.so' |
   while read -r lib; do cp -L "$lib" "$out/lib/"; done
+# NIXL, where setup installed its wheel: the libraries the nixl communicator
+# loads (C API, core, UCX plugin, UCX and its CMA and CUDA modules) and what
+# they link, in the wheel's own layout so detection finds it as a wheel
+# (run_gpu_suite.sh points EPLB_NIXL_DIR at it). About 40 MB of the wheel's 229.
+site=.deps/nixl/site-packages
+if [ -d "$site/.nixl_cu13.mesonpy.libs" ]; then
+  libs="$site/.nixl_cu13.mesonpy.libs" bundled="$site/nixl_cu13.libs"
+  roots=("$libs/libnixl_capi.so" "$bundled/nixl/libplugin_UCX.so")
+  for m in libuct_cma libuct_cuda libucm_cuda; do roots+=("$bundled/ucx/$m.so.0.0.0"); done
+  { printf '%s\n' "${roots[@]}"
+    LD_LIBRARY_PATH="$libs:$bundled" ldd "${roots[@]}" | awk '/=> \//{print $3}'; } |
+    grep -F "$(realpath "$site")" | sort -u | while read -r f; do
+      rel=${f#"$(realpath "$site")"/}
+      mkdir -p "$out/nixl/site-packages/$(dirname "$rel")"
+      cp -L "$f" "$out/nixl/site-packages/$rel"
+    done
+  for f in "${roots[@]}"; do
+    rel=${f#"$site"/}
+    mkdir -p "$out/nixl/site-packages/$(dirname "$rel")"
+    cp -L "$f" "$out/nixl/site-packages/$rel"
+  done
+fi
 echo "$build" >"$out/build_dir"
 cp scripts/run_gpu_suite.sh "$out/"
 du -sh "$out"

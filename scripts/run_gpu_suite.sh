@@ -7,6 +7,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 logs=${OUT:-$here/gpu-logs}
 mkdir -p "$logs"
 export LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# The bundle's NIXL (scripts/gpu_bundle.sh), found by the rule as a wheel;
+# its tests must then run, not skip.
+if [ -d "$here/nixl/site-packages" ] && [ -z "${EPLB_NIXL_DIR:-}" ]; then
+  export EPLB_NIXL_DIR="$here/nixl/site-packages" EPLB_REQUIRE_NIXL=1
+fi
 build_dir=$(cat "$here/build_dir")
 if [ ! -e "$build_dir" ]; then
   mkdir -p "$(dirname "$build_dir")"

@@ -20,16 +20,19 @@ std::string PeerCopyResult::describe() const {
 
 PeerCopyResult MeasurePeerCopy(const PeerCopySetup& s) {
   const int devices = Probe().devices;
-  if (s.gpu_a == s.gpu_b || s.gpu_a < 0 || s.gpu_b < 0 || s.gpu_a >= devices || s.gpu_b >= devices) {
+  if (s.gpu_a < 0 || s.gpu_b < 0 || s.gpu_a >= devices || s.gpu_b >= devices) {
     throw Error("cuda", "measure peer copy",
-                fmt::format("needs two distinct GPUs; asked for {} and {} of {}", s.gpu_a, s.gpu_b, devices));
+                fmt::format("asked for GPUs {} and {} of {}", s.gpu_a, s.gpu_b, devices));
   }
   PeerCopyResult result;
+  const bool same_gpu = s.gpu_a == s.gpu_b;  // device-to-device copies within one GPU
   int a_to_b = 0, b_to_a = 0;
-  Check(cudaDeviceCanAccessPeer(&a_to_b, s.gpu_a, s.gpu_b), "cudaDeviceCanAccessPeer");
-  Check(cudaDeviceCanAccessPeer(&b_to_a, s.gpu_b, s.gpu_a), "cudaDeviceCanAccessPeer");
-  result.peer_access = a_to_b && b_to_a;
-  if (result.peer_access) {
+  if (!same_gpu) {
+    Check(cudaDeviceCanAccessPeer(&a_to_b, s.gpu_a, s.gpu_b), "cudaDeviceCanAccessPeer");
+    Check(cudaDeviceCanAccessPeer(&b_to_a, s.gpu_b, s.gpu_a), "cudaDeviceCanAccessPeer");
+  }
+  result.peer_access = same_gpu || (a_to_b && b_to_a);
+  if (result.peer_access && !same_gpu) {
     for (auto [from, to] : {std::pair{s.gpu_a, s.gpu_b}, std::pair{s.gpu_b, s.gpu_a}}) {
       DeviceGuard guard(from);
       cudaError_t status = cudaDeviceEnablePeerAccess(to, 0);

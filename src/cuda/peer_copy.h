@@ -1,5 +1,6 @@
 // The copy-engine limit between two GPUs: what plain cudaMemcpyPeerAsync
-// calls move per second, measured in this process. Communicator benchmarks
+// calls move per second, measured in this process. With gpu_a == gpu_b, the
+// limit of device-to-device copies within one GPU (two ranks sharing it). Communicator benchmarks
 // compare against it, measured in the same run on the same GPUs.
 #pragma once
 

@@ -183,7 +183,7 @@ TEST_P(MigrationExecutorGpu, MovesDeviceExpertsVerifiedPerExpert) {
 
 INSTANTIATE_TEST_SUITE_P(Communicators, MigrationExecutorGpu,
                          ::testing::Values(Case{"cuda_ipc", 1}, Case{"cuda_ipc", 2}, Case{"gloo", 1},
-                                           Case{"gloo", 2}),
+                                           Case{"gloo", 2}, Case{"nixl", 1}, Case{"nixl", 2}),
                          [](const auto& info) {
                            return info.param.communicator + "_staging" + std::to_string(info.param.staging_layers);
                          });

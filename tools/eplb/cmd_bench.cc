@@ -68,10 +68,11 @@ class BenchBuffers {
   BenchBuffers(const std::string& memory, int rank, uint64_t bytes) : rank_(rank), bytes_(bytes) {
     if (memory == "cuda") {
 #if EPLB_HAVE_CUDA
-      device_ = rank;
-      weights_device_ = cuda::DeviceBuffer(rank, bytes);
-      staging_device_ = cuda::DeviceBuffer(rank, bytes);
-      cuda::DeviceGuard guard(rank);
+      const int device = rank % std::max(1, cuda::Probe().devices);  // one GPU: both ranks on it
+      device_ = device;
+      weights_device_ = cuda::DeviceBuffer(device, bytes);
+      staging_device_ = cuda::DeviceBuffer(device, bytes);
+      cuda::DeviceGuard guard(device);
       cuda::Check(cudaMemset(weights_device_.data(), Fill(rank), bytes), "cudaMemset");
       cuda::Check(cudaMemset(staging_device_.data(), 0, bytes), "cudaMemset");
       cuda::Check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
@@ -136,7 +137,7 @@ int RunWorker(const BenchArgs& a, const std::string& name) {
     options.world_size = a.world_size;
     options.store = MakeFileStore(a.store_dir);
     options.key_prefix = "bench";
-    options.device = a.memory == "cuda" ? a.worker_rank : -1;
+    options.device = a.memory == "cuda" ? a.worker_rank % std::max(1, cuda::Probe().devices) : -1;
     options.connect_timeout = std::chrono::seconds(a.timeout_s);
     auto comm = MakeCommunicator(name, options);
     const uint64_t expert_bytes = ExpertBytes(a);
@@ -201,11 +202,12 @@ nlohmann::json RunPair(const BenchArgs& a, const std::string& name, const std::s
 // Why a communicator cannot be measured here, or "" when it can.
 std::string WhySkipped(const std::string& name, const cuda::Availability& gpus) {
   if (name == "nccl") return "needs the engine's NCCL communicator; nccl_stateless measures NCCL";
-  const bool gpu_only = name == "cuda_ipc" || IsNcclFamily(name);
-  if (gpu_only && gpus.devices < 2) {
+  // Two NCCL ranks cannot share a GPU; cuda_ipc can (two processes, one GPU).
+  if (IsNcclFamily(name) && gpus.devices < 2) {
     return gpus.devices == 0 ? "needs 2 GPUs: " + gpus.reason
                              : fmt::format("needs 2 GPUs, found {}", gpus.devices);
   }
+  if (name == "cuda_ipc" && gpus.devices < 1) return "needs a GPU: " + gpus.reason;
   return "";
 }
 
@@ -234,7 +236,9 @@ int RunBench(const BenchArgs& a) {
   if (names.empty()) names = CommunicatorNames();
 
   const auto gpus = cuda::Probe();
-  const bool on_gpus = gpus.devices >= 2;
+  // With one GPU both ranks share it (device-to-device through each backend).
+  const bool on_gpus = gpus.devices >= 1;
+  const int gpu_b = gpus.devices >= 2 ? 1 : 0;
   const std::string memory = on_gpus ? "cuda" : "host";
   const uint64_t expert_bytes = ExpertBytes(a);
   nlohmann::json report = {{"experts", a.experts},
@@ -247,8 +251,8 @@ int RunBench(const BenchArgs& a) {
   std::string limits_log;
   double limit_both = 0, limit_one = 0;
   if (on_gpus) {
-    limit_both = cuda::PeerCopyLimit(0, 1, expert_bytes, a.experts, true, a.iterations, &limits_log);
-    limit_one = cuda::PeerCopyLimit(0, 1, expert_bytes, a.experts, false, a.iterations, &limits_log);
+    limit_both = cuda::PeerCopyLimit(0, gpu_b, expert_bytes, a.experts, true, a.iterations, &limits_log);
+    limit_one = cuda::PeerCopyLimit(0, gpu_b, expert_bytes, a.experts, false, a.iterations, &limits_log);
     report["copy_engine_limit_gbps"] = {{"both_ways", limit_both}, {"one_way", limit_one}};
   }
   const std::string base = fmt::format("{}/eplb-bench-{}", std::filesystem::temp_directory_path().string(),
@@ -299,14 +303,17 @@ int RunBench(const BenchArgs& a) {
   }
   std::printf("eplb bench: a layer of %d experts x %.1f MiB per rank, 2 ranks, %s memory%s; median of %d\n",
               a.experts, expert_bytes / double(1 << 20), memory.c_str(),
-              on_gpus ? fmt::format(" ({} x {})", gpus.devices, cuda::DeviceName(0)).c_str() : "",
+              on_gpus ? fmt::format(" ({} x {}{})", gpus.devices, cuda::DeviceName(0),
+                                    gpus.devices == 1 ? ", both ranks on GPU 0" : "")
+                            .c_str()
+                      : "",
               a.iterations);
   if (on_gpus) {
     std::printf("%s", limits_log.c_str());
     std::printf("copy-engine limit (best of the above): both ways %.1f GB/s per GPU, one way %.1f GB/s\n",
                 limit_both, limit_one);
   } else {
-    std::printf("no copy-engine limit: %s\n", gpus.devices == 0 ? gpus.reason.c_str() : "needs 2 GPUs");
+    std::printf("no copy-engine limit: %s\n", gpus.reason.c_str());
   }
   std::printf("%-16s %22s %8s %16s %8s\n", "communicator", "both ways GB/s/rank", "ratio", "one way GB/s", "ratio");
   for (const auto& row : rows) {
