@@ -16,6 +16,7 @@
 #include "eplb/bootstrap.h"
 #include "eplb/communicator_factory.h"
 #include "eplb/detect.h"
+#include "comm/nixl/ucx_transports.h"
 #include "eplb/error.h"
 #include "support/multiprocess.h"
 #include "support/random_transfers.h"
@@ -265,6 +266,26 @@ TEST(NixlCommunicator, PeerThatNeverExecutesTimesOutAtTheDeadlineNamingIt) {
   const double ms = ReportedMs(exits[0].stderr_text);
   EXPECT_GE(ms, 1500 - 5) << exits[0].stderr_text;
   EXPECT_LE(ms, 1500 + 1000) << exits[0].stderr_text;
+}
+
+TEST(UcxParams, ParsesKeyValueListsAndRefusesTheRest) {
+  using Params = std::vector<std::pair<std::string, std::string>>;
+  EXPECT_EQ(comm::ParseUcxParams(""), Params{});
+  EXPECT_EQ(comm::ParseUcxParams("num_threads=2"), (Params{{"num_threads", "2"}}));
+  EXPECT_EQ(comm::ParseUcxParams("ucx_error_handling_mode=none,ucx_devices="),
+            (Params{{"ucx_error_handling_mode", "none"}, {"ucx_devices", ""}}));
+  for (const std::string& bad : std::vector<std::string>{"num_threads", "=2", "a=1,,b=2",
+                                                         std::string(300, 'k') + "=1", "k=" + std::string(300, 'v')}) {
+    EXPECT_THROW(comm::ParseUcxParams(bad), InvalidArgument) << bad;
+  }
+  std::string many;
+  for (int i = 0; i < 33; ++i) many += (i ? ",k" : "k") + std::to_string(i) + "=1";
+  EXPECT_THROW(comm::ParseUcxParams(many), InvalidArgument);
+  try {
+    comm::ParseUcxParams("oops");
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("EPLB_NIXL_UCX_PARAMS='oops'"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -192,7 +192,7 @@ nlohmann::json RunPair(const BenchArgs& a, const std::string& name, const std::s
     if (!j.is_object()) j = {{"ok", false}, {"error", "rank ended (" + status->Describe() + ") with no result"}};
     // A rank that wrote its result and then crashed (in a library's exit
     // handlers, say) is a failure too: an engine process would crash there.
-    else if (!status->ok())
+    else if (!status->ok() && j.value("ok", false))
       j = {{"ok", false}, {"error", fmt::format("rank {} ended ({}) after writing its result", r, status->Describe())}};
     results.push_back(j);
   }

@@ -83,6 +83,7 @@ const Api& LoadApi(const std::string& capi_path, const std::string& core_path, c
   EPLB_NIXL_SYM(GetPluginParams, "nixl_capi_get_plugin_params");
   EPLB_NIXL_SYM(DestroyMemList, "nixl_capi_destroy_mem_list");
   EPLB_NIXL_SYM(DestroyParams, "nixl_capi_destroy_params");
+  a->ParamsAdd = lib.Get<decltype(a->ParamsAdd)>("nixl_capi_params_add", /*required=*/false);
   EPLB_NIXL_SYM(CreateBackend, "nixl_capi_create_backend");
   EPLB_NIXL_SYM(DestroyBackend, "nixl_capi_destroy_backend");
   EPLB_NIXL_SYM(CreateOptArgs, "nixl_capi_create_opt_args");

@@ -46,6 +46,9 @@ struct Api {
   Status (*GetPluginParams)(Agent, const char*, MemList*, Params*);
   Status (*DestroyMemList)(MemList);
   Status (*DestroyParams)(Params);
+  // Sets a backend parameter (key, value; overwrites). Optional: NIXL 1.5
+  // has it, older C APIs may not (nullptr then).
+  Status (*ParamsAdd)(Params, const char*, const char*);
   Status (*CreateBackend)(Agent, const char*, Params, Backend*);
   Status (*DestroyBackend)(Backend);
   Status (*CreateOptArgs)(OptArgs*);

@@ -79,17 +79,34 @@ struct PeerInfo {
 
 class NixlCommunicator final : public Communicator {
  public:
-  NixlCommunicator(const CommunicatorOptions& o, const nixl::Api& api, std::string transports)
+  NixlCommunicator(const CommunicatorOptions& o, const nixl::Api& api, std::string transports,
+                   const std::vector<std::pair<std::string, std::string>>& ucx_params)
       : o_(o), api_(api), transports_(std::move(transports)), peers_(o.world_size) {
     name_ = fmt::format("eplb-{}-r{}-p{}", o.key_prefix, o.rank, ::getpid());
     Check(api_.CreateAgent(name_.c_str(), &agent_), "create agent");
     nixl::MemList mems = nullptr;
     nixl::Params params = nullptr;
     Check(api_.GetPluginParams(agent_, "UCX", &mems, &params), "query UCX plugin");
-    nixl::Status s = api_.CreateBackend(agent_, "UCX", params, &backend_);
+    nixl::Status s = nixl::kSuccess;
+    std::string failed_step;
+    for (const auto& [key, value] : ucx_params) {
+      s = api_.ParamsAdd ? api_.ParamsAdd(params, key.c_str(), value.c_str()) : -1;
+      if (s != nixl::kSuccess) {
+        failed_step = "set UCX parameter " + key + (api_.ParamsAdd ? "" : " (this C API has no nixl_capi_params_add)");
+        break;
+      }
+    }
+    if (s == nixl::kSuccess) {
+      failed_step = "create UCX backend";
+      s = api_.CreateBackend(agent_, "UCX", params, &backend_);
+    }
     api_.DestroyMemList(mems);
     api_.DestroyParams(params);
-    Check(s, "create UCX backend");
+    if (s != nixl::kSuccess) {
+      api_.DestroyAgent(agent_);
+      agent_ = nullptr;
+      Check(s, failed_step);
+    }
     Check(api_.CreateOptArgs(&opt_), "create options");
     Check(api_.OptArgsAddBackend(opt_, backend_), "select UCX backend");
     Check(api_.CreateNotifMap(&notifs_), "create notification map");
@@ -221,7 +238,11 @@ class NixlCommunicator final : public Communicator {
       // Poll every request; tell each source when all of its READs landed.
       std::map<int, int> open;
       for (const auto& x : pending) open[x.peer]++;
-      Backoff backoff;
+      // UCX moves a large READ in fragments, one step per progress call, and
+      // GetXferStatus is what progresses it: this loop must not sleep
+      // between polls (a backoff sleep per fragment cut host bandwidth by
+      // more than half). It only yields, and the copying is this thread's
+      // work anyway (CMA copies in the reader's process_vm_readv).
       Clock::time_point next_check = Clock::now() + kLivenessInterval;
       while (!open.empty()) {
         bool progressed = false;
@@ -252,7 +273,7 @@ class NixlCommunicator final : public Communicator {
           for (const auto& [p, n] : open) FailIfGone(p, "READ");
           next_check = Clock::now() + kLivenessInterval;
         }
-        if (!progressed) backoff.Sleep();
+        if (!progressed) std::this_thread::yield();
       }
     } catch (...) {
       release_all();
@@ -446,7 +467,8 @@ class NixlCommunicator final : public Communicator {
   }
 
   void WaitFor(int p, const std::string& msg, Deadline deadline, const std::string& step) {
-    Backoff backoff;
+    // Polling GetNotifs progresses UCX too: yield first, then short sleeps.
+    Backoff backoff = util::FastBackoff();
     const std::pair<std::string, std::string> wanted{peers_[p].agent, msg};
     Clock::time_point next_check = Clock::now() + kLivenessInterval;
     for (;;) {
@@ -520,10 +542,13 @@ std::unique_ptr<Communicator> MakeNixlCommunicator(const CommunicatorOptions& op
   SetDefaultEnvironment("NIXL_PLUGIN_DIR", plugin_dir);
   SetDefaultEnvironment("UCX_MODULE_DIR", ucx_module_dir);
   std::string transports = comm::ChooseUcxTransports();
+  std::vector<std::pair<std::string, std::string>> ucx_params;
+  if (const char* text = std::getenv("EPLB_NIXL_UCX_PARAMS"); text != nullptr && *text != '\0')
+    ucx_params = comm::ParseUcxParams(text);  // InvalidArgument before anything is loaded
   const std::string bundled =
       ucx_module_dir.empty() ? "" : std::filesystem::path(ucx_module_dir).parent_path().string();
   const nixl::Api& api = nixl::LoadApi(capi, core, bundled);
-  return std::make_unique<NixlCommunicator>(options, api, std::move(transports));
+  return std::make_unique<NixlCommunicator>(options, api, std::move(transports), ucx_params);
 }
 
 }  // namespace eplb

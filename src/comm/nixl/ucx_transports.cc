@@ -3,6 +3,8 @@
 #include <cstdlib>
 #include <fstream>
 
+#include "eplb/error.h"
+
 namespace eplb::comm {
 
 int YamaPtraceScope() {
@@ -10,6 +12,28 @@ int YamaPtraceScope() {
   int scope = -1;
   if (!(in >> scope)) return -1;
   return scope;
+}
+
+std::vector<std::pair<std::string, std::string>> ParseUcxParams(const std::string& text) {
+  constexpr size_t kMaxEntries = 32, kMaxChars = 256;
+  std::vector<std::pair<std::string, std::string>> out;
+  auto bad = [&](const std::string& why) {
+    return InvalidArgument("EPLB_NIXL_UCX_PARAMS='" + text.substr(0, kMaxChars) + "': " + why +
+                           " (expected key=value[,key=value...])");
+  };
+  for (size_t start = 0; start < text.size();) {
+    size_t end = text.find(',', start);
+    if (end == std::string::npos) end = text.size();
+    const std::string entry = text.substr(start, end - start);
+    const size_t eq = entry.find('=');
+    if (eq == std::string::npos || eq == 0) throw bad("entry '" + entry.substr(0, kMaxChars) + "' has no key=");
+    if (eq > kMaxChars || entry.size() - eq - 1 > kMaxChars)
+      throw bad("a key or value is longer than 256 characters");
+    out.emplace_back(entry.substr(0, eq), entry.substr(eq + 1));
+    if (out.size() > kMaxEntries) throw bad("more than 32 entries");
+    start = end + 1;
+  }
+  return out;
 }
 
 std::string ChooseUcxTransports() {

@@ -13,6 +13,8 @@
 #pragma once
 
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace eplb::comm {
 
@@ -22,6 +24,12 @@ namespace eplb::comm {
 // tcp ...", "cma excluded (Yama ptrace_scope=1): ...", or
 // "UCX_TLS=<value> (set by the user)".
 std::string ChooseUcxTransports();
+
+// EPLB_NIXL_UCX_PARAMS="key=value,key=value": parameters for NIXL's UCX
+// backend on top of its defaults (ucx_error_handling_mode, num_workers,
+// num_threads, ...). At most 32 entries, keys and values of at most 256
+// characters; anything else throws InvalidArgument naming the variable.
+std::vector<std::pair<std::string, std::string>> ParseUcxParams(const std::string& text);
 
 // Yama's ptrace_scope (/proc/sys/kernel/yama/ptrace_scope), -1 without Yama.
 int YamaPtraceScope();
