@@ -41,15 +41,15 @@ find "$build" -maxdepth 1 -name 'gpu_*' -type f -executable -print0 |
 # loads (C API, core, UCX plugin, UCX and its CMA and CUDA modules) and what
 # they link, in the wheel's own layout so detection finds it as a wheel
 # (run_gpu_suite.sh points EPLB_NIXL_DIR at it). About 40 MB of the wheel's 229.
-site=.deps/nixl/site-packages
+site=$(realpath -m .deps/nixl/site-packages)  # absolute: ldd then prints absolute paths
 if [ -d "$site/.nixl_cu13.mesonpy.libs" ]; then
   libs="$site/.nixl_cu13.mesonpy.libs" bundled="$site/nixl_cu13.libs"
   roots=("$libs/libnixl_capi.so" "$bundled/nixl/libplugin_UCX.so")
   for m in libuct_cma libuct_cuda libucm_cuda; do roots+=("$bundled/ucx/$m.so.0.0.0"); done
   { printf '%s\n' "${roots[@]}"
     LD_LIBRARY_PATH="$libs:$bundled" ldd "${roots[@]}" | awk '/=> \//{print $3}'; } |
-    grep -F "$(realpath "$site")" | sort -u | while read -r f; do
-      rel=${f#"$(realpath "$site")"/}
+    grep -F "$site/" | sort -u | while read -r f; do
+      rel=${f#"$site"/}
       mkdir -p "$out/nixl/site-packages/$(dirname "$rel")"
       cp -L "$f" "$out/nixl/site-packages/$rel"
     done

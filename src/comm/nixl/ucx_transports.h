@@ -10,6 +10,10 @@
 // ptrace_scope >= 1 refuses between sibling processes: there eplb excludes
 // CMA (UCX_TLS=^cma) before the first agent starts, so UCX moves the bytes
 // over TCP rather than failing them. A UCX_TLS the user set is left alone.
+// GPU memory: UCX's cuda_ipc transport reads a peer's GPU memory directly,
+// but UCX disables that READ (get_zcopy) where it finds no NVLink, two
+// ranks sharing a GPU included, and falls back to a software emulation over
+// TCP; eplb sets UCX_CUDA_IPC_ENABLE_GET_ZCOPY=y unless the user set it.
 #pragma once
 
 #include <string>
