@@ -49,6 +49,7 @@ struct BenchArgs {
   int warmup = 3;
   int timeout_s = 120;
   bool json = false;
+  bool host = false;  // host memory even where there are GPUs
   // Worker mode (internal: the parent starts two of these).
   int worker_rank = -1;
   int world_size = 2;
@@ -237,7 +238,7 @@ int RunBench(const BenchArgs& a) {
 
   const auto gpus = cuda::Probe();
   // With one GPU both ranks share it (device-to-device through each backend).
-  const bool on_gpus = gpus.devices >= 1;
+  const bool on_gpus = gpus.devices >= 1 && !a.host;
   const int gpu_b = gpus.devices >= 2 ? 1 : 0;
   const std::string memory = on_gpus ? "cuda" : "host";
   const uint64_t expert_bytes = ExpertBytes(a);
@@ -346,6 +347,7 @@ EPLB_COMMAND(bench, [](CLI::App& app) {
   cmd->add_option("--timeout-s", args->timeout_s, "deadline of each exchange and of connecting")
       ->capture_default_str();
   cmd->add_flag("--json", args->json, "machine-readable output");
+  cmd->add_flag("--host", args->host, "experts in host memory even where there are GPUs");
   auto* worker = cmd->add_option_group("worker");  // internal: set by the parent
   worker->add_option("--worker-rank", args->worker_rank)->group("");
   worker->add_option("--world-size", args->world_size)->group("");
