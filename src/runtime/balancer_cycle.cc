@@ -7,11 +7,12 @@ namespace eplb {
 using namespace balancer_internal;
 
 void Balancer::State::Loop() {
+  cycle_role.Assume();  // the background thread: async mode's cycle thread
   for (;;) {
     Request req;
     {
-      std::unique_lock<std::mutex> lock(mu);
-      cv.wait(lock, [&] { return stop || request.has_value(); });
+      util::MutexLock lock(&mu);
+      while (!stop && !request) cv.Wait(&mu);
       if (stop) return;
       req = std::move(*request);
       request.reset();
@@ -45,7 +46,7 @@ std::vector<RankState> Balancer::State::Handshake(Request& req) {
     mine.doubt_hash = HashLayer(doubt->staged.phy2log);
   }
   {
-    std::lock_guard<std::mutex> lock(mu);
+    util::MutexLock lock(&mu);
     mine.versions = versions;
     for (int l = 0; l < cfg.num_layers; ++l) mine.hashes.push_back(HashLayer(current.layer_phy2log(l)));
   }
@@ -83,7 +84,7 @@ std::vector<RankState> Balancer::State::Handshake(Request& req) {
         }
       }
       if (!complete) continue;
-      std::lock_guard<std::mutex> lock(mu);
+      util::MutexLock lock(&mu);
       if (j.cycle != req.cycle)
         spdlog::info("eplb: rank {}: every rank joined cycle {}: running it", me, j.cycle);
       // A trigger that came meanwhile is dropped, on every rank alike.
@@ -104,7 +105,7 @@ std::vector<RankState> Balancer::State::Handshake(Request& req) {
       if (!last.states[r]) missing.push_back(r);
     std::optional<Request> next;
     {
-      std::lock_guard<std::mutex> lock(mu);
+      util::MutexLock lock(&mu);
       if (stop) throw Stopped{};
       if (request) {
         next = std::move(*request);
@@ -176,18 +177,15 @@ void Balancer::State::Resolve(const std::vector<RankState>& states) {
   d.staged.ends_cycle = false;
   if (async()) {
     {
-      std::lock_guard<std::mutex> lock(mu);
+      util::MutexLock lock(&mu);
       d.staged.step = step + 1;
       scheduled[d.executor] = std::move(d.staged);
     }
     SetOp(fmt::format("the roll-forward commit of MoE layer {}", l));
-    WaitFor([&] { return scheduled[d.executor].step < 0; });
+    WaitFor([&]() REQUIRES(mu) { return scheduled[d.executor].step < 0; });
   } else {
-    const auto start = Clock::now();
-    executors[d.executor]->CommitOn(d.staged.plan, engine_stream);
-    std::lock_guard<std::mutex> lock(mu);
-    ApplyCommitLocked(d.staged, SecondsSince(start), step);
-    Publish();
+    engine_role.Assume();  // sync mode: the cycle runs on the engine thread
+    CommitNow(d.executor, d.staged, /*publish=*/true);
   }
 }
 
@@ -205,7 +203,7 @@ void Balancer::State::RunCycle(Request req) {
     for (auto& x : executors) x->WaitForCommits(WaitDeadline());
     std::vector<RankState> states = Handshake(req);
     {
-      std::lock_guard<std::mutex> lock(mu);
+      util::MutexLock lock(&mu);
       live = CycleReport{};
       live.cycle = req.cycle;
       live.trigger_step = req.trigger_step;
@@ -224,7 +222,7 @@ void Balancer::State::RunCycle(Request req) {
       const auto t = Clock::now();
       Connect("c" + std::to_string(req.cycle), WaitDeadline());
       failed_since_rebuild = false;
-      std::lock_guard<std::mutex> lock(mu);
+      util::MutexLock lock(&mu);
       live.rebuilt = true;
       ++metrics.rebuilds;
       spdlog::info("eplb: rank {}: groups rebuilt for cycle {} in {:.3f} s", me, req.cycle,
@@ -241,7 +239,7 @@ void Balancer::State::RunCycle(Request req) {
     const auto policy_start = Clock::now();
     Placement cur;
     {
-      std::lock_guard<std::mutex> lock(mu);
+      util::MutexLock lock(&mu);
       cur = current;
     }
     PolicyInput in{&load, cfg.num_slots, cfg.num_groups, cfg.num_nodes, world, &cur, {}};
@@ -253,7 +251,7 @@ void Balancer::State::RunCycle(Request req) {
                       next.layer_phy2log(l).begin()))
         changed.push_back(l);
     {
-      std::lock_guard<std::mutex> lock(mu);
+      util::MutexLock lock(&mu);
       live.policy_seconds = SecondsSince(policy_start);
       live.balancedness_before = ComputeBalancedness(load, cur).mean;
       live.balancedness_after = ComputeBalancedness(load, next).mean;
@@ -277,10 +275,10 @@ void Balancer::State::RunCycle(Request req) {
         where = "end-of-cycle agreement";
         EndRound();
       }
-      std::lock_guard<std::mutex> lock(mu);
+      util::MutexLock lock(&mu);
       bg_op.clear();
     } else {
-      std::lock_guard<std::mutex> lock(mu);
+      util::MutexLock lock(&mu);
       Publish();
       bg_op.clear();
       FinishCycleLocked(step);
@@ -298,7 +296,7 @@ void Balancer::State::RunCycle(Request req) {
     if (async()) {
       SetOp("the commits agreed before the failure");
       try {
-        WaitFor([&] {
+        WaitFor([&]() REQUIRES(mu) {
           return std::all_of(scheduled.begin(), scheduled.end(),
                              [](const Staged& s) { return s.step < 0; });
         });
@@ -306,7 +304,7 @@ void Balancer::State::RunCycle(Request req) {
         throw;
       }
     }
-    std::lock_guard<std::mutex> lock(mu);
+    util::MutexLock lock(&mu);
     const bool started = live.cycle == req.cycle;
     if (!started) {
       live = CycleReport{};
@@ -345,7 +343,7 @@ void Balancer::State::RunCycle(Request req) {
         "next cycle starts fresh.",
         me, req.cycle, where, at,
         blamed >= 0 ? fmt::format(" (rank {} is to blame{})", blamed, chain) : "", e.what(), kept);
-    cv.notify_all();
+    cv.NotifyAll();
   }
 }
 
