@@ -25,17 +25,10 @@ void Balancer::State::Loop() {
   }
 }
 
-// The handshake: every rank writes its state under the cycle's key and
-// reads everyone's. A rank still waiting when the next trigger comes joins
-// that cycle too, keeping its earlier joins; the cycle run is the smallest
-// one every rank joined. Joins are made in increasing order, so once a cycle
-// is complete no smaller one can complete later, and every rank picks the
-// same cycle without another round. A rank gives up `deadline` after its
-// first join.
+// The handshake (the store round and its rule: handshake_round.h). A rank
+// still waiting when the next trigger comes joins that cycle too; it gives
+// up `deadline` after its first join.
 std::vector<RankState> Balancer::State::Handshake(Request& req) {
-  auto key = [&](int64_t cycle, int r) {
-    return cfg.name + "/cycle/" + std::to_string(cycle) + "/" + std::to_string(r);
-  };
   RankState mine;
   mine.rank = me;
   mine.failed = (failed_since_rebuild || !comm || !control) ? 1 : 0;
@@ -50,59 +43,30 @@ std::vector<RankState> Balancer::State::Handshake(Request& req) {
     mine.versions = versions;
     for (int l = 0; l < cfg.num_layers; ++l) mine.hashes.push_back(HashLayer(current.layer_phy2log(l)));
   }
-  struct Joined {
-    int64_t cycle;
-    std::vector<std::optional<RankState>> states;
-  };
-  std::vector<Joined> joined;
-  Deadline deadline{};
-  Clock::time_point since{};
+  HandshakeRound round(*links.store, cfg.name, me, world, cfg.num_layers);
   auto join = [&](int64_t cycle) {
-    mine.cycle = cycle;
     SetOp(fmt::format("the handshake of cycle {}", cycle));
-    links.store->Set(key(cycle, me), mine.Encode());
-    Joined j{cycle, std::vector<std::optional<RankState>>(world)};
-    j.states[me] = mine;
-    joined.push_back(std::move(j));
-    if (joined.size() > 8) joined.erase(joined.begin());  // stop polling old joins
-    if (joined.size() == 1) {
-      deadline = WaitDeadline();
-      since = Clock::now();
-    }
+    round.Join(cycle, mine);
   };
   join(req.cycle);
+  const Deadline deadline = WaitDeadline();
+  const Clock::time_point since = Clock::now();
   for (;;) {
-    for (Joined& j : joined) {
-      bool complete = true;
-      for (int r = 0; r < world; ++r) {
-        if (j.states[r]) continue;
-        try {
-          auto blob = links.store->Get(key(j.cycle, r), std::min(deadline, DeadlineAfter(1ms)));
-          j.states[r] = RankState::Decode(blob, me, r, cfg.num_layers);
-        } catch (const TimeoutError&) {
-          complete = false;
-        }
-      }
-      if (!complete) continue;
+    if (auto complete = round.Poll(std::min(deadline, DeadlineAfter(1ms)))) {
       util::MutexLock lock(&mu);
-      if (j.cycle != req.cycle)
-        spdlog::info("eplb: rank {}: every rank joined cycle {}: running it", me, j.cycle);
+      if (complete->cycle != req.cycle)
+        spdlog::info("eplb: rank {}: every rank joined cycle {}: running it", me, complete->cycle);
       // A trigger that came meanwhile is dropped, on every rank alike.
       if (request) {
         req = std::move(*request);
         request.reset();
       }
-      metrics.cycles_skipped += static_cast<int64_t>(joined.size()) - 1;
-      req.cycle = j.cycle;
+      metrics.cycles_skipped += static_cast<int64_t>(round.joins()) - 1;
+      req.cycle = complete->cycle;
       phase = Phase::kRunning;
-      std::vector<RankState> states;
-      for (auto& s : j.states) states.push_back(std::move(*s));
-      return states;
+      return std::move(complete->states);
     }
-    const Joined& last = joined.back();
-    std::vector<int> missing;
-    for (int r = 0; r < world; ++r)
-      if (!last.states[r]) missing.push_back(r);
+    const std::vector<int> missing = round.MissingFromLast();
     std::optional<Request> next;
     {
       util::MutexLock lock(&mu);
@@ -113,15 +77,15 @@ std::vector<RankState> Balancer::State::Handshake(Request& req) {
       }
     }
     if (next) {
-      spdlog::log(joined.size() == 1 ? spdlog::level::warn : spdlog::level::debug,
+      spdlog::log(round.joins() == 1 ? spdlog::level::warn : spdlog::level::debug,
                   "eplb: rank {}: rank{} {} did not join cycle {} yet; joining cycle {} as well", me,
-                  missing.size() > 1 ? "s" : "", RankList(missing), last.cycle, next->cycle);
+                  missing.size() > 1 ? "s" : "", RankList(missing), round.last_cycle(), next->cycle);
       req = std::move(*next);
       join(req.cycle);
       continue;
     }
     if (Expired(deadline))
-      throw TimeoutError("balancer", fmt::format("handshake of cycle {}", last.cycle),
+      throw TimeoutError("balancer", fmt::format("handshake of cycle {}", round.last_cycle()),
                          fmt::format("rank{} {} did not join within {:.1f} s (stalled, dead or "
                                      "still busy with an earlier cycle)",
                                      missing.size() > 1 ? "s" : "", RankList(missing),
@@ -134,36 +98,10 @@ std::vector<RankState> Balancer::State::Handshake(Request& req) {
 // (roll forward); if nobody did, drop it. Then checks that every rank now
 // holds the same placement.
 void Balancer::State::Resolve(const std::vector<RankState>& states) {
-  const int L = cfg.num_layers;
-  auto rolls_forward = [&](const RankState& s, int l, uint32_t maxv) {
-    return s.versions[l] < maxv && s.doubt_layer == l && s.doubt_version == maxv;
-  };
-  std::vector<uint32_t> maxv(L, 0);
-  for (const RankState& s : states)
-    for (int l = 0; l < L; ++l) maxv[l] = std::max(maxv[l], s.versions[l]);
-  for (const RankState& s : states)
-    for (int l = 0; l < L; ++l)
-      if (s.versions[l] < maxv[l] && !rolls_forward(s, l, maxv[l]))
-        throw Error("balancer", "handshake",
-                    fmt::format("MoE layer {}: rank {} holds version {} but version {} was "
-                                "committed and it has nothing staged to catch up with",
-                                l, s.rank, s.versions[l], maxv[l]),
-                    me, s.rank);
-  for (int l = 0; l < L; ++l) {
-    std::optional<uint64_t> agreed;
-    for (const RankState& s : states) {
-      const uint64_t h = rolls_forward(s, l, maxv[l]) ? s.doubt_hash : s.hashes[l];
-      if (agreed && *agreed != h)
-        throw Error("balancer", "handshake",
-                    fmt::format("MoE layer {}: rank {} holds another placement than rank {}", l,
-                                s.rank, states[0].rank),
-                    me, s.rank);
-      agreed = h;
-    }
-  }
+  const DoubtOutcome outcome = ResolveHandshake(states, me, cfg.num_layers);
   if (!doubt) return;
   const int l = doubt->staged.plan.layer;
-  if (!rolls_forward(states[me], l, maxv[l])) {
+  if (outcome != DoubtOutcome::kRollForward) {
     spdlog::info("eplb: rank {}: MoE layer {} was in doubt; no rank committed it, it keeps its placement",
                  me, l);
     doubt.reset();

@@ -48,6 +48,8 @@
 #include "eplb/gloo.h"
 #include "eplb/policy.h"
 #include "runtime/balancer_messages.h"
+#include "runtime/balancer_resolve.h"
+#include "runtime/handshake_round.h"
 #include "runtime/device_load.h"
 #include "runtime/layer_threads.h"
 #include "runtime/load_window.h"
