@@ -42,7 +42,7 @@
 #include <optional>
 #include <thread>
 
-#include "comm/cuda_ipc/cuda_ipc.h"
+#include "comm/backends.h"
 #include "eplb/communicator_factory.h"
 #include "eplb/error.h"
 #include "eplb/gloo.h"

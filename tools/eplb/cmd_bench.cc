@@ -24,6 +24,7 @@
 #include <optional>
 #include <vector>
 
+#include "comm/backends.h"
 #include "comm/execute_timing.h"
 #include "cuda/peer_copy.h"
 #include "cuda/runtime.h"
@@ -197,7 +198,8 @@ nlohmann::json RunPair(const BenchArgs& a, const std::string& name, const std::s
 // Why a communicator cannot be measured here, or "" when it can.
 std::string WhySkipped(const std::string& name, const cuda::Availability& gpus) {
   if (name == "nccl") return "needs the engine's NCCL communicator; nccl_stateless measures NCCL";
-  const bool gpu_only = name == "cuda_ipc" || IsNcclFamily(name);
+  const comm::Backend* backend = comm::FindBackend(name);
+  const bool gpu_only = backend != nullptr && !backend->capabilities.host_memory;
   if (gpu_only && gpus.devices < 2) {
     return gpus.devices == 0 ? "needs 2 GPUs: " + gpus.reason
                              : fmt::format("needs 2 GPUs, found {}", gpus.devices);
