@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, and runs every test (ctest), then fuzzes
+# Installs what is missing, builds, and runs every test (ctest, the clang
+# thread-safety check ThreadSafety.* among them), then fuzzes
 # the file parsers for 60 s (scripts/fuzz.sh; a finding fails the script).
 # GPU tests (label "gpu") skip themselves with the reason where no GPU is present.
 set -euo pipefail

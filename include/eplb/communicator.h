@@ -38,11 +38,27 @@ struct EPLB_EXPORT Transfer {
   uint64_t bytes = 0;
 };
 
+// What a communicator can do, to ask before registering memory rather than
+// learn it from a failed registration.
+struct EPLB_EXPORT CommunicatorCapabilities {
+  bool host_memory = false;  // registers MemoryKind::kHost
+  bool cuda_memory = false;  // registers MemoryKind::kCuda
+  // The receiver reads from the sender's registered memory (nixl,
+  // cuda_ipc); otherwise both post (gloo, nccl).
+  bool one_sided = false;
+  bool accepts(MemoryKind k) const { return k == MemoryKind::kHost ? host_memory : cuda_memory; }
+};
+
 class EPLB_EXPORT Communicator {
  public:
   virtual ~Communicator() = default;
 
   virtual std::string_view name() const = 0;  // "gloo", "nccl", "nixl", ...
+  // The built-in backends answer from their entry in the backend table (by
+  // name(), so a wrapper that forwards name() answers alike); one of an
+  // engine's own, named otherwise, overrides this (the default: both
+  // memory kinds, two-sided; its RegisterRegion has the last word).
+  virtual CommunicatorCapabilities Capabilities() const;
   virtual int rank() const = 0;
   virtual int size() const = 0;
 

@@ -2,7 +2,10 @@
 // the tests turn "gloo" / "nixl" / "nccl" / ... into a Communicator.
 //
 // Each backend defines its own Make*Communicator below in its own folder
-// (src/comm/<backend>/); MakeCommunicator only validates and dispatches.
+// (src/comm/<backend>/) and has one row in the backend table
+// (src/comm/backends.h: names, aliases, async safety, whether it needs a
+// store, capabilities, constructor); MakeCommunicator validates against the
+// row and calls its constructor.
 // Construction is collective: every rank of the group calls it with the same
 // name, key_prefix and world_size, and it returns once the group is connected
 // (or throws TimeoutError at options.connect_timeout).

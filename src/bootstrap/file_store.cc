@@ -8,11 +8,11 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <mutex>
 
 #include "bootstrap/store_util.h"
 #include "util/backoff.h"
 #include "eplb/bootstrap.h"
+#include "util/mutex.h"
 
 namespace eplb {
 namespace {
@@ -51,7 +51,7 @@ class FileStoreImpl final : public Store {
     data.reserve(value.size() + 1);
     data.push_back(kTag);
     data.insert(data.end(), value.begin(), value.end());
-    std::lock_guard<std::mutex> lock(mu_);
+    util::MutexLock lock(&mu_);
     if (gloo_->Has(key)) {
       throw Error("store", "set", "key '" + key + "' is already set in file store " + dir_ +
                                       " (keys are write-once; a stale run directory?)");
@@ -71,7 +71,7 @@ class FileStoreImpl final : public Store {
     static std::atomic<uint64_t> serial{0};
     std::string path;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      util::MutexLock lock(&mu_);
       path = gloo_->PathOf(key);
     }
     const std::string tmp = path + ".eplb-tmp-" + std::to_string(::getpid()) + "-" +
@@ -111,7 +111,7 @@ class FileStoreImpl final : public Store {
   std::vector<uint8_t> Get(const std::string& key, Deadline deadline) override {
     auto start = Clock::now();
     bool found = util::PollUntil([&] {
-      std::lock_guard<std::mutex> lock(mu_);
+      util::MutexLock lock(&mu_);
       return gloo_->Has(key);
     }, deadline, util::Backoff());
     if (!found) {
@@ -121,7 +121,7 @@ class FileStoreImpl final : public Store {
     }
     std::vector<char> data;
     try {
-      std::lock_guard<std::mutex> lock(mu_);
+      util::MutexLock lock(&mu_);
       data = gloo_->get(key);
     } catch (const std::exception& e) {
       throw Error("store", "get", "key '" + key + "' in file store " + dir_ + ": " + e.what());
@@ -134,8 +134,8 @@ class FileStoreImpl final : public Store {
 
  private:
   std::string dir_;
-  std::mutex mu_;  // Gloo's FileStore is not thread-safe
-  std::unique_ptr<GlooFileStore> gloo_;
+  util::Mutex mu_;  // Gloo's FileStore is not thread-safe
+  std::unique_ptr<GlooFileStore> gloo_ PT_GUARDED_BY(mu_);
 };
 
 }  // namespace

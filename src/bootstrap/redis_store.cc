@@ -3,12 +3,12 @@
 #define HIREDIS_NESTED_INCLUDE 1
 #include <gloo/rendezvous/redis_store.h>
 
-#include <mutex>
 
 #include "bootstrap/store_util.h"
 #include "util/backoff.h"
 #include "eplb/bootstrap.h"
 #include "io/sigpipe.h"
+#include "util/mutex.h"
 
 namespace eplb {
 namespace {
@@ -44,7 +44,7 @@ class RedisStoreImpl final : public Store {
 
   void Set(const std::string& key, std::span<const uint8_t> value) override {
     std::vector<char> data(value.begin(), value.end());
-    std::lock_guard<std::mutex> lock(mu_);
+    util::MutexLock lock(&mu_);
     io::SigpipeBlock no_sigpipe;  // a server gone is an error, not a signal
     try {
       gloo_->set(key, data);
@@ -74,7 +74,7 @@ class RedisStoreImpl final : public Store {
     auto start = Clock::now();
     io::SigpipeBlock no_sigpipe;  // a server gone is an error, not a signal
     bool found = util::PollUntil([&] {
-      std::lock_guard<std::mutex> lock(mu_);
+      util::MutexLock lock(&mu_);
       try {
         return gloo_->check({key});
       } catch (const std::exception& e) {
@@ -88,7 +88,7 @@ class RedisStoreImpl final : public Store {
     }
     std::vector<char> data;
     try {
-      std::lock_guard<std::mutex> lock(mu_);
+      util::MutexLock lock(&mu_);
       data = gloo_->get(key);
     } catch (const std::exception& e) {
       throw Error("store", "get", "key '" + key + "' on " + where_ + ": " + e.what());
@@ -98,8 +98,8 @@ class RedisStoreImpl final : public Store {
 
  private:
   std::string where_;
-  std::mutex mu_;  // one hiredis connection: one command at a time
-  std::unique_ptr<GlooRedisStore> gloo_;
+  util::Mutex mu_;  // one hiredis connection: one command at a time
+  std::unique_ptr<GlooRedisStore> gloo_ PT_GUARDED_BY(mu_);
 };
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 
 #include "util/backoff.h"
@@ -159,5 +160,14 @@ ExitStatus Process::Kill() {
 }
 
 std::string SelfExecutable() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
+
+std::vector<std::string> SelfArguments() {
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::vector<std::string> args;
+  std::string arg;
+  while (std::getline(in, arg, '\0')) args.push_back(arg);
+  if (args.empty()) throw Error("process", "read own arguments", "/proc/self/cmdline is empty or unreadable");
+  return args;
+}
 
 }  // namespace eplb::io

@@ -77,4 +77,9 @@ class Process {
 // start more copies of itself with a role argument.
 std::string SelfExecutable();
 
+// The arguments this process was started with, argv[0] first
+// (/proc/self/cmdline), so a launcher can start copies of itself with the
+// same options written once. Throws Error when they cannot be read.
+std::vector<std::string> SelfArguments();
+
 }  // namespace eplb::io

@@ -35,7 +35,6 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <numeric>
 #include <span>
 #include <vector>
@@ -44,6 +43,7 @@
 #include "policy/policies.h"
 #include "policy/relabel.h"
 #include "policy/repair.h"
+#include "util/mutex.h"
 namespace eplb {
 namespace {
 
@@ -127,18 +127,18 @@ class MovementPolicy final : public Policy {
     std::vector<int32_t> relabeled;
   };
   std::unique_ptr<Scratch> TakeScratch() const {
-    std::lock_guard<std::mutex> lock(mu_);
+    util::MutexLock lock(&mu_);
     if (free_.empty()) return std::make_unique<Scratch>();
     auto s = std::move(free_.back());
     free_.pop_back();
     return s;
   }
   void GiveScratch(std::unique_ptr<Scratch> s) const {
-    std::lock_guard<std::mutex> lock(mu_);
+    util::MutexLock lock(&mu_);
     free_.push_back(std::move(s));
   }
-  mutable std::mutex mu_;
-  mutable std::vector<std::unique_ptr<Scratch>> free_;
+  mutable util::Mutex mu_;
+  mutable std::vector<std::unique_ptr<Scratch>> free_ GUARDED_BY(mu_);
   double tolerance_;
 };
 

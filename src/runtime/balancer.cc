@@ -83,10 +83,10 @@ Balancer::State::State(BalancerLinks l, std::vector<LayerWeights> w, const Balan
 
 Balancer::State::~State() {
   {
-    std::lock_guard<std::mutex> lock(mu);
+    util::MutexLock lock(&mu);
     stop = true;
   }
-  cv.notify_all();
+  cv.NotifyAll();
   if (bg.joinable()) bg.join();
 }
 
@@ -106,15 +106,23 @@ void Balancer::State::Connect(const std::string& new_label, Deadline deadline) {
   MigrationOptions mo;
   mo.ranks_per_node = cfg.ranks_per_node;
   mo.staging_layers = 1;
-  for (size_t x = 0; x < scheduled.size(); ++x)
+  size_t count;
+  {
+    util::MutexLock lock(&mu);
+    committers.clear();
+    count = scheduled.size();
+  }
+  for (size_t x = 0; x < count; ++x)
     executors.push_back(std::make_unique<MigrationExecutor>(*comm, *control, weights, spr,
                                                             links.make_copier(), mo, deadline));
+  util::MutexLock lock(&mu);
+  for (auto& e : executors) committers.push_back(e.get());
 }
 
 void Balancer::State::Publish() { published = std::make_shared<const Placement>(current); }
 
 void Balancer::State::SetOp(std::string op) {
-  std::lock_guard<std::mutex> lock(mu);
+  util::MutexLock lock(&mu);
   bg_op = std::move(op);
   bg_op_since = Clock::now();
   bg_op_warned = false;
@@ -128,11 +136,20 @@ Balancer::Balancer(BalancerLinks links, std::vector<LayerWeights> weights,
 
 Balancer::~Balancer() = default;
 
-void Balancer::RecordLoad(int layer, std::span<const int64_t> counts) { s_->window.Add(layer, counts); }
+// The engine-thread entry points (balancer.h: RecordLoad, RecordTopK, Step,
+// window_load, device_map and the callbacks' setters are the engine's).
+void Balancer::RecordLoad(int layer, std::span<const int64_t> counts) {
+  s_->engine_role.Assume();
+  s_->window.Add(layer, counts);
+}
 
-void Balancer::Step(void* stream) { s_->StepEngine(stream); }
+void Balancer::Step(void* stream) {
+  s_->engine_role.Assume();
+  s_->StepEngine(stream);
+}
 
 LoadMatrix Balancer::window_load() const {
+  s_->engine_role.Assume();
   LoadMatrix m(s_->cfg.num_layers, s_->cfg.num_experts);
   auto sum = s_->window.sum();
   for (size_t i = 0; i < sum.size(); ++i) m.values[i] = static_cast<double>(sum[i]);
@@ -141,12 +158,14 @@ LoadMatrix Balancer::window_load() const {
 
 #if EPLB_HAVE_CUDA
 void Balancer::RecordTopK(int layer, const TopkIds& topk, void* stream, int32_t* physical_ids) {
+  s_->engine_role.Assume();
   if (!s_->device_load)
     throw InvalidArgument("RecordTopK: the balancer has no CUDA device (BalancerConfig::device)");
   s_->device_load->Record(layer, topk, stream, physical_ids);
 }
 
 DeviceExpertMap Balancer::device_map(int layer) const {
+  s_->engine_role.Assume();
   if (!s_->device_load)
     throw InvalidArgument("device_map: the balancer has no CUDA device (BalancerConfig::device)");
   if (layer < 0 || layer >= s_->cfg.num_layers)
@@ -164,27 +183,33 @@ DeviceExpertMap Balancer::device_map(int) const {
 #endif
 
 std::shared_ptr<const Placement> Balancer::placement() const {
-  std::lock_guard<std::mutex> lock(s_->mu);
+  util::MutexLock lock(&s_->mu);
   return s_->published;
 }
 
 int64_t Balancer::step() const {
-  std::lock_guard<std::mutex> lock(s_->mu);
+  util::MutexLock lock(&s_->mu);
   return s_->step;
 }
 
 bool Balancer::idle() const {
-  std::lock_guard<std::mutex> lock(s_->mu);
+  util::MutexLock lock(&s_->mu);
   return !s_->cycle_active;
 }
 
 BalancerMetrics Balancer::metrics() const {
-  std::lock_guard<std::mutex> lock(s_->mu);
+  util::MutexLock lock(&s_->mu);
   return s_->MetricsLocked();
 }
 
-void Balancer::set_on_commit(std::function<void(const CommitEvent&)> f) { s_->on_commit = std::move(f); }
-void Balancer::set_on_cycle(std::function<void(const CycleReport&)> f) { s_->on_cycle = std::move(f); }
+void Balancer::set_on_commit(std::function<void(const CommitEvent&)> f) {
+  s_->engine_role.Assume();
+  s_->on_commit = std::move(f);
+}
+void Balancer::set_on_cycle(std::function<void(const CycleReport&)> f) {
+  s_->engine_role.Assume();
+  s_->on_cycle = std::move(f);
+}
 
 const BalancerConfig& Balancer::config() const { return s_->cfg; }
 int Balancer::rank() const { return s_->me; }

@@ -36,16 +36,16 @@ int64_t Balancer::State::Decide(const Staged& staged, bool staged_ok, std::excep
     }
   }
   const std::string operation = fmt::format("commit agreement of MoE layer {}", layer);
-  auto gather = [&](const Vote& mine) {
+  auto gather = [&](const Vote& mine) REQUIRES(cycle_role) {
     auto all = control->AllGather(mine.Encode(), WaitDeadline());
     std::vector<Vote> votes(world);
     for (int r = 0; r < world; ++r) votes[r] = Vote::Decode(all[r], {"balancer", operation, me, r});
     return votes;
   };
   auto clear_floor = [&] {
-    std::lock_guard<std::mutex> lock(mu);
+    util::MutexLock lock(&mu);
     floor_step = -1;
-    cv.notify_all();
+    cv.NotifyAll();
   };
   // Records this rank's outcome (commit at `step`, or abandon when empty)
   // and returns the one that stands.
@@ -57,7 +57,7 @@ int64_t Balancer::State::Decide(const Staged& staged, bool staged_ok, std::excep
       stands = links.store->SetIfAbsent(
           fmt::format("{}/decision/{}/{}", cfg.name, staged.cycle, layer), mine);
     } catch (const std::exception& e) {
-      std::lock_guard<std::mutex> lock(mu);
+      util::MutexLock lock(&mu);
       doubt = Doubt{0, staged, versions[layer] + 1};  // a peer may commit it
       throw Error("balancer", operation,
                   fmt::format("could not record the decision in the store ({}); the layer is in "
@@ -119,7 +119,7 @@ int64_t Balancer::State::Decide(const Staged& staged, bool staged_ok, std::excep
   // waiting for the answer) is rare and short.
   Vote mine{1, me, 0};
   {
-    std::lock_guard<std::mutex> lock(mu);
+    util::MutexLock lock(&mu);
     mine.proposal = step + cfg.commit_lead_steps;
     floor_step = mine.proposal;
     veto = false;
@@ -157,7 +157,7 @@ int64_t Balancer::State::Decide(const Staged& staged, bool staged_ok, std::excep
 void Balancer::State::EndRound() {
   Vote mine{1, me, 0};
   {
-    std::lock_guard<std::mutex> lock(mu);
+    util::MutexLock lock(&mu);
     mine.proposal = step + cfg.commit_lead_steps;
     floor_step = mine.proposal;
     veto = false;
@@ -167,16 +167,16 @@ void Balancer::State::EndRound() {
   try {
     all = control->AllGather(mine.Encode(), WaitDeadline());
   } catch (...) {
-    std::lock_guard<std::mutex> lock(mu);
+    util::MutexLock lock(&mu);
     floor_step = -1;
-    cv.notify_all();
+    cv.NotifyAll();
     throw;
   }
   int64_t end = 0;
   for (int r = 0; r < world; ++r)
     end = std::max(end, Vote::Decode(all[r], {"balancer", "end-of-cycle agreement", me, r}).proposal);
   {
-    std::lock_guard<std::mutex> lock(mu);
+    util::MutexLock lock(&mu);
     floor_step = -1;
     if (veto || step >= end) {
       veto = false;
@@ -185,7 +185,7 @@ void Balancer::State::EndRound() {
     }
     end_step = end;
   }
-  cv.notify_all();
+  cv.NotifyAll();
 }
 
 // A rank that times out blames the peer it was waiting for, but that peer

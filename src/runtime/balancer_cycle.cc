@@ -7,11 +7,12 @@ namespace eplb {
 using namespace balancer_internal;
 
 void Balancer::State::Loop() {
+  cycle_role.Assume();  // the background thread: async mode's cycle thread
   for (;;) {
     Request req;
     {
-      std::unique_lock<std::mutex> lock(mu);
-      cv.wait(lock, [&] { return stop || request.has_value(); });
+      util::MutexLock lock(&mu);
+      while (!stop && !request) cv.Wait(&mu);
       if (stop) return;
       req = std::move(*request);
       request.reset();
@@ -24,17 +25,10 @@ void Balancer::State::Loop() {
   }
 }
 
-// The handshake: every rank writes its state under the cycle's key and
-// reads everyone's. A rank still waiting when the next trigger comes joins
-// that cycle too, keeping its earlier joins; the cycle run is the smallest
-// one every rank joined. Joins are made in increasing order, so once a cycle
-// is complete no smaller one can complete later, and every rank picks the
-// same cycle without another round. A rank gives up `deadline` after its
-// first join.
+// The handshake (the store round and its rule: handshake_round.h). A rank
+// still waiting when the next trigger comes joins that cycle too; it gives
+// up `deadline` after its first join.
 std::vector<RankState> Balancer::State::Handshake(Request& req) {
-  auto key = [&](int64_t cycle, int r) {
-    return cfg.name + "/cycle/" + std::to_string(cycle) + "/" + std::to_string(r);
-  };
   RankState mine;
   mine.rank = me;
   mine.failed = (failed_since_rebuild || !comm || !control) ? 1 : 0;
@@ -45,66 +39,37 @@ std::vector<RankState> Balancer::State::Handshake(Request& req) {
     mine.doubt_hash = HashLayer(doubt->staged.phy2log);
   }
   {
-    std::lock_guard<std::mutex> lock(mu);
+    util::MutexLock lock(&mu);
     mine.versions = versions;
     for (int l = 0; l < cfg.num_layers; ++l) mine.hashes.push_back(HashLayer(current.layer_phy2log(l)));
   }
-  struct Joined {
-    int64_t cycle;
-    std::vector<std::optional<RankState>> states;
-  };
-  std::vector<Joined> joined;
-  Deadline deadline{};
-  Clock::time_point since{};
+  HandshakeRound round(*links.store, cfg.name, me, world, cfg.num_layers);
   auto join = [&](int64_t cycle) {
-    mine.cycle = cycle;
     SetOp(fmt::format("the handshake of cycle {}", cycle));
-    links.store->Set(key(cycle, me), mine.Encode());
-    Joined j{cycle, std::vector<std::optional<RankState>>(world)};
-    j.states[me] = mine;
-    joined.push_back(std::move(j));
-    if (joined.size() > 8) joined.erase(joined.begin());  // stop polling old joins
-    if (joined.size() == 1) {
-      deadline = WaitDeadline();
-      since = Clock::now();
-    }
+    round.Join(cycle, mine);
   };
   join(req.cycle);
+  const Deadline deadline = WaitDeadline();
+  const Clock::time_point since = Clock::now();
   for (;;) {
-    for (Joined& j : joined) {
-      bool complete = true;
-      for (int r = 0; r < world; ++r) {
-        if (j.states[r]) continue;
-        try {
-          auto blob = links.store->Get(key(j.cycle, r), std::min(deadline, DeadlineAfter(1ms)));
-          j.states[r] = RankState::Decode(blob, me, r, cfg.num_layers);
-        } catch (const TimeoutError&) {
-          complete = false;
-        }
-      }
-      if (!complete) continue;
-      std::lock_guard<std::mutex> lock(mu);
-      if (j.cycle != req.cycle)
-        spdlog::info("eplb: rank {}: every rank joined cycle {}: running it", me, j.cycle);
+    if (auto complete = round.Poll(std::min(deadline, DeadlineAfter(1ms)))) {
+      util::MutexLock lock(&mu);
+      if (complete->cycle != req.cycle)
+        spdlog::info("eplb: rank {}: every rank joined cycle {}: running it", me, complete->cycle);
       // A trigger that came meanwhile is dropped, on every rank alike.
       if (request) {
         req = std::move(*request);
         request.reset();
       }
-      metrics.cycles_skipped += static_cast<int64_t>(joined.size()) - 1;
-      req.cycle = j.cycle;
+      metrics.cycles_skipped += static_cast<int64_t>(round.joins()) - 1;
+      req.cycle = complete->cycle;
       phase = Phase::kRunning;
-      std::vector<RankState> states;
-      for (auto& s : j.states) states.push_back(std::move(*s));
-      return states;
+      return std::move(complete->states);
     }
-    const Joined& last = joined.back();
-    std::vector<int> missing;
-    for (int r = 0; r < world; ++r)
-      if (!last.states[r]) missing.push_back(r);
+    const std::vector<int> missing = round.MissingFromLast();
     std::optional<Request> next;
     {
-      std::lock_guard<std::mutex> lock(mu);
+      util::MutexLock lock(&mu);
       if (stop) throw Stopped{};
       if (request) {
         next = std::move(*request);
@@ -112,15 +77,15 @@ std::vector<RankState> Balancer::State::Handshake(Request& req) {
       }
     }
     if (next) {
-      spdlog::log(joined.size() == 1 ? spdlog::level::warn : spdlog::level::debug,
+      spdlog::log(round.joins() == 1 ? spdlog::level::warn : spdlog::level::debug,
                   "eplb: rank {}: rank{} {} did not join cycle {} yet; joining cycle {} as well", me,
-                  missing.size() > 1 ? "s" : "", RankList(missing), last.cycle, next->cycle);
+                  missing.size() > 1 ? "s" : "", RankList(missing), round.last_cycle(), next->cycle);
       req = std::move(*next);
       join(req.cycle);
       continue;
     }
     if (Expired(deadline))
-      throw TimeoutError("balancer", fmt::format("handshake of cycle {}", last.cycle),
+      throw TimeoutError("balancer", fmt::format("handshake of cycle {}", round.last_cycle()),
                          fmt::format("rank{} {} did not join within {:.1f} s (stalled, dead or "
                                      "still busy with an earlier cycle)",
                                      missing.size() > 1 ? "s" : "", RankList(missing),
@@ -133,36 +98,10 @@ std::vector<RankState> Balancer::State::Handshake(Request& req) {
 // (roll forward); if nobody did, drop it. Then checks that every rank now
 // holds the same placement.
 void Balancer::State::Resolve(const std::vector<RankState>& states) {
-  const int L = cfg.num_layers;
-  auto rolls_forward = [&](const RankState& s, int l, uint32_t maxv) {
-    return s.versions[l] < maxv && s.doubt_layer == l && s.doubt_version == maxv;
-  };
-  std::vector<uint32_t> maxv(L, 0);
-  for (const RankState& s : states)
-    for (int l = 0; l < L; ++l) maxv[l] = std::max(maxv[l], s.versions[l]);
-  for (const RankState& s : states)
-    for (int l = 0; l < L; ++l)
-      if (s.versions[l] < maxv[l] && !rolls_forward(s, l, maxv[l]))
-        throw Error("balancer", "handshake",
-                    fmt::format("MoE layer {}: rank {} holds version {} but version {} was "
-                                "committed and it has nothing staged to catch up with",
-                                l, s.rank, s.versions[l], maxv[l]),
-                    me, s.rank);
-  for (int l = 0; l < L; ++l) {
-    std::optional<uint64_t> agreed;
-    for (const RankState& s : states) {
-      const uint64_t h = rolls_forward(s, l, maxv[l]) ? s.doubt_hash : s.hashes[l];
-      if (agreed && *agreed != h)
-        throw Error("balancer", "handshake",
-                    fmt::format("MoE layer {}: rank {} holds another placement than rank {}", l,
-                                s.rank, states[0].rank),
-                    me, s.rank);
-      agreed = h;
-    }
-  }
+  const DoubtOutcome outcome = ResolveHandshake(states, me, cfg.num_layers);
   if (!doubt) return;
   const int l = doubt->staged.plan.layer;
-  if (!rolls_forward(states[me], l, maxv[l])) {
+  if (outcome != DoubtOutcome::kRollForward) {
     spdlog::info("eplb: rank {}: MoE layer {} was in doubt; no rank committed it, it keeps its placement",
                  me, l);
     doubt.reset();
@@ -176,18 +115,15 @@ void Balancer::State::Resolve(const std::vector<RankState>& states) {
   d.staged.ends_cycle = false;
   if (async()) {
     {
-      std::lock_guard<std::mutex> lock(mu);
+      util::MutexLock lock(&mu);
       d.staged.step = step + 1;
       scheduled[d.executor] = std::move(d.staged);
     }
     SetOp(fmt::format("the roll-forward commit of MoE layer {}", l));
-    WaitFor([&] { return scheduled[d.executor].step < 0; });
+    WaitFor([&]() REQUIRES(mu) { return scheduled[d.executor].step < 0; });
   } else {
-    const auto start = Clock::now();
-    executors[d.executor]->CommitOn(d.staged.plan, engine_stream);
-    std::lock_guard<std::mutex> lock(mu);
-    ApplyCommitLocked(d.staged, SecondsSince(start), step);
-    Publish();
+    engine_role.Assume();  // sync mode: the cycle runs on the engine thread
+    CommitNow(d.executor, d.staged, /*publish=*/true);
   }
 }
 
@@ -205,7 +141,7 @@ void Balancer::State::RunCycle(Request req) {
     for (auto& x : executors) x->WaitForCommits(WaitDeadline());
     std::vector<RankState> states = Handshake(req);
     {
-      std::lock_guard<std::mutex> lock(mu);
+      util::MutexLock lock(&mu);
       live = CycleReport{};
       live.cycle = req.cycle;
       live.trigger_step = req.trigger_step;
@@ -224,7 +160,7 @@ void Balancer::State::RunCycle(Request req) {
       const auto t = Clock::now();
       Connect("c" + std::to_string(req.cycle), WaitDeadline());
       failed_since_rebuild = false;
-      std::lock_guard<std::mutex> lock(mu);
+      util::MutexLock lock(&mu);
       live.rebuilt = true;
       ++metrics.rebuilds;
       spdlog::info("eplb: rank {}: groups rebuilt for cycle {} in {:.3f} s", me, req.cycle,
@@ -241,7 +177,7 @@ void Balancer::State::RunCycle(Request req) {
     const auto policy_start = Clock::now();
     Placement cur;
     {
-      std::lock_guard<std::mutex> lock(mu);
+      util::MutexLock lock(&mu);
       cur = current;
     }
     PolicyInput in{&load, cfg.num_slots, cfg.num_groups, cfg.num_nodes, world, &cur, {}};
@@ -253,7 +189,7 @@ void Balancer::State::RunCycle(Request req) {
                       next.layer_phy2log(l).begin()))
         changed.push_back(l);
     {
-      std::lock_guard<std::mutex> lock(mu);
+      util::MutexLock lock(&mu);
       live.policy_seconds = SecondsSince(policy_start);
       live.balancedness_before = ComputeBalancedness(load, cur).mean;
       live.balancedness_after = ComputeBalancedness(load, next).mean;
@@ -277,10 +213,10 @@ void Balancer::State::RunCycle(Request req) {
         where = "end-of-cycle agreement";
         EndRound();
       }
-      std::lock_guard<std::mutex> lock(mu);
+      util::MutexLock lock(&mu);
       bg_op.clear();
     } else {
-      std::lock_guard<std::mutex> lock(mu);
+      util::MutexLock lock(&mu);
       Publish();
       bg_op.clear();
       FinishCycleLocked(step);
@@ -298,7 +234,7 @@ void Balancer::State::RunCycle(Request req) {
     if (async()) {
       SetOp("the commits agreed before the failure");
       try {
-        WaitFor([&] {
+        WaitFor([&]() REQUIRES(mu) {
           return std::all_of(scheduled.begin(), scheduled.end(),
                              [](const Staged& s) { return s.step < 0; });
         });
@@ -306,7 +242,7 @@ void Balancer::State::RunCycle(Request req) {
         throw;
       }
     }
-    std::lock_guard<std::mutex> lock(mu);
+    util::MutexLock lock(&mu);
     const bool started = live.cycle == req.cycle;
     if (!started) {
       live = CycleReport{};
@@ -345,7 +281,7 @@ void Balancer::State::RunCycle(Request req) {
         "next cycle starts fresh.",
         me, req.cycle, where, at,
         blamed >= 0 ? fmt::format(" (rank {} is to blame{})", blamed, chain) : "", e.what(), kept);
-    cv.notify_all();
+    cv.NotifyAll();
   }
 }
 

@@ -22,10 +22,25 @@ void Balancer::State::ApplyCommitLocked(const Staged& st, double seconds, int64_
     live.commit_seconds_max = std::max(live.commit_seconds_max, seconds);
   }
   pending_commits.push_back(CommitEvent{st.cycle, l, at_step, seconds, st.roll_forward});
+}
+
+void Balancer::State::UploadMaps(int layer, std::span<const int32_t> phy2log) {
 #if EPLB_HAVE_CUDA
-  // Engine thread (every commit is): the device maps follow on its stream.
-  if (device_load) device_load->Upload(current, l);
+  // Engine thread (every commit is): the device maps follow on its stream,
+  // before the commit is applied on the host side, as the commit's copies do.
+  if (device_load) device_load->Upload(layer, phy2log);
 #endif
+}
+
+void Balancer::State::CommitNow(int x, const Staged& st, bool publish) {
+  MigrationExecutor* executor = executors[x].get();
+  const auto start = Clock::now();
+  executor->CommitOn(st.plan, engine_stream);
+  const double seconds = SecondsSince(start);
+  UploadMaps(st.plan.layer, st.phy2log);
+  util::MutexLock lock(&mu);
+  ApplyCommitLocked(st, seconds, step);
+  if (publish) Publish();
 }
 
 // A cycle ended well at `at_step` (the same step on every rank).
@@ -49,27 +64,35 @@ void Balancer::State::FinishCycleLocked(int64_t at_step) {
 }
 
 void Balancer::State::CommitScheduled(int x, int64_t at_step) {
-  const Staged& st = scheduled[x];  // stable: only the engine clears it
+  const Staged* st;
+  MigrationExecutor* executor;
+  {
+    util::MutexLock lock(&mu);
+    // Stable until this thread clears its step (balancer_state.h).
+    st = &scheduled[x];
+    executor = committers[x];
+  }
   const auto start = Clock::now();
   try {
-    executors[x]->CommitOn(st.plan, engine_stream);
+    executor->CommitOn(st->plan, engine_stream);
   } catch (const std::exception& e) {
     // Cannot happen unless the bookkeeping is wrong: the layer was staged.
-    spdlog::critical("eplb: rank {} could not commit MoE layer {}: {}", me, st.plan.layer, e.what());
-    std::lock_guard<std::mutex> lock(mu);
+    spdlog::critical("eplb: rank {} could not commit MoE layer {}: {}", me, st->plan.layer, e.what());
+    util::MutexLock lock(&mu);
     scheduled[x].step = -1;
-    cv.notify_all();
+    cv.NotifyAll();
     return;
   }
   const double seconds = SecondsSince(start);
+  UploadMaps(st->plan.layer, st->phy2log);
   {
-    std::lock_guard<std::mutex> lock(mu);
-    ApplyCommitLocked(st, seconds, at_step);
+    util::MutexLock lock(&mu);
+    ApplyCommitLocked(*st, seconds, at_step);
     if (async()) Publish();
-    if (st.ends_cycle) FinishCycleLocked(at_step);
+    if (st->ends_cycle) FinishCycleLocked(at_step);
     scheduled[x].step = -1;
   }
-  cv.notify_all();
+  cv.NotifyAll();
 }
 
 void Balancer::State::StepEngine(void* stream) {
@@ -81,7 +104,7 @@ void Balancer::State::StepEngine(void* stream) {
   std::vector<int> to_commit;
   int64_t now_step;
   {
-    std::unique_lock<std::mutex> lock(mu);
+    util::MutexLock lock(&mu);
     now_step = ++step;
     // Watchdog: a background wait past its deadline means a backend is not
     // honouring it; say so instead of going quiet.
@@ -96,8 +119,13 @@ void Balancer::State::StepEngine(void* stream) {
     if (floor_step == now_step) {
       ++metrics.commit_waits;
       const auto wait_start = Clock::now();
-      const bool got = cv.wait_for(lock, cfg.deadline + std::chrono::seconds(1),
-                                   [&] { return stop || floor_step != now_step; });
+      const auto until = wait_start + cfg.deadline + std::chrono::seconds(1);
+      bool got = true;
+      while (!stop && floor_step == now_step)
+        if (!cv.WaitUntil(&mu, until) && floor_step == now_step && !stop) {
+          got = false;
+          break;
+        }
       metrics.commit_wait_seconds_max = std::max(metrics.commit_wait_seconds_max, SecondsSince(wait_start));
       if (!got) {
         // The agreement never came: veto so this rank will not commit at a
@@ -111,7 +139,7 @@ void Balancer::State::StepEngine(void* stream) {
     }
     for (size_t x = 0; x < scheduled.size(); ++x)
       if (scheduled[x].step == now_step) to_commit.push_back(static_cast<int>(x));
-    std::sort(to_commit.begin(), to_commit.end(), [&](int a, int b) {
+    std::sort(to_commit.begin(), to_commit.end(), [&](int a, int b) REQUIRES(mu) {
       return scheduled[a].plan.layer < scheduled[b].plan.layer;
     });
   }
@@ -121,7 +149,7 @@ void Balancer::State::StepEngine(void* stream) {
   std::vector<CommitEvent> commits;
   std::vector<CycleReport> reports;
   {
-    std::lock_guard<std::mutex> lock(mu);
+    util::MutexLock lock(&mu);
     if (end_step == now_step) {
       end_step = -1;
       FinishCycleLocked(now_step);
@@ -134,13 +162,13 @@ void Balancer::State::StepEngine(void* stream) {
         phase = Phase::kHandshake;
         if (async()) {
           request = std::move(req);
-          cv.notify_all();
+          cv.NotifyAll();
         } else {
           inline_request = std::move(req);
         }
       } else if (phase == Phase::kHandshake) {
         request = std::move(req);  // the waiting handshake moves on to this cycle
-        cv.notify_all();
+        cv.NotifyAll();
       } else {
         ++metrics.cycles_skipped;
         spdlog::debug("eplb: rank {}: trigger at step {} skipped: cycle {} still running", me,
@@ -151,8 +179,9 @@ void Balancer::State::StepEngine(void* stream) {
     reports.swap(pending_reports);
   }
   if (inline_request) {
+    cycle_role.Assume();  // sync mode: the engine thread runs the cycle
     RunCycle(std::move(*inline_request));
-    std::lock_guard<std::mutex> lock(mu);
+    util::MutexLock lock(&mu);
     for (auto& c : pending_commits) commits.push_back(c);
     for (auto& r : pending_reports) reports.push_back(r);
     pending_commits.clear();
@@ -161,7 +190,7 @@ void Balancer::State::StepEngine(void* stream) {
   if (!reports.empty()) {
     BalancerMetrics m;
     {
-      std::lock_guard<std::mutex> lock(mu);
+      util::MutexLock lock(&mu);
       m = MetricsLocked();
     }
     spdlog::info("eplb: rank {}: {}", me, FormatMetricsLine(m));

@@ -18,7 +18,8 @@ BalancerLinks MakeBalancerLinks(std::shared_ptr<Store> store, int rank, int worl
   SelectionFacts facts = SelectionFacts::Detect();
   if (device >= 0)
     facts.cuda_ipc_check = [&] {
-      return CudaIpcUsable(*store, rank, world_size, device, "balancer-links/cuda_ipc", deadline);
+      return comm::FindBackend("cuda_ipc")->usable(*store, rank, world_size, device,
+                                                   "balancer-links/cuda_ipc", deadline);
     };
   links.selection = SelectCommunicator(request, facts);
   LogSelection(links.selection);

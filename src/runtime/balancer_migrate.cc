@@ -8,7 +8,7 @@ using namespace balancer_internal;
 void Balancer::State::MigrateLayerAsync(int x, int layer, const Placement& cur,
                                         const Placement& next, bool last) {
   SetOp(fmt::format("waiting for staging buffer {} (commit of an earlier layer)", x));
-  WaitFor([&] { return scheduled[x].step < 0; });
+  WaitFor([&]() REQUIRES(mu) { return scheduled[x].step < 0; });
   // Agreed steps never decrease, so the last layer's commit step is the
   // cycle's largest: committing it ends the cycle, at the same step everywhere.
   StagedOutcome o = StageLayer(x, layer, cur, next);
@@ -23,7 +23,7 @@ void Balancer::State::MigrateLayerAsync(int x, int layer, const Placement& cur,
     throw;
   }
   {
-    std::lock_guard<std::mutex> lock(mu);
+    util::MutexLock lock(&mu);
     if (veto) {
       veto = false;
       doubt = Doubt{x, st, versions[layer] + 1};
@@ -37,7 +37,7 @@ void Balancer::State::MigrateLayerAsync(int x, int layer, const Placement& cur,
     scheduled[x] = std::move(st);
     floor_step = -1;
   }
-  cv.notify_all();
+  cv.NotifyAll();
   if (after) std::rethrow_exception(after);  // committed as recorded; the cycle ends here
 }
 
@@ -46,14 +46,17 @@ void Balancer::State::MigrateLayerAsync(int x, int layer, const Placement& cur,
 Balancer::State::StagedOutcome Balancer::State::StageLayer(int x, int layer, const Placement& cur,
                                                            const Placement& next) {
   StagedOutcome o;
-  o.staged.cycle = live.cycle;
+  {
+    util::MutexLock lock(&mu);
+    o.staged.cycle = live.cycle;
+  }
   o.staged.plan = executors[x]->Plan(cur, next, layer);
   auto row = next.layer_phy2log(layer);
   o.staged.phy2log.assign(row.begin(), row.end());
   SetOp(fmt::format("the transfers of MoE layer {}", layer));
   try {
     LayerMigrationReport r = executors[x]->Stage(o.staged.plan, WaitDeadline());
-    std::lock_guard<std::mutex> lock(mu);
+    util::MutexLock lock(&mu);
     live.transfer_seconds += r.stage_seconds;
     o.ok = true;
   } catch (const InvalidArgument&) {
@@ -69,12 +72,8 @@ void Balancer::State::MigrateLayerSync(int layer, const Placement& cur, const Pl
   const Staged& st = o.staged;
   std::exception_ptr after;
   Decide(st, o.ok, o.error, layer, &after);
-  const auto start = Clock::now();
-  executors[0]->CommitOn(st.plan, engine_stream);
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    ApplyCommitLocked(st, SecondsSince(start), step);
-  }
+  engine_role.Assume();  // sync mode: the cycle runs on the engine thread
+  CommitNow(0, st, /*publish=*/false);
   if (after) std::rethrow_exception(after);  // committed as recorded; the cycle ends here
 }
 

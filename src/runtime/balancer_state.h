@@ -6,13 +6,18 @@
 // and balancer_metrics.cc.
 //
 // Threads and the one mutex. The engine thread runs Step(); in async mode a
-// background thread runs the cycles. They share, under `mu`: the step counter,
+// background thread runs the cycles (sync mode: the engine thread runs them
+// inside Step()). What each thread owns alone is GUARDED_BY its role
+// (`engine_role`, `cycle_role`, util/mutex.h) and what they share
+// GUARDED_BY(mu), so clang's -Wthread-safety checks every access
+// (scripts/thread_safety.sh). They share, under `mu`: the step counter,
 // the placement in force (`current`, per-layer `versions`, the published
 // snapshot), the cycle's state (requested / in handshake / running), the
 // commits scheduled for a step (one per executor), the "proposal floor" (the
 // step at which the engine must have the agreed commit step), the metrics
 // and the reports waiting to be handed to the engine's callbacks. Byte copies
-// (commits) run outside the mutex.
+// (commits) and every GPU call (the device maps' uploads) run outside the
+// mutex, so a thread reading metrics() never waits behind the GPU.
 //
 // The order of collectives is the same on every rank: a cycle is a store
 // handshake, then (rebuild), load sum, and per changed layer: Stage (the
@@ -32,23 +37,24 @@
 
 #include <algorithm>
 #include <cmath>
-#include <condition_variable>
 #include <cstring>
 #include <exception>
-#include <mutex>
 #include <optional>
 #include <thread>
 
-#include "comm/cuda_ipc/cuda_ipc.h"
+#include "comm/backends.h"
 #include "eplb/communicator_factory.h"
 #include "eplb/error.h"
 #include "eplb/gloo.h"
 #include "eplb/policy.h"
 #include "runtime/balancer_messages.h"
+#include "runtime/balancer_resolve.h"
+#include "runtime/handshake_round.h"
 #include "runtime/device_load.h"
 #include "runtime/layer_threads.h"
 #include "runtime/load_window.h"
 #include "util/hash.h"
+#include "util/mutex.h"
 #include "util/text.h"
 
 namespace eplb {
@@ -96,57 +102,70 @@ struct Balancer::State {
     uint32_t version = 0;  // the layer's version once committed
   };
 
+  // Set at construction, then only read (by both threads).
   BalancerLinks links;
   BalancerConfig cfg;
   int me = 0, world = 0, spr = 0;
-  std::unique_ptr<Policy> policy;
-  std::unique_ptr<runtime::LayerThreads> policy_threads;
-  std::vector<LayerWeights> weights;
-  runtime::LoadWindow window;
-#if EPLB_HAVE_CUDA
-  std::unique_ptr<runtime::DeviceLoad> device_load;  // engine thread
-#endif
   int64_t first_trigger = 0;
-  std::function<void(const CommitEvent&)> on_commit;
-  std::function<void(const CycleReport&)> on_cycle;
+
+  // The two threads, as capabilities: what one owns alone is GUARDED_BY it.
+  util::ThreadRole engine_role;  // the thread that calls Step()
+  util::ThreadRole cycle_role;   // the thread that runs cycles (async: bg; sync: the engine's)
+
+  std::unique_ptr<Policy> policy GUARDED_BY(cycle_role);
+  std::unique_ptr<runtime::LayerThreads> policy_threads GUARDED_BY(cycle_role);
+  std::vector<LayerWeights> weights GUARDED_BY(cycle_role);
+  runtime::LoadWindow window GUARDED_BY(engine_role);
+#if EPLB_HAVE_CUDA
+  std::unique_ptr<runtime::DeviceLoad> device_load GUARDED_BY(engine_role);
+#endif
+  std::function<void(const CommitEvent&)> on_commit GUARDED_BY(engine_role);
+  std::function<void(const CycleReport&)> on_cycle GUARDED_BY(engine_role);
 
   // Groups: used by the cycle's thread; rebuilt only while nothing is
-  // scheduled, so the engine's Commit never races a rebuild.
-  std::unique_ptr<ControlGroup> control;
-  std::unique_ptr<Communicator> comm;
-  std::vector<std::unique_ptr<MigrationExecutor>> executors;
-  std::string label;
-  bool failed_since_rebuild = false;  // cycle thread
-  std::optional<Doubt> doubt;         // cycle thread
-  int64_t last_commit_step = -1;      // cycle thread: the step of the cycle's last scheduled commit
-  // The engine's CUDA stream of the current Step() (engine thread; sync-mode
-  // cycles and every commit run on that thread).
-  void* engine_stream = nullptr;
+  // scheduled, so the engine's commits (through `committers`) never race a
+  // rebuild.
+  std::unique_ptr<ControlGroup> control GUARDED_BY(cycle_role);
+  std::unique_ptr<Communicator> comm GUARDED_BY(cycle_role);
+  std::vector<std::unique_ptr<MigrationExecutor>> executors GUARDED_BY(cycle_role);
+  std::string label GUARDED_BY(cycle_role);
+  bool failed_since_rebuild GUARDED_BY(cycle_role) = false;
+  std::optional<Doubt> doubt GUARDED_BY(cycle_role);
+  // The step of the cycle's last scheduled commit.
+  int64_t last_commit_step GUARDED_BY(cycle_role) = -1;
+  // The engine's CUDA stream of the current Step() (sync-mode cycles and
+  // every commit run on the engine thread).
+  void* engine_stream GUARDED_BY(engine_role) = nullptr;
 
-  mutable std::mutex mu;
-  std::condition_variable cv;
-  // --- guarded by mu ---
-  bool stop = false;
-  int64_t step = 0;
-  int64_t next_trigger_index = 0;
-  bool cycle_active = false;
-  Phase phase = Phase::kIdle;
-  std::optional<Request> request;
-  std::vector<Staged> scheduled;  // [executor]
-  int64_t floor_step = -1;        // the engine must have the decision by this step
-  bool veto = false;              // the engine passed floor_step without it
-  int64_t end_step = -1;          // no-change cycle: ends at this step
-  Placement current;
-  std::vector<uint32_t> versions;
-  std::shared_ptr<const Placement> published;
-  BalancerMetrics metrics;
-  CycleReport live;  // the cycle in progress
-  Clock::time_point live_start;
-  std::vector<CommitEvent> pending_commits;
-  std::vector<CycleReport> pending_reports;
-  std::string bg_op;
-  Clock::time_point bg_op_since;
-  bool bg_op_warned = false;
+  mutable util::Mutex mu;
+  util::CondVar cv;
+  bool stop GUARDED_BY(mu) = false;
+  int64_t step GUARDED_BY(mu) = 0;
+  int64_t next_trigger_index GUARDED_BY(mu) = 0;
+  bool cycle_active GUARDED_BY(mu) = false;
+  Phase phase GUARDED_BY(mu) = Phase::kIdle;
+  std::optional<Request> request GUARDED_BY(mu);
+  // [executor]. While scheduled[x].step >= 0 only the engine reads the entry
+  // (and clears the step once committed); the cycle thread writes an entry
+  // only while its step is -1.
+  std::vector<Staged> scheduled GUARDED_BY(mu);
+  // executors[x], for the engine's commits (set at each Connect, while
+  // nothing is scheduled).
+  std::vector<MigrationExecutor*> committers GUARDED_BY(mu);
+  int64_t floor_step GUARDED_BY(mu) = -1;  // the engine must have the decision by this step
+  bool veto GUARDED_BY(mu) = false;        // the engine passed floor_step without it
+  int64_t end_step GUARDED_BY(mu) = -1;    // no-change cycle: ends at this step
+  Placement current GUARDED_BY(mu);
+  std::vector<uint32_t> versions GUARDED_BY(mu);
+  std::shared_ptr<const Placement> published GUARDED_BY(mu);
+  BalancerMetrics metrics GUARDED_BY(mu);
+  CycleReport live GUARDED_BY(mu);  // the cycle in progress
+  Clock::time_point live_start GUARDED_BY(mu);
+  std::vector<CommitEvent> pending_commits GUARDED_BY(mu);
+  std::vector<CycleReport> pending_reports GUARDED_BY(mu);
+  std::string bg_op GUARDED_BY(mu);
+  Clock::time_point bg_op_since GUARDED_BY(mu);
+  bool bg_op_warned GUARDED_BY(mu) = false;
 
   std::thread bg;
 
@@ -157,48 +176,61 @@ struct Balancer::State {
   int64_t TriggerStep(int64_t index) const { return first_trigger + index * cfg.step_interval; }
   Deadline WaitDeadline() const { return DeadlineAfter(cfg.deadline); }
 
-  void Connect(const std::string& new_label, Deadline deadline);
-  void Publish();  // mu held
-  void SetOp(std::string op);
+  void Connect(const std::string& new_label, Deadline deadline) REQUIRES(cycle_role) EXCLUDES(mu);
+  void Publish() REQUIRES(mu);
+  void SetOp(std::string op) EXCLUDES(mu);
 
   // Engine thread.
-  void StepEngine(void* stream);
-  void CommitScheduled(int x, int64_t at_step);
+  void StepEngine(void* stream) REQUIRES(engine_role) EXCLUDES(mu);
+  void CommitScheduled(int x, int64_t at_step) REQUIRES(engine_role) EXCLUDES(mu);
+  // Enqueues a committed layer's device maps on the engine's stream (a GPU
+  // call: never with `mu` held). Without a device: nothing.
+  void UploadMaps(int layer, std::span<const int32_t> phy2log) REQUIRES(engine_role) EXCLUDES(mu);
+  // A staged layer's commit on this thread (sync mode): the executor's copy,
+  // the maps' upload, then the commit applied at `step` (and published).
+  void CommitNow(int x, const Staged& st, bool publish) REQUIRES(engine_role, cycle_role) EXCLUDES(mu);
 
   // Cycle thread (background in async mode, the engine in sync mode).
-  void Loop();
-  void RunCycle(Request req);
-  std::vector<RankState> Handshake(Request& req);
-  void Resolve(const std::vector<RankState>& states);
+  void Loop() EXCLUDES(mu);
+  void RunCycle(Request req) REQUIRES(cycle_role) EXCLUDES(mu);
+  std::vector<RankState> Handshake(Request& req) REQUIRES(cycle_role) EXCLUDES(mu);
+  void Resolve(const std::vector<RankState>& states) REQUIRES(cycle_role) EXCLUDES(mu);
   struct StagedOutcome {
     Staged staged;
     bool ok = false;
     std::exception_ptr error;  // why staging failed
   };
-  StagedOutcome StageLayer(int x, int layer, const Placement& cur, const Placement& next);
-  void MigrateLayerAsync(int x, int layer, const Placement& cur, const Placement& next, bool last);
-  void MigrateLayerSync(int layer, const Placement& cur, const Placement& next);
+  StagedOutcome StageLayer(int x, int layer, const Placement& cur, const Placement& next)
+      REQUIRES(cycle_role) EXCLUDES(mu);
+  void MigrateLayerAsync(int x, int layer, const Placement& cur, const Placement& next, bool last)
+      REQUIRES(cycle_role) EXCLUDES(mu);
+  void MigrateLayerSync(int layer, const Placement& cur, const Placement& next)
+      REQUIRES(cycle_role) EXCLUDES(mu);
   int64_t Decide(const Staged& staged, bool staged_ok, std::exception_ptr stage_error, int layer,
-                 std::exception_ptr* after);
-  void EndRound();
+                 std::exception_ptr* after) REQUIRES(cycle_role) EXCLUDES(mu);
+  void EndRound() REQUIRES(cycle_role) EXCLUDES(mu);
+  // Waits until pred() (called with `mu` held) or the balancer stops (then
+  // throws Stopped).
   template <typename Pred>
-  void WaitFor(Pred pred);  // cycle thread, mu held via lock
-  void ApplyCommitLocked(const Staged& st, double seconds, int64_t at_step);
-  void FinishCycleLocked(int64_t at_step);
-  BalancerMetrics MetricsLocked() const {
+  void WaitFor(Pred pred) EXCLUDES(mu);
+  // The host side of a commit: the placement in force, versions, metrics,
+  // the commit event. Its GPU side is UploadMaps, outside the lock.
+  void ApplyCommitLocked(const Staged& st, double seconds, int64_t at_step) REQUIRES(mu);
+  void FinishCycleLocked(int64_t at_step) REQUIRES(mu);
+  BalancerMetrics MetricsLocked() const REQUIRES(mu) {
     BalancerMetrics m = metrics;
     m.step = step;
     m.cycle_in_progress = cycle_active;
     m.steps_to_next_rebalance = std::max<int64_t>(0, TriggerStep(next_trigger_index) - step);
     return m;
   }
-  int FollowBlame(int64_t cycle, int blamed, std::string* chain);
+  int FollowBlame(int64_t cycle, int blamed, std::string* chain) REQUIRES(cycle_role);
 };
 
 template <typename Pred>
 void Balancer::State::WaitFor(Pred pred) {
-  std::unique_lock<std::mutex> lock(mu);
-  cv.wait(lock, [&] { return stop || pred(); });
+  util::MutexLock lock(&mu);
+  while (!stop && !pred()) cv.Wait(&mu);
   if (stop) throw balancer_internal::Stopped{};
 }
 

@@ -32,7 +32,7 @@ DeviceLoad::DeviceLoad(int device, const Placement& initial)
   for (int l = 0; l < layers_; ++l) uploaded_.emplace_back(device);
   upload_pending_.assign(layers_, false);
   cuda::DeviceGuard guard(device);
-  for (int l = 0; l < layers_; ++l) WriteMirror(initial, l);
+  for (int l = 0; l < layers_; ++l) WriteMirror(l, initial.layer_phy2log(l));
   cuda::Check(cudaMemcpy(log2phy_.data(), mirror_.data(), log2phy_.bytes(), cudaMemcpyHostToDevice),
               "cudaMemcpy (log2phy)");
   cuda::Check(cudaMemcpy(logcnt_.data(), mirror_.as<int32_t>() + cells * width_, logcnt_.bytes(),
@@ -52,15 +52,19 @@ DeviceExpertMap DeviceLoad::map(int layer) const {
   return m;
 }
 
-void DeviceLoad::WriteMirror(const Placement& p, int layer) {
+// The layer's logcnt and log2phy (slots ascending, -1 padded to width_),
+// derived from its phy2log as Placement::Derive does.
+void DeviceLoad::WriteMirror(int layer, std::span<const int32_t> phy2log) {
   const size_t cells = static_cast<size_t>(layers_) * experts_;
   int32_t* l2p = mirror_.as<int32_t>() + static_cast<size_t>(layer) * experts_ * width_;
   int32_t* cnt = mirror_.as<int32_t>() + cells * width_ + static_cast<size_t>(layer) * experts_;
-  for (int e = 0; e < experts_; ++e) {
-    const int n = p.replicas(layer, e);
-    cnt[e] = n;
-    const int32_t* src = p.log2phy.data() + (static_cast<size_t>(layer) * experts_ + e) * p.max_replicas;
-    for (int k = 0; k < width_; ++k) l2p[static_cast<size_t>(e) * width_ + k] = k < n ? src[k] : -1;
+  std::fill(l2p, l2p + static_cast<size_t>(experts_) * width_, -1);
+  std::fill(cnt, cnt + experts_, 0);
+  for (int p = 0; p < static_cast<int>(phy2log.size()); ++p) {
+    const int e = phy2log[p];
+    if (e < 0 || e >= experts_) continue;
+    if (cnt[e] < width_) l2p[static_cast<size_t>(e) * width_ + cnt[e]] = p;
+    ++cnt[e];
   }
 }
 
@@ -103,12 +107,12 @@ void DeviceLoad::EndStep(LoadWindow& window, Deadline deadline) {
   recorded_ = false;
 }
 
-void DeviceLoad::Upload(const Placement& placement, int layer) {
+void DeviceLoad::Upload(int layer, std::span<const int32_t> phy2log) {
   cuda::DeviceGuard guard(device_);
   // The mirror of this layer may still be the source of its previous upload.
   if (upload_pending_[layer])
     uploaded_[layer].Wait(Deadline::max(), "balancer", "upload of the device maps");
-  WriteMirror(placement, layer);
+  WriteMirror(layer, phy2log);
   const size_t cells = static_cast<size_t>(layers_) * experts_;
   const size_t l2p_off = static_cast<size_t>(layer) * experts_ * width_;
   const size_t cnt_off = static_cast<size_t>(layer) * experts_;

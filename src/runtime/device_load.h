@@ -22,6 +22,7 @@
 
 #include <array>
 #include <cstdint>
+#include <span>
 
 #include "cuda/runtime.h"
 #include "eplb/deadline.h"
@@ -45,16 +46,17 @@ class DeviceLoad {
   // Closes the step on the GPU side and adds every finished step's counts to
   // the window's open step. Throws TimeoutError past `deadline` when it must wait.
   void EndStep(LoadWindow& window, Deadline deadline);
-  // Enqueues layer `layer` of `placement` as the layer's device maps on the
-  // stream of the last Record (the default stream before any).
-  void Upload(const Placement& placement, int layer);
+  // Enqueues the maps of `layer` holding `phy2log` (its slots' experts) as
+  // the layer's device maps on the stream of the last Record (the default
+  // stream before any). May wait for the layer's previous upload.
+  void Upload(int layer, std::span<const int32_t> phy2log);
   // Waits for everything enqueued here (tests, shutdown).
   void Synchronize(Deadline deadline);
 
  private:
   static constexpr int kSlots = 4;
   void FoldOldest(LoadWindow& window);
-  void WriteMirror(const Placement& placement, int layer);
+  void WriteMirror(int layer, std::span<const int32_t> phy2log);
 
   int device_;
   int layers_, experts_, slots_, width_;

@@ -1,11 +1,9 @@
 // LocalCopiers for host memory: memcpy when Copy is called, or in order on
 // threads of the copier's own (the host analogue of a CUDA stream).
 #include <algorithm>
-#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
-#include <mutex>
 #include <new>
 #include <string>
 #include <thread>
@@ -13,6 +11,7 @@
 
 #include "eplb/error.h"
 #include "eplb/migration.h"
+#include "util/mutex.h"
 
 namespace eplb {
 namespace {
@@ -55,17 +54,17 @@ class ThreadedHostCopier final : public HostCopier {
 
   ~ThreadedHostCopier() override {
     {
-      std::lock_guard lock(mu_);
+      util::MutexLock lock(&mu_);
       stop_ = true;
     }
-    wake_.notify_all();
+    wake_.NotifyAll();
     for (std::thread& w : workers_) w.join();  // the copies still queued run first
   }
 
   void Copy(void* dst, const void* src, size_t bytes) override {
     if (bytes == 0) return;
     {
-      std::lock_guard lock(mu_);
+      util::MutexLock lock(&mu_);
       Job job;
       job.seq = issued_++;
       job.dst = static_cast<uint8_t*>(dst);
@@ -75,16 +74,18 @@ class ThreadedHostCopier final : public HostCopier {
       job.chunks = (bytes + job.chunk - 1) / job.chunk;
       queue_.push_back(job);
     }
-    wake_.notify_all();
+    wake_.NotifyAll();
   }
 
   void Wait(Deadline deadline) override {
-    std::unique_lock lock(mu_);
+    util::MutexLock lock(&mu_);
     const uint64_t target = issued_;
     // Copies finish out of order; those issued before this call are done
     // when the oldest copy not yet done was issued after it (or none is left).
-    auto done = [&] { return queue_.empty() || queue_.front().seq >= target; };
-    if (!done_.wait_until(lock, deadline, done)) {
+    auto done = [&]() REQUIRES(mu_) { return queue_.empty() || queue_.front().seq >= target; };
+    bool in_time = true;
+    while (!done() && in_time) in_time = done_.WaitUntil(&mu_, deadline);
+    if (!done()) {
       uint64_t left = 0;
       for (const Job& j : queue_) left += j.seq < target && j.done < j.chunks;
       throw TimeoutError("copier", "wait", std::to_string(left) + " host copies still running");
@@ -117,7 +118,7 @@ class ThreadedHostCopier final : public HostCopier {
 
   // The next chunk a thread may copy: of the oldest copy with chunks left
   // that conflicts with no earlier copy still running. Null if none.
-  Job* NextJob() {
+  Job* NextJob() REQUIRES(mu_) {
     const size_t n = std::min(queue_.size(), kWindow);
     for (size_t k = 0; k < n; ++k) {
       Job& job = queue_[k];
@@ -130,33 +131,36 @@ class ThreadedHostCopier final : public HostCopier {
     return nullptr;
   }
 
-  void Run() {
-    std::unique_lock lock(mu_);
+  void Run() EXCLUDES(mu_) {
+    mu_.Lock();
     for (;;) {
       Job* job = nullptr;
-      wake_.wait(lock, [&] { return (job = NextJob()) != nullptr || (stop_ && queue_.empty()); });
-      if (job == nullptr) return;  // stop_ and drained
+      while ((job = NextJob()) == nullptr && !(stop_ && queue_.empty())) wake_.Wait(&mu_);
+      if (job == nullptr) break;  // stop_ and drained
       const size_t c = job->claimed++;
       const size_t offset = c * job->chunk, bytes = std::min(job->chunk, job->bytes - offset);
       // Another thread may take the next chunk of the same copy.
-      if (job->claimed < job->chunks) wake_.notify_one();
-      lock.unlock();
+      if (job->claimed < job->chunks) wake_.NotifyOne();
+      // The job stays in the queue (a deque entry) until its last chunk is
+      // done, so it is copied from without the lock.
+      mu_.Unlock();
       std::memcpy(job->dst + offset, job->src + offset, bytes);
-      lock.lock();
+      mu_.Lock();
       if (++job->done < job->chunks) continue;
       // Deque references stay valid while the front is popped: the jobs
       // behind it may be in the hands of other threads.
       while (!queue_.empty() && queue_.front().done == queue_.front().chunks) queue_.pop_front();
-      done_.notify_all();
-      wake_.notify_all();  // copies that waited for this one may start
+      done_.NotifyAll();
+      wake_.NotifyAll();  // copies that waited for this one may start
     }
+    mu_.Unlock();
   }
 
-  std::mutex mu_;
-  std::condition_variable wake_, done_;
-  std::deque<Job> queue_;  // in issue order; done copies leave from the front
-  uint64_t issued_ = 0;
-  bool stop_ = false;
+  util::Mutex mu_;
+  util::CondVar wake_, done_;
+  std::deque<Job> queue_ GUARDED_BY(mu_);  // in issue order; done copies leave from the front
+  uint64_t issued_ GUARDED_BY(mu_) = 0;
+  bool stop_ GUARDED_BY(mu_) = false;
   std::vector<std::thread> workers_;  // last: start once the members above exist
 };
 

@@ -35,10 +35,10 @@ LayerThreads::~LayerThreads() { StopAndJoin(); }
 
 void LayerThreads::StopAndJoin() noexcept {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    util::MutexLock lock(&mu_);
     stop_ = true;
   }
-  wake_.notify_all();
+  wake_.NotifyAll();
   for (auto& t : workers_) t.join();
   workers_.clear();
 }
@@ -46,31 +46,33 @@ void LayerThreads::StopAndJoin() noexcept {
 void LayerThreads::Work() {
   long seen = 0;
   for (;;) {
+    Job job;
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+      util::MutexLock lock(&mu_);
+      while (!stop_ && generation_ == seen) wake_.Wait(&mu_);
       if (stop_) return;
       seen = generation_;
+      job = job_;
     }
-    Claim();
+    Claim(job);
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      util::MutexLock lock(&mu_);
       --pending_;
     }
-    done_.notify_one();
+    done_.NotifyOne();
   }
 }
 
-void LayerThreads::Claim() {
+void LayerThreads::Claim(const Job& job) {
   for (;;) {
-    const int begin = next_.fetch_add(chunk_);
-    if (begin >= n_) return;
+    const int begin = next_.fetch_add(job.chunk);
+    if (begin >= job.n) return;
     try {
-      (*body_)(begin, std::min(n_, begin + chunk_));
+      (*job.body)(begin, std::min(job.n, begin + job.chunk));
     } catch (...) {
-      std::lock_guard<std::mutex> lock(mu_);
+      util::MutexLock lock(&mu_);
       if (!error_) error_ = std::current_exception();
-      next_ = n_;  // nothing more is claimed
+      next_ = job.n;  // nothing more is claimed
       return;
     }
   }
@@ -82,26 +84,25 @@ void LayerThreads::Run(int n, const std::function<void(int begin, int end)>& bod
     body(0, n);
     return;
   }
+  // Layers differ in cost (a repair takes more steps on some): small
+  // ranges handed out as threads free up keep the threads busy to the end,
+  // while each range still reuses its workspace over a few layers.
+  const Job job{&body, n, std::max(1, n / (threads() * 4))};
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    body_ = &body;
-    n_ = n;
-    // Layers differ in cost (a repair takes more steps on some): small
-    // ranges handed out as threads free up keep the threads busy to the end,
-    // while each range still reuses its workspace over a few layers.
-    chunk_ = std::max(1, n / (threads() * 4));
+    util::MutexLock lock(&mu_);
+    job_ = job;
     next_ = 0;
     error_ = nullptr;
     pending_ = static_cast<int>(workers_.size());
     ++generation_;
   }
-  wake_.notify_all();
-  Claim();
+  wake_.NotifyAll();
+  Claim(job);
   // The workers' ranges finish whatever happened here, since `body` must
   // outlive them: wait for them before passing on an exception.
-  std::unique_lock<std::mutex> lock(mu_);
-  done_.wait(lock, [&] { return pending_ == 0; });
-  body_ = nullptr;
+  util::MutexLock lock(&mu_);
+  while (pending_ != 0) done_.Wait(&mu_);
+  job_ = Job{};
   if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
 }
 

@@ -7,14 +7,13 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <exception>
 #include <functional>
-#include <mutex>
 #include <thread>
 #include <vector>
 
 #include "eplb/policy.h"
+#include "util/mutex.h"
 
 namespace eplb::runtime {
 
@@ -37,27 +36,31 @@ class LayerThreads {
   // body(begin, end) over [0, n) split into ranges; returns when all are done.
   // The first exception a range throws passes on (no range starts after it).
   // One Run at a time.
-  void Run(int n, const std::function<void(int begin, int end)>& body);
+  void Run(int n, const std::function<void(int begin, int end)>& body) EXCLUDES(mu_);
   // A LayerRunner calling Run (this object must outlive its use).
   LayerRunner runner();
 
  private:
-  void StopAndJoin() noexcept;
-  void Work();
-  // Runs body_ on ranges taken from next_ until none is left.
-  void Claim();
+  // What one Run hands the threads (read under mu_ when a thread wakes).
+  struct Job {
+    const std::function<void(int, int)>* body = nullptr;
+    int n = 0;
+    int chunk = 1;
+  };
+  void StopAndJoin() noexcept EXCLUDES(mu_);
+  void Work() EXCLUDES(mu_);
+  // Runs job.body on ranges taken from next_ until none is left.
+  void Claim(const Job& job) EXCLUDES(mu_);
 
   std::vector<std::thread> workers_;
-  std::mutex mu_;
-  std::condition_variable wake_, done_;
-  const std::function<void(int, int)>* body_ = nullptr;
-  int n_ = 0;
-  int chunk_ = 1;
+  util::Mutex mu_;
+  util::CondVar wake_, done_;
+  Job job_ GUARDED_BY(mu_);
   std::atomic<int> next_{0};
-  std::exception_ptr error_;
-  long generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  std::exception_ptr error_ GUARDED_BY(mu_);
+  long generation_ GUARDED_BY(mu_) = 0;
+  int pending_ GUARDED_BY(mu_) = 0;
+  bool stop_ GUARDED_BY(mu_) = false;
 };
 
 }  // namespace eplb::runtime

@@ -80,6 +80,11 @@ MigrationExecutor::MigrationExecutor(Communicator& comm, ControlGroup& control,
     staging_bytes = std::max(staging_bytes, layer_bytes * slots_per_rank_);
   }
 
+  // Asked, not learnt from a failed registration (which is collective).
+  if (!comm_.Capabilities().accepts(copier_->kind()))
+    fail("the " + std::string(comm_.name()) + " communicator does not move " +
+         MemoryKindName(copier_->kind()) + " memory");
+
   staging_.resize(options_.staging_layers);
   size_t allocated = 0;
   try {

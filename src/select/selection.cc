@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "comm/backends.h"
 #include "eplb/error.h"
 #include "eplb/store.h"
 
@@ -26,28 +27,45 @@ std::string AsyncRefusal(const std::string& what) {
 
 }  // namespace
 
+// Names, aliases and the async-safe set come from the backend table
+// (src/comm/backends.h).
 const std::vector<std::string>& CommunicatorNames() {
-  static const std::vector<std::string> names = {"nixl", "cuda_ipc", "gloo", "nccl",
-                                                 "nccl_stateless"};
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v;
+    for (const comm::Backend& b : comm::Backends()) v.emplace_back(b.name);
+    return v;
+  }();
   return names;
 }
 
 const std::vector<std::string>& AsyncSafeCommunicators() {
-  static const std::vector<std::string> names = {"nixl", "cuda_ipc", "gloo"};
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v;
+    for (const comm::Backend& b : comm::Backends())
+      if (b.async_safe) v.emplace_back(b.name);
+    return v;
+  }();
   return names;
 }
 
-bool IsNcclFamily(std::string_view name) { return name == "nccl" || name == "nccl_stateless"; }
+bool IsNcclFamily(std::string_view name) {
+  const comm::Backend* b = comm::FindBackend(name);
+  return b != nullptr && !b->async_safe;
+}
 
 std::string CanonicalCommunicatorName(std::string_view name) {
   std::string n(name);
   for (auto& c : n) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (n == "pynccl") n = "nccl_stateless";
-  const auto& names = CommunicatorNames();
-  if (std::find(names.begin(), names.end(), n) == names.end())
-    throw InvalidArgument("unknown communicator '" + std::string(name) +
-                          "' (valid: " + Join(names) + "; pynccl = nccl_stateless)");
-  return n;
+  std::string aliases;
+  for (const comm::Backend& b : comm::Backends()) {
+    if (b.name == n) return n;
+    for (std::string_view a : b.aliases) {
+      if (a == n) return std::string(b.name);
+      aliases += "; " + std::string(a) + " = " + std::string(b.name);
+    }
+  }
+  throw InvalidArgument("unknown communicator '" + std::string(name) + "' (valid: " +
+                        Join(CommunicatorNames()) + aliases + ")");
 }
 
 SelectionFacts SelectionFacts::Detect(const SearchEnvironment& env) {

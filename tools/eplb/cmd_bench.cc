@@ -24,6 +24,7 @@
 #include <optional>
 #include <vector>
 
+#include "comm/backends.h"
 #include "comm/execute_timing.h"
 #include "cuda/peer_copy.h"
 #include "cuda/runtime.h"
@@ -201,14 +202,17 @@ nlohmann::json RunPair(const BenchArgs& a, const std::string& name, const std::s
 }
 
 // Why a communicator cannot be measured here, or "" when it can.
-std::string WhySkipped(const std::string& name, const cuda::Availability& gpus) {
+std::string WhySkipped(const std::string& name, const cuda::Availability& gpus, bool host_memory) {
   if (name == "nccl") return "needs the engine's NCCL communicator; nccl_stateless measures NCCL";
   // Two NCCL ranks cannot share a GPU; cuda_ipc can (two processes, one GPU).
   if (IsNcclFamily(name) && gpus.devices < 2) {
     return gpus.devices == 0 ? "needs 2 GPUs: " + gpus.reason
                              : fmt::format("needs 2 GPUs, found {}", gpus.devices);
   }
-  if (name == "cuda_ipc" && gpus.devices < 1) return "needs a GPU: " + gpus.reason;
+  const comm::Backend* backend = comm::FindBackend(name);
+  const bool gpu_only = backend != nullptr && !backend->capabilities.host_memory;
+  if (gpu_only && gpus.devices < 1) return "needs a GPU: " + gpus.reason;
+  if (gpu_only && host_memory) return "moves GPU memory only (--host asks for host memory)";
   return "";
 }
 
@@ -262,7 +266,7 @@ int RunBench(const BenchArgs& a) {
   nlohmann::json rows = nlohmann::json::array();
   for (const auto& name : names) {
     nlohmann::json row = {{"communicator", name}};
-    if (std::string why = WhySkipped(name, gpus); !why.empty()) {
+    if (std::string why = WhySkipped(name, gpus, memory == "host"); !why.empty()) {
       row["skipped"] = why;
       rows.push_back(row);
       continue;

@@ -93,12 +93,15 @@ int Launch(const DemoOptions& o) {
     throw Error("demo", "launch", "cannot create a directory from " + pattern + ": " + std::strerror(errno));
   }
   const std::string dir = buf.data();
-  const std::string exe = io::SelfExecutable();
+  // Every rank is this command again, with its own arguments (each option
+  // written once, in the flags below) and --worker.
+  std::vector<std::string> argv = io::SelfArguments();
+  argv[0] = io::SelfExecutable();
+  argv.push_back("--worker");
   std::vector<io::Process> ranks;
   for (int r = 0; r < o.ranks; ++r) {
     io::SpawnOptions so;
-    so.argv = {exe};
-    for (auto& a : o.WorkerArgs()) so.argv.push_back(a);
+    so.argv = argv;
     so.env = {{"RANK", std::to_string(r)},
               {"WORLD_SIZE", std::to_string(o.ranks)},
               {"LOCAL_RANK", std::to_string(r)},

@@ -53,29 +53,6 @@ struct DemoOptions {
     return (want + ranks - 1) / ranks * ranks;
   }
   int FirstRebalance() const { return first > 0 ? first : std::min(window, interval); }
-
-  std::vector<std::string> WorkerArgs() const {
-    std::vector<std::string> a = {
-        "demo", "--worker",
-        "--ranks", std::to_string(ranks), "--layers", std::to_string(layers),
-        "--experts", std::to_string(experts), "--slots", std::to_string(Slots()),
-        "--groups", std::to_string(groups), "--nodes", std::to_string(nodes),
-        "--expert-bytes", std::to_string(expert_bytes), "--steps", std::to_string(steps),
-        "--interval", std::to_string(interval), "--first", std::to_string(FirstRebalance()),
-        "--window", std::to_string(window), "--step-ms", fmt::format("{}", step_ms),
-        "--tokens", std::to_string(tokens), "--top-k", std::to_string(top_k),
-        "--skew", fmt::format("{}", skew), "--drift", fmt::format("{}", drift),
-        "--deadline-ms", std::to_string(deadline_ms), "--staging", std::to_string(staging),
-        "--lead", std::to_string(lead), "--policy", policy, "--seed", std::to_string(seed),
-        "--timeout", std::to_string(timeout_s)};
-    if (!load_path.empty()) a.insert(a.end(), {"--load", load_path});
-    if (sync) a.push_back("--sync");
-    if (gpu) a.insert(a.end(), {"--gpu", "--gpu-work", gpu_work});
-    if (!communicator.empty()) a.insert(a.end(), {"--communicator", communicator});
-    if (json) a.push_back("--json");
-    if (no_progress) a.push_back("--no-progress");
-    return a;
-  }
 };
 
 struct Model {

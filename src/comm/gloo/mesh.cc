@@ -99,7 +99,7 @@ size_t Ops::Post(Op op, uint64_t slot) {
   Op* posted;
   size_t handle;
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    util::MutexLock lock(&mutex_);
     for (const auto& [peer, reason] : aborted_)
       if (peer == op.peer) throw Failure{false, op.peer, Describe(op), reason};
     handle = ops_.size();
@@ -113,7 +113,7 @@ size_t Ops::Post(Op op, uint64_t slot) {
       posted->buffer->recv(posted->peer, slot, 0, posted->bytes);
     }
   } catch (const std::exception& e) {
-    std::lock_guard<std::mutex> lock(mutex_);
+    util::MutexLock lock(&mutex_);
     posted->waited = true;  // never posted: nothing to wait for
     ++waited_;
     throw Failure{false, posted->peer, Describe(*posted), e.what()};
@@ -132,14 +132,14 @@ size_t Ops::Recv(int peer, uint64_t slot, void* data, size_t bytes, const char* 
 }
 
 size_t Ops::pending() const {
-  std::lock_guard<std::mutex> lock(mutex_);
+  util::MutexLock lock(&mutex_);
   return ops_.size() - waited_;
 }
 
 void Ops::WaitOne(size_t handle, Deadline deadline) {
   Op* op;
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    util::MutexLock lock(&mutex_);
     op = &ops_.at(handle);
     if (op->waited) return;
   }
@@ -152,7 +152,7 @@ void Ops::WaitOne(size_t handle, Deadline deadline) {
   } catch (const std::exception& e) {
     throw Failure{IsGlooTimeout(e), op->peer, Describe(*op), e.what()};
   }
-  std::lock_guard<std::mutex> lock(mutex_);
+  util::MutexLock lock(&mutex_);
   if (!done) {
     std::string reason = "wait aborted";
     for (const auto& [peer, why] : aborted_)
@@ -164,7 +164,7 @@ void Ops::WaitOne(size_t handle, Deadline deadline) {
 }
 
 std::vector<int> Ops::PendingPeers() const {
-  std::lock_guard<std::mutex> lock(mutex_);
+  util::MutexLock lock(&mutex_);
   std::vector<int> peers;
   for (const Op& op : ops_)
     if (!op.waited && std::find(peers.begin(), peers.end(), op.peer) == peers.end()) peers.push_back(op.peer);
@@ -172,7 +172,7 @@ std::vector<int> Ops::PendingPeers() const {
 }
 
 void Ops::AbortPeer(int peer, const std::string& reason) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  util::MutexLock lock(&mutex_);
   aborted_.emplace_back(peer, reason);
   for (Op& op : ops_) {
     if (op.waited || op.peer != peer) continue;
@@ -188,7 +188,7 @@ void Ops::AbortPeer(int peer, const std::string& reason) {
 void Ops::Wait(Deadline deadline) {
   for (size_t i = 0;; ++i) {
     {
-      std::lock_guard<std::mutex> lock(mutex_);
+      util::MutexLock lock(&mutex_);
       if (i >= ops_.size()) return;
     }
     WaitOne(i, deadline);
@@ -230,16 +230,16 @@ Mesh::Mesh(const GlooOptions& options, Deadline deadline) {
 // written is delivered before the peer sees the end of the stream).
 Mesh::~Mesh() {
   {
-    std::lock_guard<std::mutex> lock(watch_mutex_);
+    util::MutexLock lock(&watch_mutex_);
     stopping_ = true;
   }
-  watch_cv_.notify_all();
+  watch_cv_.NotifyAll();
   if (watcher_.joinable()) watcher_.join();
 }
 
 const comm::ProcessIdentity* Mesh::PeerProcess(int peer, Deadline deadline) {
   {
-    std::lock_guard<std::mutex> lock(watch_mutex_);
+    util::MutexLock lock(&watch_mutex_);
     if (peers_[peer]) return &*peers_[peer];
   }
   comm::ProcessIdentity process;
@@ -249,7 +249,7 @@ const comm::ProcessIdentity* Mesh::PeerProcess(int peer, Deadline deadline) {
   } catch (const TimeoutError&) {
     return nullptr;  // not published yet
   }
-  std::lock_guard<std::mutex> lock(watch_mutex_);
+  util::MutexLock lock(&watch_mutex_);
   peers_[peer] = std::move(process);
   return &*peers_[peer];  // never reset: the pointer stays valid
 }
@@ -263,9 +263,9 @@ std::optional<std::string> Mesh::Gone(int peer, Deadline deadline) {
 // Runs while the mesh lives: every kWatchInterval, checks the processes of
 // the peers the step in progress waits on, and aborts the waits on a dead one.
 void Mesh::Watch() {
-  std::unique_lock<std::mutex> lock(watch_mutex_);
+  util::MutexLock lock(&watch_mutex_);
   while (!stopping_) {
-    watch_cv_.wait_for(lock, kWatchInterval);
+    watch_cv_.WaitUntil(&watch_mutex_, Clock::now() + kWatchInterval);
     if (stopping_ || watched_ == nullptr) continue;
     // The step thread clears watched_ under this lock before its ops are
     // destroyed, so they outlive this pass.
@@ -449,11 +449,11 @@ void Mesh::Step(const char* operation, uint32_t op_code, uint64_t check, Deadlin
       struct Watched {
         Mesh& mesh;
         Watched(Mesh& m, Ops& ops) : mesh(m) {
-          std::lock_guard<std::mutex> lock(mesh.watch_mutex_);
+          util::MutexLock lock(&mesh.watch_mutex_);
           mesh.watched_ = &ops;
         }
         ~Watched() {
-          std::lock_guard<std::mutex> lock(mesh.watch_mutex_);
+          util::MutexLock lock(&mesh.watch_mutex_);
           mesh.watched_ = nullptr;
         }
       } watched(*this, ops);

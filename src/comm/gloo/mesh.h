@@ -40,12 +40,10 @@
 #include <gloo/transport/unbound_buffer.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -55,6 +53,7 @@
 #include "eplb/deadline.h"
 #include "eplb/gloo.h"
 #include "eplb/store.h"
+#include "util/mutex.h"
 
 namespace eplb::gloo_backend {
 
@@ -78,16 +77,16 @@ class Ops {
               int64_t index);
   size_t Recv(int peer, uint64_t slot, void* data, size_t bytes, const char* label, int64_t index);
   // Waits for one op (once; its memory may then be reused), bounded by `deadline`.
-  void WaitOne(size_t handle, Deadline deadline);
+  void WaitOne(size_t handle, Deadline deadline) EXCLUDES(mutex_);
   // Waits for every op posted so far and not yet waited for.
-  void Wait(Deadline deadline);
+  void Wait(Deadline deadline) EXCLUDES(mutex_);
 
-  size_t pending() const;
+  size_t pending() const EXCLUDES(mutex_);
   // Peers that ops not yet waited for wait on.
-  std::vector<int> PendingPeers() const;
+  std::vector<int> PendingPeers() const EXCLUDES(mutex_);
   // Fails every op with `peer` (a wait in progress returns at once, later
   // posts and waits fail) with `reason` ("rank 2's process (pid 41) is gone").
-  void AbortPeer(int peer, const std::string& reason);
+  void AbortPeer(int peer, const std::string& reason) EXCLUDES(mutex_);
 
  private:
   friend class Mesh;
@@ -102,14 +101,15 @@ class Ops {
   };
   explicit Ops(gloo::Context& context) : context_(context) {}
   std::string Describe(const Op& op) const;
-  size_t Post(Op op, uint64_t slot);
+  size_t Post(Op op, uint64_t slot) EXCLUDES(mutex_);
 
   gloo::Context& context_;
-  mutable std::mutex mutex_;
-  // --- guarded by mutex_ ---
-  std::deque<Op> ops_;  // deque: references stay valid while others are added
-  size_t waited_ = 0;   // ops waited for
-  std::vector<std::pair<int, std::string>> aborted_;  // (peer, reason)
+  mutable util::Mutex mutex_;
+  // A deque: references stay valid while others are added (an op's buffer
+  // is posted and waited on outside the lock, through such a reference).
+  std::deque<Op> ops_ GUARDED_BY(mutex_);
+  size_t waited_ GUARDED_BY(mutex_) = 0;  // ops waited for
+  std::vector<std::pair<int, std::string>> aborted_ GUARDED_BY(mutex_);  // (peer, reason)
 };
 
 // How often the watcher looks at the processes of peers a step waits on: a
@@ -156,10 +156,10 @@ class Mesh {
   // rendezvous, and the one to blame (-1: none stands out).
   std::pair<std::string, int> ExplainMissing(const std::vector<int>& missing, Deadline deadline);
   // The peer's published process identity (read from the store once).
-  const comm::ProcessIdentity* PeerProcess(int peer, Deadline deadline);
+  const comm::ProcessIdentity* PeerProcess(int peer, Deadline deadline) EXCLUDES(watch_mutex_);
   // "rank 2's process (pid 41) is gone" when the peer's process is gone.
-  std::optional<std::string> Gone(int peer, Deadline deadline);
-  void Watch();
+  std::optional<std::string> Gone(int peer, Deadline deadline) EXCLUDES(watch_mutex_);
+  void Watch() EXCLUDES(watch_mutex_);
   void Leave(uint64_t rejoin_at, int blamed, const std::string& reason);
   std::optional<Note> ReadNote(int peer, Deadline deadline);
 
@@ -174,13 +174,13 @@ class Mesh {
   int rebuilds_ = 0;
   bool connected_once_ = false;
 
-  std::mutex watch_mutex_;
-  std::condition_variable watch_cv_;
-  // --- guarded by watch_mutex_ ---
-  Ops* watched_ = nullptr;  // the ops of the step in progress
-  bool stopping_ = false;
-  std::vector<std::optional<comm::ProcessIdentity>> peers_;  // per rank, once read
-  // ---
+  util::Mutex watch_mutex_;
+  util::CondVar watch_cv_;
+  Ops* watched_ GUARDED_BY(watch_mutex_) = nullptr;  // the ops of the step in progress
+  bool stopping_ GUARDED_BY(watch_mutex_) = false;
+  // Per rank, once read; an entry once set is never reset, so a pointer to
+  // it stays valid without the lock.
+  std::vector<std::optional<comm::ProcessIdentity>> peers_ GUARDED_BY(watch_mutex_);
   std::thread watcher_;  // last: started when everything above exists
 };
 
