@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "comm/cuda_driver.h"
+#include "comm/nixl/ucx_transports.h"
 #include "eplb/command.h"
 #include "eplb/detect.h"
 #include "eplb/error.h"
@@ -68,6 +69,7 @@ int RunInfo(const InfoArgs& a) {
           {"ucx_plugin", nixl.ucx_plugin},
           {"ucx_module_dir", nixl.ucx_module_dir},
           {"how", nixl.how},
+          {"ucx_transports", nixl.available ? comm::DescribeUcxTransports() : ""},
           {"searched", nixl.searched}}},
         {"request", {{"communicator", a.communicator}, {"elastic", a.elastic}, {"async", a.async}}},
         {"communicator", {{"name", choice.name}, {"reason", choice.reason}}},
@@ -88,6 +90,7 @@ int RunInfo(const InfoArgs& a) {
   if (nixl.available) {
     std::printf("               plugins: %s\n", nixl.plugin_dir.c_str());
     if (!nixl.ucx_module_dir.empty()) std::printf("               UCX modules: %s\n", nixl.ucx_module_dir.c_str());
+    std::printf("               UCX transports: %s\n", comm::DescribeUcxTransports().c_str());
   } else {
     std::string searched;
     for (const auto& s : nixl.searched) searched += (searched.empty() ? "" : ", ") + s;

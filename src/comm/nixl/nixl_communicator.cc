@@ -111,8 +111,7 @@ class NixlCommunicator final : public Communicator {
     Check(api_.OptArgsAddBackend(opt_, backend_), "select UCX backend");
     Check(api_.CreateNotifMap(&notifs_), "create notification map");
     o_.store->Set(ProcessKey(o_.rank), comm::ThisProcess().Encode());
-    spdlog::log(o_.rank == 0 ? spdlog::level::info : spdlog::level::debug,
-                "eplb nixl: rank {} agent {} ({}); UCX transports: {}", o_.rank, name_, api_.path, transports_);
+    spdlog::debug("eplb nixl: rank {} agent {} ({}); UCX transports: {}", o_.rank, name_, api_.path, transports_);
   }
 
   ~NixlCommunicator() override {

@@ -36,24 +36,33 @@ std::vector<std::pair<std::string, std::string>> ParseUcxParams(const std::strin
   return out;
 }
 
+std::string DescribeUcxTransports() {
+  std::string host;
+  if (const char* tls = std::getenv("UCX_TLS"); tls != nullptr && *tls != '\0') {
+    host = std::string("UCX_TLS=") + tls + " (set by the user)";
+  } else if (const int scope = YamaPtraceScope(); scope >= 1) {
+    host = "host memory: cma excluded (Yama ptrace_scope=" + std::to_string(scope) +
+           " refuses it between sibling processes), READs and control over tcp";
+  } else {
+    host = "host memory: READs over cma (zero-copy), control over tcp (shared memory is excluded by "
+           "NIXL's peer-failure mode)";
+  }
+  const char* get = std::getenv("UCX_CUDA_IPC_ENABLE_GET_ZCOPY");
+  return host + "; GPU memory: READs over cuda_ipc" +
+         (get == nullptr ? " (UCX_CUDA_IPC_ENABLE_GET_ZCOPY=y)" : std::string(" (UCX_CUDA_IPC_ENABLE_GET_ZCOPY=") + get + ")");
+}
+
 std::string ChooseUcxTransports() {
   static const std::string choice = [] {
+    const std::string description = DescribeUcxTransports();
     // UCX turns cuda_ipc's get (a READ of a peer's GPU memory) off where it
     // sees no NVLink, e.g. two ranks on one GPU, and then emulates the READ
     // in software over TCP: measured on an H200, 0.2 GB/s instead of
     // 360-910 GB/s. Our protocol is READs only, so it is turned on.
     ::setenv("UCX_CUDA_IPC_ENABLE_GET_ZCOPY", "y", /*overwrite=*/0);
-    if (const char* tls = std::getenv("UCX_TLS"); tls != nullptr && *tls != '\0')
-      return std::string("UCX_TLS=") + tls + " (set by the user)";
-    const int scope = YamaPtraceScope();
-    if (scope >= 1) {
-      ::setenv("UCX_TLS", "^cma", /*overwrite=*/0);
-      return "cma excluded (Yama ptrace_scope=" + std::to_string(scope) +
-             " refuses it between sibling processes): READs and control over tcp";
-    }
-    return std::string(
-        "UCX's choice: READs over cma (zero-copy), control over tcp (shared memory is excluded by "
-        "NIXL's peer-failure mode)");
+    const char* tls = std::getenv("UCX_TLS");
+    if ((tls == nullptr || *tls == '\0') && YamaPtraceScope() >= 1) ::setenv("UCX_TLS", "^cma", /*overwrite=*/0);
+    return description;
   }();
   return choice;
 }

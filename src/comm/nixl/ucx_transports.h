@@ -22,11 +22,15 @@
 
 namespace eplb::comm {
 
-// Sets UCX_TLS=^cma for the process where ptrace rules refuse CMA and the
-// user set no UCX_TLS; once, before the first NIXL agent. Returns the line
-// for the log: "UCX's choice: READs over cma (zero-copy), control over
-// tcp ...", "cma excluded (Yama ptrace_scope=1): ...", or
-// "UCX_TLS=<value> (set by the user)".
+// What NIXL's UCX backend will use on this machine, without changing
+// anything: "host memory: READs over cma (zero-copy), control over tcp ...;
+// GPU memory: READs over cuda_ipc (...)", or what the user's UCX_TLS says.
+// For `eplb info` and the communicator's log line.
+std::string DescribeUcxTransports();
+
+// Sets UCX_CUDA_IPC_ENABLE_GET_ZCOPY=y, and UCX_TLS=^cma where ptrace rules
+// refuse CMA, for the process, unless the user set them; once, before the
+// first NIXL agent. Returns DescribeUcxTransports() as it was before.
 std::string ChooseUcxTransports();
 
 // EPLB_NIXL_UCX_PARAMS="key=value,key=value": parameters for NIXL's UCX
