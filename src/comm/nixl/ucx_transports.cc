@@ -1,5 +1,7 @@
 #include "comm/nixl/ucx_transports.h"
 
+#include <sys/stat.h>
+
 #include <cstdlib>
 #include <fstream>
 
@@ -36,6 +38,15 @@ std::vector<std::pair<std::string, std::string>> ParseUcxParams(const std::strin
   return out;
 }
 
+namespace {
+
+bool HasNvidiaDriver() {
+  struct stat st;
+  return ::stat("/dev/nvidiactl", &st) == 0;
+}
+
+}  // namespace
+
 std::string DescribeUcxTransports() {
   std::string host;
   if (const char* tls = std::getenv("UCX_TLS"); tls != nullptr && *tls != '\0') {
@@ -47,6 +58,7 @@ std::string DescribeUcxTransports() {
     host = "host memory: READs over cma (zero-copy), control over tcp (shared memory is excluded by "
            "NIXL's peer-failure mode)";
   }
+  if (!HasNvidiaDriver()) return host;
   const char* get = std::getenv("UCX_CUDA_IPC_ENABLE_GET_ZCOPY");
   return host + "; GPU memory: READs over cuda_ipc" +
          (get == nullptr ? " (UCX_CUDA_IPC_ENABLE_GET_ZCOPY=y)" : std::string(" (UCX_CUDA_IPC_ENABLE_GET_ZCOPY=") + get + ")");
@@ -59,7 +71,9 @@ std::string ChooseUcxTransports() {
     // sees no NVLink, e.g. two ranks on one GPU, and then emulates the READ
     // in software over TCP: measured on an H200, 0.2 GB/s instead of
     // 360-910 GB/s. Our protocol is READs only, so it is turned on.
-    ::setenv("UCX_CUDA_IPC_ENABLE_GET_ZCOPY", "y", /*overwrite=*/0);
+    // Only where a GPU driver is: without one UCX loads no CUDA module and
+    // warns, on stdout, about a variable nothing reads.
+    if (HasNvidiaDriver()) ::setenv("UCX_CUDA_IPC_ENABLE_GET_ZCOPY", "y", /*overwrite=*/0);
     const char* tls = std::getenv("UCX_TLS");
     if ((tls == nullptr || *tls == '\0') && YamaPtraceScope() >= 1) ::setenv("UCX_TLS", "^cma", /*overwrite=*/0);
     return description;
