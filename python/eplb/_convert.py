@@ -12,6 +12,7 @@ import numpy as np
 from .errors import InvalidArgument
 
 _INT32_MAX = 2**31 - 1
+MAX_THREADS = 1024  # as the C++ thread pool (LayerThreads::kMaxThreads)
 
 
 def torch_module():
@@ -55,16 +56,16 @@ def host_array(x: Any, name: str) -> Tuple[np.ndarray, bool]:
     return arr, False
 
 
-def positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    """value as an int >= minimum (bool and floats refused)."""
+def positive_int(value: Any, name: str, minimum: int = 1, maximum: int = _INT32_MAX) -> int:
+    """value as an int in [minimum, maximum] (bool and floats refused)."""
     if isinstance(value, bool):
         raise InvalidArgument(f"{name} must be an integer, not bool")
     try:
         v = operator.index(value)
     except TypeError:
         raise InvalidArgument(f"{name} must be an integer, not {type(value).__name__} {value!r}") from None
-    if v < minimum or v > _INT32_MAX:
-        raise InvalidArgument(f"{name} must be in [{minimum}, {_INT32_MAX}], not {v}")
+    if v < minimum or v > maximum:
+        raise InvalidArgument(f"{name} must be in [{minimum}, {maximum}], not {v}")
     return v
 
 

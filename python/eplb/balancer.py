@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 import numpy as np
 
 from . import _eplb
-from ._convert import host_array, is_tensor, positive_int, torch_module
+from ._convert import MAX_THREADS, host_array, is_tensor, positive_int, torch_module
 from .errors import CycleFailed, InvalidArgument
 
 __all__ = ["Balancer", "Placement", "launch_env"]
@@ -130,7 +130,7 @@ class Balancer:
             "commit_lead_steps": positive_int(commit_lead_steps, "commit_lead_steps"),
             "staging_layers": positive_int(staging_layers, "staging_layers"),
             "name": name,
-            "policy_threads": positive_int(policy_threads, "policy_threads", minimum=0),
+            "policy_threads": positive_int(policy_threads, "policy_threads", minimum=0, maximum=MAX_THREADS),
         }
         env = _env_overrides(rank, world_size, run_id)
         launch = _eplb.launch_env(env)

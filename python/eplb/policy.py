@@ -8,7 +8,7 @@ loads the lower index first).
 from typing import Any, List, Optional, Tuple
 
 from . import _eplb
-from ._convert import host_array, like_input, positive_int
+from ._convert import MAX_THREADS, host_array, like_input, positive_int
 from .errors import InvalidArgument
 
 __all__ = ["rebalance_experts", "policies", "policy_description"]
@@ -31,7 +31,7 @@ def _policy_name(policy: Any) -> str:
 
 
 def _threads(threads: Any) -> int:
-    return positive_int(threads, "threads", minimum=0)
+    return positive_int(threads, "threads", minimum=0, maximum=MAX_THREADS)
 
 
 def rebalance_experts(weight: Any, num_replicas: int, num_groups: int, num_nodes: int, num_gpus: int,

@@ -24,7 +24,7 @@ policies (``eplb.policies()``). SGLang's ``deepseek_vec*`` and
 from typing import Any, Optional, Tuple
 
 from . import _eplb
-from ._convert import host_array, like_input, positive_int
+from ._convert import MAX_THREADS, host_array, like_input, positive_int
 from .errors import InvalidArgument
 
 __all__ = ["rebalance_experts"]
@@ -65,5 +65,5 @@ def rebalance_experts(tokens_per_expert: Any, num_physical_experts: int, num_loc
                               f"deepseek_hierarchical or one of eplb's policies ({', '.join(_eplb.policies())})")
     arr, as_tensor = host_array(tokens_per_expert, "tokens_per_expert")
     out = _eplb.rebalance(arr, physical, g, n, physical // local, policy, None,
-                          positive_int(threads, "threads", minimum=0), "max", True)
+                          positive_int(threads, "threads", minimum=0, maximum=MAX_THREADS), "max", True)
     return like_input(out, as_tensor)

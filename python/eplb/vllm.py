@@ -30,7 +30,7 @@ import sys
 from typing import Any, Optional
 
 from . import _eplb
-from ._convert import host_array, is_tensor, positive_int, torch_module
+from ._convert import MAX_THREADS, host_array, is_tensor, positive_int, torch_module
 from .errors import InvalidArgument
 
 __all__ = ["EplbPolicy", "register", "plugin_enabled"]
@@ -64,7 +64,7 @@ def _env_policy(name: str) -> str:
 def _env_threads(text: str) -> int:
     """EPLB_POLICY_THREADS's value, parsed once per value."""
     try:
-        return positive_int(int(text), THREADS_ENV, minimum=0)
+        return positive_int(int(text), THREADS_ENV, minimum=0, maximum=MAX_THREADS)
     except ValueError:
         raise InvalidArgument(f"{THREADS_ENV}={text!r} is not a thread count") from None
 
@@ -85,7 +85,7 @@ class EplbPolicy(_vllm_base()):  # type: ignore[misc]
     @classmethod
     def use_threads(cls, threads: Optional[int]) -> None:
         """Split the policy's layers over ``threads`` (0: one per core; None: ``EPLB_POLICY_THREADS``, else 1)."""
-        cls._threads = None if threads is None else positive_int(threads, "threads", minimum=0)
+        cls._threads = None if threads is None else positive_int(threads, "threads", minimum=0, maximum=MAX_THREADS)
 
     @classmethod
     def policy_name(cls) -> str:

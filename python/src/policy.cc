@@ -105,7 +105,7 @@ py::tuple Rebalance(const py::buffer& weight, int num_replicas, int num_groups, 
         before = Placement::FromPhy2Log(load.num_layers, load.num_experts, num_ranks,
                                         std::move(previous_phy2log));
       } catch (const InvalidArgument& e) {
-        refuse_previous(e, "previous placement: ");
+        refuse_previous(e, "previous ");  // "previous placement: ..."
       }
       in.previous = &*before;
     }
