@@ -12,6 +12,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "arrays.h"
@@ -86,7 +87,9 @@ py::tuple Rebalance(const py::buffer& weight, int num_replicas, int num_groups, 
   // previous placement that does not fit it: the shape is checked first
   // when the previous placement is refused.
   auto refuse_previous = [&](const InvalidArgument& e, const char* prefix) {
-    ValidatePolicyInput(in);
+    PolicyInput shape = in;
+    shape.previous = nullptr;
+    ValidatePolicyInput(shape);
     throw InvalidArgument(prefix + std::string(e.what()));
   };
   if (!previous.is_none()) {
@@ -101,15 +104,28 @@ py::tuple Rebalance(const py::buffer& weight, int num_replicas, int num_groups, 
   {
     py::gil_scoped_release release;
     if (!previous.is_none()) {
-      try {
-        before = Placement::FromPhy2Log(load.num_layers, load.num_experts, num_ranks,
-                                        std::move(previous_phy2log));
-      } catch (const InvalidArgument& e) {
-        refuse_previous(e, "previous ");  // "previous placement: ..."
-      }
+      // phy2log alone: ComputePlacement validates it (Placement::Validate),
+      // and neither the policies nor slot preservation read the derived
+      // maps (logcnt, log2phy) of the previous placement, so they are not
+      // built -- a third of vLLM's call at DeepSeek-V3's shape. Every policy
+      // with a previous placement is compared with `eplb plan`'s
+      // (tests/python/test_policy.py).
+      before.emplace();
+      before->num_layers = load.num_layers;
+      before->num_experts = load.num_experts;
+      before->num_slots = num_replicas;
+      before->num_ranks = num_ranks;
+      before->phy2log = std::move(previous_phy2log);
       in.previous = &*before;
     }
-    placement = RunPolicy(*policy, in, threads);
+    try {
+      placement = RunPolicy(*policy, in, threads);
+    } catch (const InvalidArgument& e) {
+      // Placement::Validate's "placement: ..." can only be about the previous one.
+      if (in.previous != nullptr && std::string_view(e.what()).starts_with("placement: "))
+        refuse_previous(e, "previous ");
+      throw;
+    }
   }
   const py::ssize_t L = placement.num_layers, E = placement.num_experts, R = placement.num_slots;
   py::array_t<int64_t> phy2log = Int64Array(placement.phy2log.data(), {L, R});
