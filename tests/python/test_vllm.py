@@ -10,12 +10,10 @@ vllm.general_plugins (those VLLM_PLUGINS names, when set), loaded and called.
 The entry point itself is the real one, read from eplb's installed metadata."""
 import importlib
 import importlib.metadata
-import json
 import os
 import sys
 import types
 
-import numpy as np
 import pytest
 import torch
 
