@@ -44,6 +44,10 @@ class CycleFailed(Error):
 
     def __init__(self, report: Dict[str, Any], rank: int = -1) -> None:
         blamed = int(report.get("blamed_rank", -1))
-        super().__init__(f"rebalance cycle {report.get('cycle')} failed on rank {rank}: "
+        # The rank the balancer blames (its peers' blame notes, the process
+        # watcher) can differ from the one the first error met: a survivor
+        # that gave up on the dead rank closes its connections too.
+        blame = f" (rank {blamed} blamed)" if blamed >= 0 else ""
+        super().__init__(f"rebalance cycle {report.get('cycle')} failed on rank {rank}{blame}: "
                          f"{report.get('error', '')}", "balancer", "cycle", rank, blamed)
         self.report: Optional[Dict[str, Any]] = report

@@ -83,7 +83,7 @@ def test_a_killed_rank_makes_the_others_raise_within_the_deadline(tmp_path):
         raised = res.get("raised")
         assert raised is not None, f"rank {res['rank']} did not raise; log:\n{log[-3000:]}"
         assert raised["type"] == "CycleFailed" and raised["peer"] == 2, raised
-        assert "rank 2" in raised["message"], raised["message"]
+        assert "(rank 2 blamed)" in raised["message"], raised["message"]
         waited = raised["at"] - victim["killed_at"]
         assert 0 <= waited <= deadline_ms / 1000 + 1, f"raised {waited:.2f} s after the kill"
         assert res["mismatches"] == [], res["mismatches"][:5]  # the old placement, intact
