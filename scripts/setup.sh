@@ -9,6 +9,7 @@ packages=(
   libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   pybind11-dev python3-dev python3-numpy
+  python3-torch python3-venv python3-pytest python3-packaging python3-pathspec
   clang libclang-rt-14-dev
   python3-pip libssl3 zlib1g
 )
