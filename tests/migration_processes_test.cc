@@ -24,6 +24,7 @@
 #include "eplb/gloo.h"
 #include "eplb/migration.h"
 #include "support/multiprocess.h"
+#include "support/nixl_required.h"
 #include "support/transfer_pattern.h"
 #include "support/worker_util.h"
 
@@ -264,12 +265,7 @@ EPLB_TEST_WORKER(migrate) {
 class MigrationAcrossProcesses : public testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    if (GetParam() != "nixl") return;
-    NixlDetection d = DetectNixl(SearchEnvironment::FromProcess());
-    if (d.available) return;
-    if (std::getenv("EPLB_REQUIRE_NIXL") != nullptr)
-      FAIL() << "EPLB_REQUIRE_NIXL is set but NIXL is not usable: " << d.reason;
-    GTEST_SKIP() << "NIXL not usable here: " << d.reason;
+    if (GetParam() == "nixl") EPLB_SKIP_WITHOUT_NIXL();
   }
   Scenario Make() const {
     Scenario s;

@@ -19,6 +19,7 @@
 #include "comm/nixl/ucx_transports.h"
 #include "eplb/error.h"
 #include "support/multiprocess.h"
+#include "support/nixl_required.h"
 #include "support/random_transfers.h"
 #include "support/worker_util.h"
 
@@ -29,15 +30,6 @@ using namespace std::chrono_literals;
 using test::RankExit;
 using test::RankGroup;
 
-#define SKIP_WITHOUT_NIXL()                                                          \
-  do {                                                                               \
-    NixlDetection d = DetectNixl(SearchEnvironment::FromProcess());                  \
-    if (!d.available) {                                                              \
-      if (std::getenv("EPLB_REQUIRE_NIXL") != nullptr)                               \
-        FAIL() << "EPLB_REQUIRE_NIXL is set but NIXL is not usable: " << d.reason;   \
-      GTEST_SKIP() << "NIXL not usable here: " << d.reason;                          \
-    }                                                                                \
-  } while (0)
 
 double MsSince(Clock::time_point t) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
@@ -101,19 +93,19 @@ void ExpectAllOk(const std::vector<RankExit>& exits) {
 }
 
 TEST(NixlCommunicator, RandomTransfersTwoRanks) {
-  SKIP_WITHOUT_NIXL();
+  EPLB_SKIP_WITHOUT_NIXL();
   RankGroup group(test::Ranks("nixl_exchange", 2, {"1", "200", "4"}));
   ExpectAllOk(group.Wait(DeadlineAfter(60s)));
 }
 
 TEST(NixlCommunicator, RandomTransfersFourRanks) {
-  SKIP_WITHOUT_NIXL();
+  EPLB_SKIP_WITHOUT_NIXL();
   RankGroup group(test::Ranks("nixl_exchange", 4, {"2", "300", "4"}));
   ExpectAllOk(group.Wait(DeadlineAfter(60s)));
 }
 
 TEST(NixlCommunicator, RanksWithNothingToMoveSkipCallsAndThePairsStayInStep) {
-  SKIP_WITHOUT_NIXL();
+  EPLB_SKIP_WITHOUT_NIXL();
   RankGroup group(test::Ranks("nixl_exchange", 3, {"3", "60", "8", "skip"}));
   ExpectAllOk(group.Wait(DeadlineAfter(60s)));
 }
@@ -156,7 +148,7 @@ EPLB_TEST_WORKER(nixl_fence) {
 }
 
 TEST(NixlCommunicator, NoReadBeforeTheOwnerIsReadyAndNoReturnWhileAPeerReads) {
-  SKIP_WITHOUT_NIXL();
+  EPLB_SKIP_WITHOUT_NIXL();
   RankGroup group(test::Ranks("nixl_fence", 2));
   ExpectAllOk(group.Wait(DeadlineAfter(120s)));
 }
@@ -217,14 +209,14 @@ void ExpectSurvivorNamedTheVictim(const std::vector<RankExit>& exits, int victim
 }
 
 TEST(NixlCommunicator, OwnerThatDiedBeforeItWasReadyIsNamedWithinASecondNotAtTheDeadline) {
-  SKIP_WITHOUT_NIXL();
+  EPLB_SKIP_WITHOUT_NIXL();
   RankGroup group(test::Ranks("nixl_die", 2, {"1", "before_ready"}));
   // Killed 300 ms in; the 30 s deadline is far.
   ExpectSurvivorNamedTheVictim(group.Wait(DeadlineAfter(60s)), 1, 300 + 1000);
 }
 
 TEST(NixlCommunicator, ReaderKilledMidTransferIsNamedByTheOwnerWithinASecond) {
-  SKIP_WITHOUT_NIXL();
+  EPLB_SKIP_WITHOUT_NIXL();
   RankGroup group(test::Ranks("nixl_die", 2, {"0", "mid_read"}));
   ExpectSurvivorNamedTheVictim(group.Wait(DeadlineAfter(60s)), 0, 100 + 1000);
 }
@@ -255,7 +247,7 @@ EPLB_TEST_WORKER(nixl_silent_peer) {
 }
 
 TEST(NixlCommunicator, PeerThatNeverExecutesTimesOutAtTheDeadlineNamingIt) {
-  SKIP_WITHOUT_NIXL();
+  EPLB_SKIP_WITHOUT_NIXL();
   RankGroup group(test::Ranks("nixl_silent_peer", 2));
   auto exits = group.Wait(DeadlineAfter(60s));
   ASSERT_EQ(exits.size(), 2u);
