@@ -32,6 +32,32 @@ std::vector<std::string> Small(std::vector<std::string> extra = {}) {
   return a;
 }
 
+// The demo rebalances at steps first, first + interval, ... while no
+// cycle is in flight; a trigger that finds one running is skipped. How long
+// a cycle takes depends on the machine's load and the communicator, so the
+// expected triggers are derived from the run's own end steps: every free
+// trigger must have rebalanced, none other, and at least one did.
+void ExpectEveryFreeTriggerRebalanced(const json& j, int first, int interval, int steps) {
+  const json& done = j["rebalances"];
+  ASSERT_GE(done.size(), 1u) << j.dump();
+  size_t next = 0;
+  int busy_until = -1;
+  for (int t = first; t < steps; t += interval) {
+    // A cycle was still running (at its very end step either may happen).
+    if (t < busy_until || (t == busy_until && (next >= done.size() || done[next]["trigger_step"] != t))) continue;
+    if (next >= done.size()) {
+      // The run may end inside the last cycle's window: only a trigger with
+      // room for a cycle before the last step counts as missed.
+      EXPECT_GE(t + interval, steps) << "no rebalance at free trigger step " << t << "\n" << j.dump();
+      return;
+    }
+    EXPECT_EQ(done[next]["trigger_step"].get<int>(), t) << j.dump();
+    busy_until = done[next]["end_step"].get<int>();
+    ++next;
+  }
+  EXPECT_EQ(next, done.size()) << j.dump();
+}
+
 TEST(DemoCli, AsyncFourRanksVerifiesEveryRebalance) {
   auto r = test::RunCli(Small({"--json"}), std::chrono::seconds(120));
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
@@ -41,8 +67,9 @@ TEST(DemoCli, AsyncFourRanksVerifiesEveryRebalance) {
   EXPECT_EQ(j["ranks"], 4);
   EXPECT_EQ(j["mismatches"], 0);
   EXPECT_GT(j["experts_checked"].get<int64_t>(), 0);
-  // Rebalances at steps 50, 150, 250, 350: each moved experts and verified.
-  ASSERT_GE(j["rebalances"].size(), 3u) << r.out;
+  // Rebalances at steps 50, 150, 250, 350 unless a cycle still runs then;
+  // each moved experts and verified.
+  ExpectEveryFreeTriggerRebalanced(j, 50, 100, 400);
   for (const json& c : j["rebalances"]) {
     EXPECT_TRUE(c["ok"].get<bool>()) << c.dump();
     EXPECT_TRUE(c["verified"].get<bool>()) << c.dump();
@@ -101,7 +128,7 @@ TEST(DemoCli, DriftsAMeasuredLoadFile) {
   json j = json::parse(r.out);
   EXPECT_TRUE(j["ok"].get<bool>());
   EXPECT_EQ(j["model"]["experts"], 64);
-  EXPECT_GE(j["rebalances"].size(), 2u);
+  ExpectEveryFreeTriggerRebalanced(j, 50, 100, 250);
 }
 
 TEST(DemoCli, BadInputExitsTwoBeforeStartingRanks) {
