@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include "comm/cuda_driver.h"
 #include "eplb/detect.h"
 #include "eplb/error.h"
@@ -78,15 +80,23 @@ TEST(MakeCommunicator, NcclStatelessNeedsADevice) {
 }
 
 TEST(MakeCommunicator, NixlMissingSaysWhereItLooked) {
-  if (nixl_available()) GTEST_SKIP() << "NIXL is installed here; nixl_test covers it";
+  // NIXL may be installed here: EPLB_NIXL_DIR points the search at an empty
+  // folder (and nowhere else) for this test.
+  const std::string empty = test::MakeTempDir("eplb-no-nixl-");
+  const char* before = std::getenv("EPLB_NIXL_DIR");
+  const std::string saved = before ? before : "";
+  ::setenv("EPLB_NIXL_DIR", empty.c_str(), 1);
   CommunicatorOptions o = Options();
   try {
     MakeCommunicator("nixl", o);
-    FAIL() << "expected an Error";
+    ADD_FAILURE() << "expected an Error";
   } catch (const Error& e) {
     EXPECT_EQ(e.layer(), "nixl");
-    EXPECT_NE(std::string(e.what()).find("not found (searched: "), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("nixl not found in EPLB_NIXL_DIR=" + empty + " (searched: " + empty),
+              std::string::npos)
+        << e.what();
   }
+  if (before) ::setenv("EPLB_NIXL_DIR", saved.c_str(), 1); else ::unsetenv("EPLB_NIXL_DIR");
 }
 
 TEST(MakeCommunicator, NixlPoisonedLibraryFailsCleanlyWhenLoaded) {
