@@ -16,4 +16,9 @@ def test_the_example_runs_on_two_cpu_ranks():
     lines = run.stdout.splitlines()
     assert "result: OK" in lines
     assert sum("0 wrong" in line for line in lines) == 2
-    assert any(line.startswith("rebalance 2 at step 80") and line.endswith("ok") for line in lines)
+    # Rebalances at steps 40 and 80 unless the first is still moving weights
+    # at 80 (how long depends on the load and the communicator): at least
+    # one, and every one that ran succeeded.
+    rebalances = [line for line in lines if line.startswith("rebalance ")]
+    assert rebalances and all(line.endswith("ok") for line in rebalances), run.stdout[-3000:]
+    assert rebalances[0].startswith("rebalance 1 at step 40"), run.stdout[-3000:]
