@@ -68,9 +68,11 @@ def test_three_ranks_rebalance_and_every_expert_is_verified(tmp_path, mode, cli)
         m = res["metrics"]
         assert res["mismatches"] == [], res["mismatches"][:5]
         assert res["idle"], log[-2000:]
-        assert m["cycles_completed"] == 2 and m["cycles_failed"] == 0, (m, log[-2000:])
+        # Triggers at steps 10 and 70; the second is skipped if the first still
+        # moves weights then (its length depends on the load and communicator).
+        assert m["cycles_completed"] in (1, 2) and m["cycles_failed"] == 0, (m, log[-2000:])
         assert m["layers_committed"] > 0 and m["bytes_moved_total"] > 0 and res["commits"] > 0
-        assert len(res["cycles"]) == 2 and all(c["ok"] for c in res["cycles"])
+        assert len(res["cycles"]) == m["cycles_completed"] and all(c["ok"] for c in res["cycles"])
         assert m["communicator"] == expected and m["mode"] == mode
         assert 'eplb_info{rank="%d",communicator="%s"' % (res["rank"], expected) in res["prometheus"]
         phy2log = np.array(res["phy2log"])
