@@ -67,10 +67,10 @@ uint64_t ExpertBytes(const BenchArgs& a) {
 // memory; weights hold a byte per rank so a landed piece can be checked.
 class BenchBuffers {
  public:
-  BenchBuffers(const std::string& memory, int rank, uint64_t bytes) : rank_(rank), bytes_(bytes) {
-    if (memory == "cuda") {
+  // `device`: the CUDA device of the buffers, -1 for host memory.
+  BenchBuffers(int device, int rank, uint64_t bytes) : rank_(rank), bytes_(bytes) {
+    if (device >= 0) {
 #if EPLB_HAVE_CUDA
-      const int device = rank % std::max(1, cuda::Probe().devices);  // one GPU: both ranks on it
       device_ = device;
       weights_device_ = cuda::DeviceBuffer(device, bytes);
       staging_device_ = cuda::DeviceBuffer(device, bytes);
@@ -139,11 +139,12 @@ int RunWorker(const BenchArgs& a, const std::string& name) {
     options.world_size = a.world_size;
     options.store = MakeFileStore(a.store_dir);
     options.key_prefix = "bench";
+    // One GPU: both ranks on it.
     options.device = a.memory == "cuda" ? a.worker_rank % std::max(1, cuda::Probe().devices) : -1;
     options.connect_timeout = std::chrono::seconds(a.timeout_s);
     auto comm = MakeCommunicator(name, options);
     const uint64_t expert_bytes = ExpertBytes(a);
-    BenchBuffers buffers(a.memory, a.worker_rank, expert_bytes * a.experts);
+    BenchBuffers buffers(options.device, a.worker_rank, expert_bytes * a.experts);
     for (int i = 0; i < 2; ++i) comm->RegisterRegion(buffers.region(i), DeadlineAfter(std::chrono::seconds(a.timeout_s)));
     for (bool one_way : {false, true}) {
       const auto transfers = BulkExchange(a.world_size, a.experts, expert_bytes, one_way);

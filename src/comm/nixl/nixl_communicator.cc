@@ -36,7 +36,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <cstdio>
+#include <charconv>
 #include <map>
 #include <optional>
 #include <set>
@@ -364,7 +364,9 @@ class NixlCommunicator final : public Communicator {
     for (auto it = received_.begin(); it != received_.end();) {
       auto owner = agent_rank_.find(it->first);
       uint64_t epoch = 0;
-      const bool ours = std::sscanf(it->second.c_str(), "eplb %lu", &epoch) == 1;
+      const std::string& msg = it->second;  // "eplb <epoch> ready|done"
+      const bool ours = msg.rfind("eplb ", 0) == 0 &&
+                        std::from_chars(msg.data() + 5, msg.data() + msg.size(), epoch).ec == std::errc();
       if (owner != agent_rank_.end() && ours && epoch < peers_[owner->second].epoch)
         it = received_.erase(it);
       else
