@@ -48,6 +48,7 @@ fi
 # Unpack beside the final folder, then rename: never a half-unpacked prefix.
 mkdir -p "$prefix"
 staging=$(mktemp -d "$prefix/.unpack.XXXXXX")
+trap 'rm -rf "$download" "$staging"' EXIT  # an unpack that fails leaves nothing behind
 "$python" -m zipfile -e "$download/$wheel" "$staging"
 # The UCX plugin finds NIXL's own libraries because libnixl.so is loaded
 # before it: give ldd the same view.

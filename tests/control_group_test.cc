@@ -111,7 +111,7 @@ EPLB_TEST_WORKER(collectives) {
       group->Barrier(DeadlineAfter(700ms));
       Check(false, "barrier without the stalled rank succeeded");
     } catch (const TimeoutError& e) {
-      test::ReportError(e, std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+      test::ReportError(e, test::MsSince(start));
       Check(e.peer() == n - 1 && e.layer() == "gloo" && e.operation() == "barrier", e.what());
     }
   }

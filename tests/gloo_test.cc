@@ -24,11 +24,9 @@ namespace {
 
 using namespace std::chrono_literals;
 using test::RankExit;
+using test::MsSince;
 using test::RankGroup;
-
-double MsSince(Clock::time_point t) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
-}
+using test::ReportedMs;
 
 using test::Buffers;
 using test::kDstBytes;
@@ -115,12 +113,6 @@ EPLB_TEST_WORKER(join) {
     test::ReportError(e, MsSince(start));
     return 3;
   }
-}
-
-// Parses "ms=<n>" from a worker's EPLB-ERROR line.
-double ReportedMs(const std::string& text) {
-  auto at = text.find(" ms=");
-  return at == std::string::npos ? -1 : std::stod(text.substr(at + 4));
 }
 
 TEST(GlooCommunicator, RankThatNeverArrivesFailsTheRendezvousAtItsDeadline) {

@@ -232,7 +232,7 @@ EPLB_TEST_WORKER(migrate) {
             ex.MigrateLayer(plan, start + std::chrono::milliseconds(s.deadline_ms));
         if (r.rank.bytes_received != plan.per_rank[me].bytes_received || r.layer != l) return 4;
       } catch (const std::exception& e) {
-        const double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+        const double ms = test::MsSince(start);
         test::ReportError(e, ms);
         // Layers before l hold the new placement, l and after the old one.
         for (int k = 0; k < s.layers; ++k)

@@ -28,17 +28,10 @@ namespace {
 
 using namespace std::chrono_literals;
 using test::RankExit;
+using test::MsSince;
 using test::RankGroup;
+using test::ReportedMs;
 
-
-double MsSince(Clock::time_point t) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
-}
-
-double ReportedMs(const std::string& text) {
-  auto at = text.find(" ms=");
-  return at == std::string::npos ? -1 : std::stod(text.substr(at + 4));
-}
 
 std::unique_ptr<Communicator> ConnectNixl(const test::WorkerRank& w) {
   CommunicatorOptions o;

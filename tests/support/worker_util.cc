@@ -41,6 +41,15 @@ void ReportError(const std::exception& e, double ms) {
   std::fflush(stderr);
 }
 
+double ReportedMs(const std::string& text) {
+  auto at = text.find(" ms=");
+  return at == std::string::npos ? -1 : std::stod(text.substr(at + 4));
+}
+
+double MsSince(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
 WorkerArgs::WorkerArgs(const std::vector<std::string>& args) {
   for (const std::string& a : args) {
     auto eq = a.find('=');

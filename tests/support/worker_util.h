@@ -107,4 +107,10 @@ inline std::vector<uint64_t> ThreeTensorBytes(uint64_t first) { return {first, f
 // "EPLB-ERROR kind=<timeout|error|invalid> rank=R peer=P layer=L op=O ms=T: what"
 void ReportError(const std::exception& e, double ms);
 
+// The "ms=<n>" of the first EPLB-ERROR line in a worker's stderr; -1 if none.
+double ReportedMs(const std::string& text);
+
+// Milliseconds since `start`, for ReportError.
+double MsSince(Clock::time_point start);
+
 }  // namespace eplb::test
