@@ -96,6 +96,10 @@ struct EPLB_EXPORT BalancerConfig {
   // rank alike). first_rebalance_step <= 0: min(window_steps, step_interval).
   int step_interval = 1000;
   int first_rebalance_step = 0;
+  // No cycle starts at or after this step (a run that drains its last
+  // cycle, as `eplb demo` does after its steps, starts no new one); a cycle
+  // already running finishes. <= 0: no such step.
+  int64_t last_rebalance_step = 0;
   // Budget of each cross-rank wait of a cycle (handshake, load sum, each
   // layer's transfers, each agreement).
   std::chrono::milliseconds deadline{5000};
@@ -189,7 +193,7 @@ struct EPLB_EXPORT BalancerMetrics {
   std::string communicator;
   std::string mode;
   int64_t step = 0;
-  // Steps until the next trigger; never negative.
+  // Steps until the next trigger; -1 when none is left (last_rebalance_step).
   int64_t steps_to_next_rebalance = 0;
   bool cycle_in_progress = false;
   // Model balancedness of the placement in force under the last summed

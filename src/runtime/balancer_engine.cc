@@ -154,7 +154,8 @@ void Balancer::State::StepEngine(void* stream) {
       end_step = -1;
       FinishCycleLocked(now_step);
     }
-    if (now_step == TriggerStep(next_trigger_index)) {
+    const bool triggers_over = cfg.last_rebalance_step > 0 && now_step >= cfg.last_rebalance_step;
+    if (now_step == TriggerStep(next_trigger_index) && !triggers_over) {
       const int64_t c = next_trigger_index++;
       Request req{c + 1, now_step, std::vector<int64_t>(window.sum().begin(), window.sum().end())};
       if (!cycle_active) {

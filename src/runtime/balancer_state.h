@@ -221,7 +221,10 @@ struct Balancer::State {
     BalancerMetrics m = metrics;
     m.step = step;
     m.cycle_in_progress = cycle_active;
-    m.steps_to_next_rebalance = std::max<int64_t>(0, TriggerStep(next_trigger_index) - step);
+    const int64_t next = TriggerStep(next_trigger_index);
+    m.steps_to_next_rebalance = cfg.last_rebalance_step > 0 && next >= cfg.last_rebalance_step
+                                    ? -1  // no trigger left
+                                    : std::max<int64_t>(0, next - step);
     return m;
   }
   int FollowBlame(int64_t cycle, int blamed, std::string* chain) REQUIRES(cycle_role);

@@ -207,6 +207,7 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
   cfg.window_steps = o.window;
   cfg.step_interval = o.interval;
   cfg.first_rebalance_step = o.FirstRebalance();
+  cfg.last_rebalance_step = o.steps;  // draining after the last step starts no new cycle
   cfg.deadline = std::chrono::milliseconds(o.deadline_ms);
   cfg.connect_timeout = 60s;
   cfg.staging_layers = o.staging;
