@@ -51,6 +51,7 @@ BalancerConfig ConfigFrom(const py::dict& d, int num_layers) {
   c.window_steps = Int(d, "window_steps");
   c.step_interval = Int(d, "step_interval");
   c.first_rebalance_step = Int(d, "first_rebalance_step");
+  c.last_rebalance_step = d["last_rebalance_step"].cast<int64_t>();
   c.deadline = std::chrono::milliseconds(d["deadline_ms"].cast<int64_t>());
   c.connect_timeout = std::chrono::milliseconds(d["connect_timeout_ms"].cast<int64_t>());
   c.commit_lead_steps = Int(d, "commit_lead_steps");

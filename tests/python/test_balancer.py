@@ -156,6 +156,21 @@ def test_a_callback_exception_is_raised_by_step():
         assert b.steps == 2 and b.metrics()["cycles_completed"] == 1
 
 
+def test_no_cycle_starts_at_or_after_last_rebalance_step():
+    # Sync mode: a cycle runs inside the step that triggers it. Triggers at
+    # steps 2, 4, 6, 8; the last one allowed is below step 6.
+    cycles = []
+    with eplb.Balancer([torch.zeros(8, 4)], num_experts=8, num_slots=8, mode="sync", window_steps=1,
+                       step_interval=2, first_rebalance_step=2, last_rebalance_step=6,
+                       on_cycle=cycles.append) as b:
+        for _ in range(10):
+            b.record_load(0, [1] * 8)
+            b.step()
+        m = b.metrics()
+        assert [c["trigger_step"] for c in cycles] == [2, 4]
+        assert m["cycles_started"] == 2 and m["steps_to_next_rebalance"] == -1
+
+
 BAD = [
     (lambda: eplb.Balancer([], num_experts=8, num_slots=8), "non-empty sequence"),
     (lambda: eplb.Balancer([torch.zeros(8, 4)], num_experts=8, num_slots=8, mode="fast"), "mode must be"),
