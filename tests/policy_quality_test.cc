@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "eplb/locality.h"
-#include "eplb/movement.h"
+#include "eplb/transfer_count.h"
 #include "eplb/placement.h"
 #include "eplb/policy.h"
 #include "eplb/sequence.h"

@@ -25,7 +25,7 @@ struct EPLB_EXPORT SequenceStep {
   double balancedness = 1.0;     // model figure of the new placement under this step's load
   double home_share = 1.0;       // Locality::home_share of the new placement
   double nodes_per_group = 1.0;  // Locality::nodes_per_group
-  int64_t transfers = 0;         // experts sent from the previous placement (movement.h)
+  int64_t transfers = 0;         // experts sent from the previous placement (transfer_count.h)
 };
 
 struct EPLB_EXPORT SequenceRun {

@@ -2,7 +2,7 @@
 
 #include "eplb/error.h"
 #include "eplb/locality.h"
-#include "eplb/movement.h"
+#include "eplb/transfer_count.h"
 
 namespace eplb {
 

@@ -1,4 +1,4 @@
-#include "eplb/movement.h"
+#include "eplb/transfer_count.h"
 
 #include <string>
 
