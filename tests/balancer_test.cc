@@ -18,7 +18,7 @@
 #include "eplb/balancer.h"
 #include "eplb/bootstrap.h"
 #include "eplb/error.h"
-#include "eplb/synthetic_load.h"
+#include "core/synthetic_load.h"
 #include "runtime/fingerprint.h"
 #include "runtime/load_window.h"
 #include "support/multiprocess.h"

@@ -6,7 +6,7 @@
 #include <set>
 
 #include "eplb/error.h"
-#include "eplb/synthetic_load.h"
+#include "core/synthetic_load.h"
 #include "runtime/fingerprint.h"
 #include "runtime/load_window.h"
 

@@ -265,7 +265,7 @@ class MigrationAcrossProcesses : public testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     if (GetParam() != "nixl") return;
-    NixlDetection d = DetectNixl(SearchEnvironment::FromProcess());
+    NixlDetection d = DetectNixl();
     if (d.available) return;
     if (std::getenv("EPLB_REQUIRE_NIXL") != nullptr)
       FAIL() << "EPLB_REQUIRE_NIXL is set but NIXL is not usable: " << d.reason;

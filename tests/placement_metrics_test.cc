@@ -3,11 +3,11 @@
 #include <gtest/gtest.h>
 
 #include "eplb/error.h"
-#include "eplb/locality.h"
-#include "eplb/transfer_count.h"
+#include "core/locality.h"
+#include "core/transfer_count.h"
 #include "eplb/placement.h"
 #include "eplb/policy.h"
-#include "eplb/sequence.h"
+#include "policy/sequence.h"
 #include "eplb/transfer_plan.h"
 
 namespace eplb {

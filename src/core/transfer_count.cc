@@ -1,4 +1,4 @@
-#include "eplb/transfer_count.h"
+#include "core/transfer_count.h"
 
 #include <string>
 

@@ -26,7 +26,7 @@
 #include "eplb/gloo.h"
 #include "eplb/policy.h"
 #include "eplb/selection.h"
-#include "eplb/synthetic_load.h"
+#include "core/synthetic_load.h"
 #include "io/files.h"
 #include "io/process.h"
 #include "runtime/fingerprint.h"
