@@ -27,7 +27,7 @@
 #include "eplb/placement.h"
 #include "eplb/policy.h"
 #include "policy/sequence.h"
-#include "core/synthetic_load.h"
+#include "demo/synthetic_load.h"
 #include "eplb/transfer_plan.h"
 #include "io/files.h"
 #include "io/svg_plot.h"

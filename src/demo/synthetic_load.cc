@@ -1,4 +1,4 @@
-#include "core/synthetic_load.h"
+#include "demo/synthetic_load.h"
 
 #include <algorithm>
 #include <cmath>
