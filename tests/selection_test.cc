@@ -12,6 +12,7 @@
 
 #include "eplb/error.h"
 #include "eplb/bootstrap.h"
+#include "select/detection.h"
 #include "support/paths.h"
 
 namespace eplb {
@@ -101,7 +102,7 @@ TEST(SelectCommunicator, DetectedFactsOnAnEmptyMachine) {
   SearchEnvironment env;  // no cache, no folders, no devices
   env.ld_cache = "";
   env.dev_dir = env.proc_dir = "/nonexistent";
-  SelectionFacts facts = SelectionFacts::Detect(env);
+  SelectionFacts facts = DetectSelectionFacts(env);
   EXPECT_FALSE(facts.nixl_available);
   Selection s = SelectCommunicator({}, facts);
   EXPECT_EQ(DescribeSelection(s), "communicator gloo (nixl not found)");

@@ -20,7 +20,6 @@
 
 #include "eplb/export.h"
 #include "eplb/deadline.h"
-#include "eplb/detect.h"
 
 namespace eplb {
 
@@ -52,7 +51,8 @@ struct EPLB_EXPORT CudaIpcCheck {
 };
 
 // What the rule needs to know about the machine. Detect() fills it from the
-// file system (detect.h); tests fill it by hand.
+// file system (detect.h: where this process's environment says to look);
+// tests fill it by hand.
 struct EPLB_EXPORT SelectionFacts {
   bool nixl_available = false;
   std::string nixl_reason = "nixl not found";  // NixlDetection::reason
@@ -61,7 +61,7 @@ struct EPLB_EXPORT SelectionFacts {
   // empty function means cuda_ipc is not considered.
   std::function<CudaIpcCheck()> cuda_ipc_check;
 
-  static SelectionFacts Detect(const SearchEnvironment& env = SearchEnvironment::FromProcess());
+  static SelectionFacts Detect();
 };
 
 struct EPLB_EXPORT Selection {

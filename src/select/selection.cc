@@ -8,6 +8,7 @@
 #include "comm/backends.h"
 #include "eplb/error.h"
 #include "eplb/store.h"
+#include "select/detection.h"
 
 namespace eplb {
 namespace {
@@ -68,7 +69,7 @@ std::string CanonicalCommunicatorName(std::string_view name) {
                         Join(CommunicatorNames()) + aliases + ")");
 }
 
-SelectionFacts SelectionFacts::Detect(const SearchEnvironment& env) {
+SelectionFacts DetectSelectionFacts(const SearchEnvironment& env) {
   SelectionFacts f;
   NixlDetection nixl = DetectNixl(env);
   f.nixl_available = nixl.available;
