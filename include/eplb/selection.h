@@ -3,6 +3,7 @@
 //
 //   explicit choice (validated)            -> that communicator
 //   elastic EP                             -> nccl_stateless
+//     ... in async mode (NCCL refused)     -> nixl if found, else gloo
 //   NIXL found without loading it          -> nixl
 //   every EP peer on this node, IPC works  -> cuda_ipc
 //   otherwise                              -> gloo
@@ -70,8 +71,8 @@ struct EPLB_EXPORT Selection {
 };
 
 // Applies the rule. Throws InvalidArgument for an unknown name (listing the
-// valid ones) and for an NCCL-family communicator in async mode, named or
-// reached through elastic EP (naming the async-safe ones).
+// valid ones) and for an NCCL-family communicator named in async mode
+// (naming the async-safe ones).
 EPLB_EXPORT Selection SelectCommunicator(const SelectionRequest& request, const SelectionFacts& facts);
 
 // "communicator gloo (nixl not found)"; LogSelection writes it once through

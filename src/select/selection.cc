@@ -86,10 +86,13 @@ Selection SelectCommunicator(const SelectionRequest& request, const SelectionFac
     return {name, reason};
   }
   if (request.elastic) {
-    if (request.async)
-      throw InvalidArgument(AsyncRefusal("elastic EP selects nccl_stateless, which") +
-                            " (name it with --communicator)");
-    return {"nccl_stateless", "elastic EP"};
+    if (!request.async) return {"nccl_stateless", "elastic EP"};
+    // Elastic EP in async mode, where NCCL is refused: nixl (vLLM's rule
+    // since PR #45013), else gloo, whose groups are rebuilt for each
+    // membership like nccl_stateless's; cuda_ipc is not taken, since a rank
+    // that joins from another node would make it unusable mid-run.
+    if (facts.nixl_available) return {"nixl", "elastic EP, async; " + facts.nixl_reason};
+    return {"gloo", "elastic EP, async; " + facts.nixl_reason};
   }
   if (facts.nixl_available) return {"nixl", facts.nixl_reason};
   std::string reason = facts.nixl_reason;
