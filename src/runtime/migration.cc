@@ -214,6 +214,14 @@ void MigrationExecutor::Impl::CheckPlan(const LayerPlan& plan) const {
                           std::to_string(plan.num_ranks) + " ranks x " +
                           std::to_string(plan.slots_per_rank) + " slots, the executor has " +
                           std::to_string(comm_.size()) + " x " + std::to_string(slots_per_rank_));
+  // The plan of a membership change (membership.h) may fill slots from the
+  // engine's weight source or take them out of service; this executor moves
+  // weights between the ranks of one group only.
+  for (const SlotFill& f : plan.fills)
+    if (f.action == SlotAction::kFromSource || f.action == SlotAction::kIdle)
+      throw InvalidArgument("migration: plan of layer " + std::to_string(plan.layer) + " has slot " +
+                            std::to_string(f.slot) + " " + SlotActionName(f.action) +
+                            ", which this executor does not run (a membership change)");
 }
 
 // Every rank tells every other whether it staged the layer (one byte, then
