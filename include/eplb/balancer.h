@@ -104,8 +104,15 @@ struct EPLB_EXPORT BalancerConfig {
   // layer's transfers, each agreement).
   std::chrono::milliseconds deadline{5000};
   // Budget for connecting the communicator and control group at
-  // construction; rebuilds inside a cycle take `deadline`.
+  // construction (and, separately, for registering the weights with them).
   std::chrono::milliseconds connect_timeout{30000};
+  // Budget for connecting the communicator and control group again at a
+  // rebuild inside a cycle (after a failure); registering the weights with
+  // the new groups then has `deadline` of its own, so a slow rebuild never
+  // leaves the registration a remnant of a shared budget. 0: twice
+  // `deadline`, at most connect_timeout and at least `deadline` (a rebuild
+  // of 4 ranks over Gloo and NIXL took 1.4-1.9 s on a loaded 2-core host).
+  std::chrono::milliseconds rebuild_timeout{0};
   // Async: a staged layer is committed at least this many steps after the
   // step at which a rank proposes it (>= 1); the agreed step is the largest
   // proposal. A Step() that reaches its own proposal before the agreement

@@ -1,0 +1,101 @@
+#include "runtime/blame.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <optional>
+
+#include "eplb/error.h"
+#include "util/text.h"
+#include "wire/codec.h"
+
+namespace eplb::runtime {
+namespace {
+
+std::string Key(const std::string& prefix, int r) { return prefix + "/" + std::to_string(r); }
+
+// Rank r's note: whom it blames (-1: no one); nullopt when there is none by
+// `by` (or it cannot be read: then the chain ends at r, which wrote it).
+std::optional<int> ReadNote(Store& store, const std::string& prefix, int me, int world, int r,
+                            Deadline by) {
+  try {
+    auto note = store.Get(Key(prefix, r), by);
+    wire::Reader reader(note, wire::Kind::kBlame, {"balancer", "following the blame", me, r});
+    const int next = reader.Get<int32_t>();
+    reader.Finish();
+    return next >= 0 && next < world ? next : -1;
+  } catch (const TimeoutError&) {
+    return std::nullopt;  // no note: this one is stalled or dead (or did not fail)
+  } catch (const std::exception& e) {
+    spdlog::warn("eplb: rank {}: {}", me, e.what());
+    return std::nullopt;
+  }
+}
+
+}  // namespace
+
+std::vector<std::pair<int, int>> NotesNow(Store& store, const std::string& prefix, int me, int world) {
+  std::vector<std::pair<int, int>> notes;
+  for (int r = 0; r < world; ++r) {
+    if (r == me) continue;
+    if (auto next = ReadNote(store, prefix, me, world, r, Clock::now())) notes.emplace_back(r, *next);
+  }
+  return notes;
+}
+
+BlameVerdict FollowBlame(Store& store, const std::string& prefix, int me, int world, int blamed,
+                         std::chrono::milliseconds budget) {
+  if (blamed == me || blamed >= world) blamed = -1;
+  try {
+    store.Set(Key(prefix, me), wire::Writer(wire::Kind::kBlame).Put(int32_t{blamed}).Take());
+  } catch (const std::exception& e) {
+    spdlog::debug("eplb: rank {}: could not note whom it blames: {}", me, e.what());
+  }
+  const Deadline by = DeadlineAfter(budget);
+  BlameVerdict v;
+  std::vector<bool> seen(world, false);
+  seen[me] = true;
+  int root = blamed;
+  while (root >= 0 && !seen[root]) {
+    seen[root] = true;
+    const std::optional<int> next = ReadNote(store, prefix, me, world, root, by);
+    if (!next || *next < 0) break;  // no note, or it blames no one: it is the one
+    if (*next == me) {
+      v.left_behind = true;  // it waited for this rank
+      break;
+    }
+    if (seen[*next]) break;  // a cycle of notes: stop at the last rank followed
+    v.chain += fmt::format(", which waited for rank {}", *next);
+    root = *next;
+  }
+  // This rank blames no one (its own error names no peer): a peer that
+  // blames it says it was the one they waited for.
+  const std::vector<std::pair<int, int>> notes = NotesNow(store, prefix, me, world);
+  if (blamed < 0)
+    for (const auto& [r, who] : notes) v.left_behind |= who == me;
+  if (v.left_behind) {
+    for (const auto& [r, who] : notes)
+      if (who == me) v.accusers.push_back(r);
+    v.rank = me;
+    v.chain.clear();
+  } else {
+    v.rank = root;
+  }
+  return v;
+}
+
+std::string BlameVerdict::Describe(int me, int direct) const {
+  if (left_behind) {
+    return fmt::format("this rank was stalled or left behind: {} blamed rank {} (this rank)",
+                       accusers.empty() ? std::string("its peers")
+                                        : fmt::format("{} {}", accusers.size() > 1 ? "ranks" : "rank",
+                                                      util::RankList(accusers)),
+                       me);
+  }
+  if (rank < 0 || rank == direct) return "";
+  if (direct < 0) return fmt::format("rank {} is to blame", rank);
+  return fmt::format("rank {} is to blame: this rank waited for rank {}{}", rank, direct, chain);
+}
+
+}  // namespace eplb::runtime
