@@ -57,8 +57,11 @@ std::vector<RankState> Balancer::State::Handshake(Request& req) {
     last_failure.reset();
   }
   HandshakeRound round(*links.store, cfg.name, me, world, cfg.num_layers);
+  handshake_joined.clear();
+  handshake_rebuild = false;
   auto join = [&](int64_t cycle) {
     SetOp(fmt::format("the handshake of cycle {}", cycle), budget);
+    handshake_joined.push_back(cycle);
     round.Join(cycle, mine);
   };
   join(req.cycle);
@@ -66,6 +69,8 @@ std::vector<RankState> Balancer::State::Handshake(Request& req) {
   const Clock::time_point since = Clock::now();
   for (;;) {
     if (auto complete = round.Poll(std::min(deadline, DeadlineAfter(1ms)))) {
+      handshake_rebuild = false;
+      for (const RankState& s : complete->states) handshake_rebuild |= s.failed != 0 || s.label != label;
       // Every rank joined it, but a peer that gave up on it before this rank
       // joined (this rank was stalled) noted whom it blamed: it does not run
       // this cycle, so neither can this rank.
@@ -217,9 +222,7 @@ void Balancer::State::RunCycle(Request req) {
       last_commit_step = -1;
     }
     Resolve(states);
-    bool rebuild = false;
-    for (const RankState& s : states) rebuild |= s.failed != 0 || s.label != label;
-    if (rebuild) {
+    if (handshake_rebuild) {
       where = "rebuild of the groups";
       groups_used = rebuilt = true;
       SetOp(fmt::format("the rebuild of the groups (cycle {})", req.cycle), RebuildBudget() + cfg.deadline);
@@ -308,6 +311,11 @@ void Balancer::State::AbandonCycle(const Request& req, Clock::time_point start, 
   int direct = -1;
   if (auto* err = dynamic_cast<const Error*>(&e)) direct = err->peer();
   SetOp(fmt::format("following the blame of cycle {}", req.cycle), runtime::BlameBudget(cfg.deadline));
+  // A handshake given up: the other cycles it joined are given up too.
+  if (where == "handshake")
+    for (int64_t c : handshake_joined)
+      if (c != req.cycle) runtime::NoteBlame(*links.store, BlamePrefix(c), me, world, direct);
+  handshake_joined.clear();
   const runtime::BlameVerdict verdict = FollowBlame(req.cycle, direct);
   std::string error = e.what();
   const std::string blame = verdict.Describe(me, direct);
@@ -377,8 +385,11 @@ void Balancer::State::AbandonCycle(const Request& req, Clock::time_point start, 
   cycle_active = false;
   phase = Phase::kIdle;
   bg_op.clear();
+  // The longest wait a peer may still be in, in this cycle: the rebuild's
+  // rendezvous when the handshake asked for one (this rank may have left
+  // before it), else a deadline.
   last_failure = Clock::now();
-  last_failure_lag = rebuilt ? RebuildBudget() : cfg.deadline;
+  last_failure_lag = rebuilt || handshake_rebuild ? RebuildBudget() : cfg.deadline;
   cv.NotifyAll();
 }
 

@@ -139,6 +139,13 @@ struct Balancer::State {
   // next handshake waits for them that long (Handshake).
   std::optional<Clock::time_point> last_failure GUARDED_BY(cycle_role);
   std::chrono::milliseconds last_failure_lag GUARDED_BY(cycle_role){0};  // their longest wait there
+  // The cycles the current (or last) handshake joined: a handshake that
+  // fails notes the blame under each, so a rank that joins any of them late
+  // learns that this one gave up on it.
+  std::vector<int64_t> handshake_joined GUARDED_BY(cycle_role);
+  // The last completed handshake's states ask for a rebuild (every rank
+  // decides it alike): peers of a cycle that failed may be in its rendezvous.
+  bool handshake_rebuild GUARDED_BY(cycle_role) = false;
   // The engine's CUDA stream of the current Step() (sync-mode cycles and
   // every commit run on the engine thread).
   void* engine_stream GUARDED_BY(engine_role) = nullptr;

@@ -44,14 +44,19 @@ std::vector<std::pair<int, int>> NotesNow(Store& store, const std::string& prefi
   return notes;
 }
 
-BlameVerdict FollowBlame(Store& store, const std::string& prefix, int me, int world, int blamed,
-                         std::chrono::milliseconds budget) {
+void NoteBlame(Store& store, const std::string& prefix, int me, int world, int blamed) {
   if (blamed == me || blamed >= world) blamed = -1;
   try {
     store.Set(Key(prefix, me), wire::Writer(wire::Kind::kBlame).Put(int32_t{blamed}).Take());
   } catch (const std::exception& e) {
     spdlog::debug("eplb: rank {}: could not note whom it blames: {}", me, e.what());
   }
+}
+
+BlameVerdict FollowBlame(Store& store, const std::string& prefix, int me, int world, int blamed,
+                         std::chrono::milliseconds budget) {
+  if (blamed == me || blamed >= world) blamed = -1;
+  NoteBlame(store, prefix, me, world, blamed);
   const Deadline by = DeadlineAfter(budget);
   BlameVerdict v;
   std::vector<bool> seen(world, false);
@@ -69,14 +74,14 @@ BlameVerdict FollowBlame(Store& store, const std::string& prefix, int me, int wo
     v.chain += fmt::format(", which waited for rank {}", *next);
     root = *next;
   }
-  // This rank blames no one (its own error names no peer): a peer that
-  // blames it says it was the one they waited for.
-  const std::vector<std::pair<int, int>> notes = NotesNow(store, prefix, me, world);
-  if (blamed < 0)
-    for (const auto& [r, who] : notes) v.left_behind |= who == me;
-  if (v.left_behind) {
-    for (const auto& [r, who] : notes)
-      if (who == me) v.accusers.push_back(r);
+  // The peers that blame this rank: the ones it held up when it was left
+  // behind, or, when its own error names no peer (it failed on its own),
+  // those that waited for it: it is the one to blame either way.
+  std::vector<int> accusers;
+  for (const auto& [r, who] : NotesNow(store, prefix, me, world))
+    if (who == me) accusers.push_back(r);
+  if (v.left_behind || (blamed < 0 && !accusers.empty())) {
+    v.accusers = std::move(accusers);
     v.rank = me;
     v.chain.clear();
   } else {
@@ -86,13 +91,11 @@ BlameVerdict FollowBlame(Store& store, const std::string& prefix, int me, int wo
 }
 
 std::string BlameVerdict::Describe(int me, int direct) const {
-  if (left_behind) {
-    return fmt::format("this rank was stalled or left behind: {} blamed rank {} (this rank)",
-                       accusers.empty() ? std::string("its peers")
-                                        : fmt::format("{} {}", accusers.size() > 1 ? "ranks" : "rank",
-                                                      util::RankList(accusers)),
-                       me);
-  }
+  const std::string who = accusers.empty() ? std::string("its peers")
+                                           : fmt::format("{} {}", accusers.size() > 1 ? "ranks" : "rank",
+                                                         util::RankList(accusers));
+  if (left_behind) return fmt::format("this rank was stalled or left behind: {} blamed rank {} (this rank)", who, me);
+  if (rank == me) return fmt::format("rank {} (this rank) is to blame: {} waited for it", me, who);
   if (rank < 0 || rank == direct) return "";
   if (direct < 0) return fmt::format("rank {} is to blame", rank);
   return fmt::format("rank {} is to blame: this rank waited for rank {}{}", rank, direct, chain);

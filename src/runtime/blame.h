@@ -11,9 +11,10 @@
 // A rank that was stalled itself (SIGSTOP, a long pause of its process) and
 // resumes after its peers gave up sees their closed connections and would
 // blame the first peer it fails to hear from, a healthy one. The notes say
-// otherwise: the peers blamed it. When the chain leads back to this rank, or
-// this rank blames no one and a peer blames it, it was the one left behind,
-// and says so instead of blaming a healthy peer.
+// otherwise: the peers blamed it. When the chain leads back to this rank it
+// was the one left behind, and says so instead of blaming a healthy peer;
+// when its own error names no peer and a peer's note blames it, it is the
+// one to blame too.
 //
 // Used by the balancer (one prefix per cycle) and by `eplb demo` (its
 // engine step's all-reduce).
@@ -30,7 +31,9 @@ namespace eplb::runtime {
 struct BlameVerdict {
   int rank = -1;             // the rank to blame: the end of the chain (-1: none stands out)
   bool left_behind = false;  // the chain leads back to this rank: it was the one stalled
-  std::vector<int> accusers; // when left behind: the peers whose notes blame this rank
+  // When this rank is the one to blame (left behind, or failed on its own):
+  // the peers whose notes blame it.
+  std::vector<int> accusers;
   // ", which waited for rank 3" links, each a note followed (empty: none).
   std::string chain;
 
@@ -48,6 +51,10 @@ struct BlameVerdict {
 // end the chain where it is.
 BlameVerdict FollowBlame(Store& store, const std::string& prefix, int me, int world, int blamed,
                          std::chrono::milliseconds budget);
+
+// Only the note: this rank (`me`) blames `blamed` under "<prefix>/<me>"
+// (store failures logged). FollowBlame begins with it.
+void NoteBlame(Store& store, const std::string& prefix, int me, int world, int blamed);
 
 // The peers that have a note under `prefix` now, and whom each blames
 // (pairs of rank, blamed), read without waiting.
