@@ -62,9 +62,20 @@ BlameVerdict FollowBlame(Store& store, const std::string& prefix, int me, int wo
   std::vector<bool> seen(world, false);
   seen[me] = true;
   int root = blamed;
+  // Every rank but `root` has noted whom it blames: root, the one without a
+  // note, is the one stalled or dead; no need to wait out the budget.
+  auto others_noted = [&](int root) {
+    for (int r = 0; r < world; ++r)
+      if (r != me && r != root && !ReadNote(store, prefix, me, world, r, Clock::now())) return false;
+    return true;
+  };
   while (root >= 0 && !seen[root]) {
     seen[root] = true;
-    const std::optional<int> next = ReadNote(store, prefix, me, world, root, by);
+    std::optional<int> next;
+    for (;;) {
+      next = ReadNote(store, prefix, me, world, root, std::min(by, DeadlineAfter(std::chrono::milliseconds(10))));
+      if (next || Expired(by) || others_noted(root)) break;
+    }
     if (!next || *next < 0) break;  // no note, or it blames no one: it is the one
     if (*next == me) {
       v.left_behind = true;  // it waited for this rank
