@@ -59,7 +59,7 @@ std::vector<RankState> Balancer::State::Handshake(Request& req) {
   HandshakeRound round(*links.store, cfg.name, me, world, cfg.num_layers);
   handshake_joined.clear();
   handshake_rebuild = false;
-  auto join = [&](int64_t cycle) {
+  auto join = [&](int64_t cycle) REQUIRES(cycle_role) {
     SetOp(fmt::format("the handshake of cycle {}", cycle), budget);
     handshake_joined.push_back(cycle);
     round.Join(cycle, mine);
