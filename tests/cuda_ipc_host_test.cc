@@ -145,7 +145,7 @@ TEST(CudaWithoutGpu, ProbeNeverThrowsAndSaysWhy) {
 TEST(CudaWithoutGpu, EntryPointsFailClearly) {
   if (cuda::Probe().devices > 0) GTEST_SKIP() << "a GPU is present; covered by the GPU suite";
   try {
-    DeviceLoadCounter counter(0, 1, 8, 8);
+    DeviceLoadCounter counter(0, 1, 8, 8, DeadlineAfter(std::chrono::seconds(10)));
     FAIL() << "made a load counter without a GPU";
   } catch (const Error& e) {
     EXPECT_EQ(e.layer(), "cuda");

@@ -28,11 +28,19 @@
 // then vetoes the commit (the layer is settled at the next handshake).
 // Metrics count these waits (commit_waits, commit_wait_seconds_max).
 //
-// Failures. Every cross-rank wait takes `deadline`. A rank that stalls or
+// Failures. Every cross-rank wait takes `deadline` (connecting the groups
+// again at a rebuild: `rebuild_timeout`; waiting for this rank's own engine
+// to reach an agreed commit step: deadline + 1 s). A rank that stalls or
 // dies makes the others abandon the cycle: layers not committed keep their
-// old placement on every rank; the error is logged naming the rank, counted in
-// the metrics, and the engine keeps stepping. The next cycle rebuilds the
-// groups and starts fresh. A commit agreement can complete on some ranks and
+// old placement on every rank; the error is logged at once naming the rank,
+// counted in the metrics, and the engine keeps stepping. The rank named is
+// the one that stalled or died, not the first peer this rank failed to hear
+// from: each failing rank notes in the store whom it blames, and follows the
+// notes (a peer that waited for a third). A rank that resumes after a stall
+// finds that its peers blamed it and says it was stalled or left behind
+// (CycleReport::blamed_rank is then its own rank). The next cycle rebuilds
+// the groups and starts fresh; its handshake waits until the peers can have
+// left the failed cycle (a rank that failed fast must not give up on them). A commit agreement can complete on some ranks and
 // fail on others (a rank dies while its vote is in flight), so no rank acts
 // on its own view: each records the outcome it saw in the store, the first
 // record stands (Store::SetIfAbsent), and all follow it -- a survivor whose
@@ -104,8 +112,15 @@ struct EPLB_EXPORT BalancerConfig {
   // layer's transfers, each agreement).
   std::chrono::milliseconds deadline{5000};
   // Budget for connecting the communicator and control group at
-  // construction; rebuilds inside a cycle take `deadline`.
+  // construction (and, separately, for registering the weights with them).
   std::chrono::milliseconds connect_timeout{30000};
+  // Budget for connecting the communicator and control group again at a
+  // rebuild inside a cycle (after a failure); registering the weights with
+  // the new groups then has `deadline` of its own, so a slow rebuild never
+  // leaves the registration a remnant of a shared budget. 0: twice
+  // `deadline`, at most connect_timeout and at least `deadline` (a rebuild
+  // of 4 ranks over Gloo and NIXL took 1.4-1.9 s on a loaded 2-core host).
+  std::chrono::milliseconds rebuild_timeout{0};
   // Async: a staged layer is committed at least this many steps after the
   // step at which a rank proposes it (>= 1); the agreed step is the largest
   // proposal. A Step() that reaches its own proposal before the agreement
@@ -171,7 +186,9 @@ struct EPLB_EXPORT CycleReport {
   int64_t end_step = 0;  // the Step() that ended it (or noticed its failure)
   bool ok = false;
   std::string error;  // empty when ok
-  int blamed_rank = -1;  // the rank an error names, when one does
+  // The rank to blame, when one stands out: the one that stalled or died
+  // (this rank's own when it was left behind or failed on its own).
+  int blamed_rank = -1;
   double balancedness_before = 1.0;  // model figure under the summed window
   double balancedness_after = 1.0;   // of the placement the cycle computed
   int layers_changed = 0;            // layers whose placement changes

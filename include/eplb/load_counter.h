@@ -58,7 +58,9 @@ EPLB_EXPORT void CountExpertLoad(const TopkIds& topk, const DeviceExpertMap& map
 // interval.
 class EPLB_EXPORT DeviceLoadCounter {
  public:
-  DeviceLoadCounter(int device, int num_layers, int num_experts, int num_slots);
+  // Allocates the counters and zeroes them, waiting for that until
+  // `ready_by` (TimeoutError past it).
+  DeviceLoadCounter(int device, int num_layers, int num_experts, int num_slots, Deadline ready_by);
   ~DeviceLoadCounter();
   DeviceLoadCounter(const DeviceLoadCounter&) = delete;
   DeviceLoadCounter& operator=(const DeviceLoadCounter&) = delete;

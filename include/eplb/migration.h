@@ -108,6 +108,12 @@ struct EPLB_EXPORT MigrationOptions {
   // run on the copier, so this pays off with an asynchronous copier), and a
   // runtime may stage a layer while the previous one awaits its commit.
   int staging_layers = 1;
+  // Local copies that a commit, a failed stage or the executor's destructor
+  // waits for end within this. They are this rank's own copies, so only a
+  // hung device misses it: a commit then throws TimeoutError naming the
+  // layer, and the destructor leaves the staging buffers allocated rather
+  // than free memory a copy may still write. The balancer sets its deadline.
+  std::chrono::milliseconds copy_timeout{30000};
 };
 
 // What one layer's migration did.

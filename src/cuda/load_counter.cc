@@ -59,7 +59,8 @@ struct DeviceLoadCounter::State {
   size_t count() const { return static_cast<size_t>(layers) * (experts + slots); }
 };
 
-DeviceLoadCounter::DeviceLoadCounter(int device, int num_layers, int num_experts, int num_slots) {
+DeviceLoadCounter::DeviceLoadCounter(int device, int num_layers, int num_experts, int num_slots,
+                                     Deadline ready_by) {
   if (num_layers <= 0 || num_experts <= 0 || num_slots <= 0) {
     throw InvalidArgument(fmt::format("load counter: bad shape (layers {}, experts {}, slots {})",
                                       num_layers, num_experts, num_slots));
@@ -75,8 +76,10 @@ DeviceLoadCounter::DeviceLoadCounter(int device, int num_layers, int num_experts
                          cuda::DeviceBuffer(device, count * sizeof(int64_t)),
                          cuda::PinnedBuffer(count * sizeof(int64_t)), cuda::Event(device)});
   cuda::DeviceGuard guard(device);
-  cuda::Check(cudaMemset(state_->counters.data(), 0, count * sizeof(int64_t)), "cudaMemset (counters)");
-  cuda::Check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  cuda::Stream zero(device);
+  cuda::Check(cudaMemsetAsync(state_->counters.data(), 0, count * sizeof(int64_t), zero.get()),
+              "cudaMemsetAsync (counters)");
+  zero.Synchronize(ready_by, "zero the load counters");
 }
 
 DeviceLoadCounter::~DeviceLoadCounter() = default;

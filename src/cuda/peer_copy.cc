@@ -57,9 +57,10 @@ PeerCopyResult MeasurePeerCopy(const PeerCopySetup& s) {
   }
   for (auto& side : sides) {
     DeviceGuard guard(side.src);
-    Check(cudaMemset(side.from.data(), 0x5c, bytes), "cudaMemset");
-    Check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
     for (int i = 0; i < std::max(1, s.streams_per_destination); ++i) side.streams.emplace_back(side.dst);
+    Stream fill(side.src);
+    Check(cudaMemsetAsync(side.from.data(), 0x5c, bytes, fill.get()), "cudaMemsetAsync");
+    fill.Synchronize(DeadlineAfter(s.timeout), "fill the peer-copy buffers");
   }
   std::vector<double> times;
   for (int it = 0; it < s.warmup + s.iterations; ++it) {
@@ -73,7 +74,8 @@ PeerCopyResult MeasurePeerCopy(const PeerCopySetup& s) {
       }
     }
     for (auto& side : sides) {
-      for (auto& stream : side.streams) stream.Synchronize(DeadlineAfter(std::chrono::seconds(60)), "peer copy");
+      const Deadline by = DeadlineAfter(s.timeout);
+      for (auto& stream : side.streams) stream.Synchronize(by, "peer copy");
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (it >= s.warmup) times.push_back(seconds);
@@ -86,7 +88,7 @@ PeerCopyResult MeasurePeerCopy(const PeerCopySetup& s) {
 }
 
 double PeerCopyLimit(int gpu_a, int gpu_b, size_t piece_bytes, int pieces, bool both_ways,
-                     int iterations, std::string* log) {
+                     int iterations, std::chrono::milliseconds timeout, std::string* log) {
   double best = 0;
   for (int variant = 0; variant < 3; ++variant) {
     PeerCopySetup setup;
@@ -94,6 +96,7 @@ double PeerCopyLimit(int gpu_a, int gpu_b, size_t piece_bytes, int pieces, bool 
     setup.gpu_b = gpu_b;
     setup.both_ways = both_ways;
     setup.iterations = iterations;
+    setup.timeout = timeout;
     setup.piece_bytes = variant == 2 ? piece_bytes * pieces : piece_bytes;
     setup.pieces = variant == 2 ? 1 : pieces;
     setup.streams_per_destination = variant == 1 ? 2 : 1;
@@ -116,7 +119,7 @@ PeerCopyResult MeasurePeerCopy(const PeerCopySetup&) {
   throw Error("cuda", "measure peer copy", "eplb was built without CUDA");
 }
 
-double PeerCopyLimit(int, int, size_t, int, bool, int, std::string*) {
+double PeerCopyLimit(int, int, size_t, int, bool, int, std::chrono::milliseconds, std::string*) {
   throw Error("cuda", "measure peer copy", "eplb was built without CUDA");
 }
 

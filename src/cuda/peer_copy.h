@@ -4,6 +4,7 @@
 // compare against it, measured in the same run on the same GPUs.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <string>
 
@@ -18,6 +19,9 @@ struct PeerCopySetup {
   int streams_per_destination = 1;   // pieces spread round-robin over these
   int warmup = 3;
   int iterations = 20;
+  // The buffers' fill and each iteration's copies end within this
+  // (TimeoutError past it: a hung device); eplb bench passes its --timeout.
+  std::chrono::milliseconds timeout{60000};
 };
 
 struct PeerCopyResult {
@@ -36,6 +40,6 @@ PeerCopyResult MeasurePeerCopy(const PeerCopySetup& setup);
 // destination and of one copy of all the bytes. Each measurement is
 // described in `log` (one line each) when given.
 double PeerCopyLimit(int gpu_a, int gpu_b, size_t piece_bytes, int pieces, bool both_ways,
-                     int iterations, std::string* log = nullptr);
+                     int iterations, std::chrono::milliseconds timeout, std::string* log = nullptr);
 
 }  // namespace eplb::cuda

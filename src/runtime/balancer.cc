@@ -34,6 +34,8 @@ Balancer::State::State(BalancerLinks l, std::vector<LayerWeights> w, const Balan
   if (cfg.commit_lead_steps < 1) fail("commit_lead_steps must be at least 1");
   if (cfg.staging_layers < 1 || cfg.staging_layers > 2) fail("staging_layers must be 1 or 2");
   if (cfg.deadline.count() <= 0) fail("deadline must be positive");
+  if (cfg.connect_timeout.count() <= 0) fail("connect_timeout must be positive");
+  if (cfg.rebuild_timeout.count() < 0) fail("rebuild_timeout must be positive (or 0: derived from deadline)");
   if (static_cast<int>(weights.size()) != cfg.num_layers)
     fail(std::to_string(weights.size()) + " layers of weights for " +
          std::to_string(cfg.num_layers) + " MoE layers");
@@ -61,7 +63,7 @@ Balancer::State::State(BalancerLinks l, std::vector<LayerWeights> w, const Balan
   current.Derive();
   if (cfg.device >= 0) {
 #if EPLB_HAVE_CUDA
-    device_load = std::make_unique<runtime::DeviceLoad>(cfg.device, current);
+    device_load = std::make_unique<runtime::DeviceLoad>(cfg.device, current, DeadlineAfter(cfg.connect_timeout));
 #else
     fail("config.device is set but eplb was built without CUDA");
 #endif
@@ -72,12 +74,14 @@ Balancer::State::State(BalancerLinks l, std::vector<LayerWeights> w, const Balan
   metrics.rank = me;
   metrics.mode = BalancerModeName(cfg.mode);
   metrics.communicator = links.selection.name;
-  Connect("init", DeadlineAfter(cfg.connect_timeout));
+  Connect("init", DeadlineAfter(cfg.connect_timeout), cfg.connect_timeout);
   if (metrics.communicator.empty()) metrics.communicator = std::string(comm->name());
   spdlog::info("eplb: rank {} balancer ready: {} mode, {} layers x {} experts -> {} slots on {} ranks, "
-               "window {} steps, first rebalance at step {}, then every {} steps, deadline {} ms",
+               "window {} steps, first rebalance at step {}, then every {} steps, deadline {} ms, "
+               "rebuild {} ms",
                me, metrics.mode, cfg.num_layers, cfg.num_experts, cfg.num_slots, world,
-               cfg.window_steps, first_trigger, cfg.step_interval, cfg.deadline.count());
+               cfg.window_steps, first_trigger, cfg.step_interval, cfg.deadline.count(),
+               RebuildBudget().count());
   if (async()) bg = std::thread([this] { Loop(); });
 }
 
@@ -90,13 +94,14 @@ Balancer::State::~State() {
   if (bg.joinable()) bg.join();
 }
 
-void Balancer::State::Connect(const std::string& new_label, Deadline deadline) {
+void Balancer::State::Connect(const std::string& new_label, Deadline groups_by,
+                              std::chrono::milliseconds register_budget) {
   executors.clear();
   comm.reset();
   control.reset();
   label = new_label;
-  control = links.make_control_group(cfg.name + "/ctl/" + new_label, deadline);
-  comm = links.make_communicator(cfg.name + "/comm/" + new_label, deadline);
+  control = links.make_control_group(cfg.name + "/ctl/" + new_label, groups_by);
+  comm = links.make_communicator(cfg.name + "/comm/" + new_label, groups_by);
   if (async() && IsNcclFamily(comm->name()))
     throw InvalidArgument("balancer: the " + std::string(comm->name()) +
                           " communicator cannot be used in async mode");
@@ -106,25 +111,28 @@ void Balancer::State::Connect(const std::string& new_label, Deadline deadline) {
   MigrationOptions mo;
   mo.ranks_per_node = cfg.ranks_per_node;
   mo.staging_layers = 1;
+  mo.copy_timeout = cfg.deadline;
   size_t count;
   {
     util::MutexLock lock(&mu);
     committers.clear();
     count = scheduled.size();
   }
+  const Deadline register_by = DeadlineAfter(register_budget);
   for (size_t x = 0; x < count; ++x)
     executors.push_back(std::make_unique<MigrationExecutor>(*comm, *control, weights, spr,
-                                                            links.make_copier(), mo, deadline));
+                                                            links.make_copier(), mo, register_by));
   util::MutexLock lock(&mu);
   for (auto& e : executors) committers.push_back(e.get());
 }
 
 void Balancer::State::Publish() { published = std::make_shared<const Placement>(current); }
 
-void Balancer::State::SetOp(std::string op) {
+void Balancer::State::SetOp(std::string op, std::chrono::milliseconds budget) {
   util::MutexLock lock(&mu);
   bg_op = std::move(op);
   bg_op_since = Clock::now();
+  bg_op_budget = budget.count() > 0 ? budget : cfg.deadline;
   bg_op_warned = false;
 }
 

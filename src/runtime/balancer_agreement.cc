@@ -188,44 +188,10 @@ void Balancer::State::EndRound() {
   cv.NotifyAll();
 }
 
-// A rank that times out blames the peer it was waiting for, but that peer
-// may itself have been waiting for a third (a stalled rank holds up its
-// neighbours first). Each failing rank notes whom it blames in the store;
-// this follows the notes to the rank that has none (the one stalled or
-// dead), waiting briefly for peers that fail at about the same time.
-int Balancer::State::FollowBlame(int64_t cycle, int blamed, std::string* chain) {
-  auto key = [&](int r) {
-    return cfg.name + "/blame/" + std::to_string(cycle) + "/" + std::to_string(r);
-  };
-  try {
-    links.store->Set(key(me), wire::Writer(wire::Kind::kBlame).Put(int32_t{blamed}).Take());
-  } catch (const std::exception& e) {
-    spdlog::debug("eplb: rank {}: could not note whom it blames: {}", me, e.what());
-  }
-  const Deadline budget = DeadlineAfter(std::min<std::chrono::milliseconds>(cfg.deadline / 2, 500ms));
-  std::vector<bool> seen(world, false);
-  seen[me] = true;
-  int root = blamed;
-  while (root >= 0 && root < world && !seen[root]) {
-    seen[root] = true;
-    int next = -1;
-    try {
-      auto note = links.store->Get(key(root), budget);
-      wire::Reader r(note, wire::Kind::kBlame, {"balancer", "following the blame", me, root});
-      next = r.Get<int32_t>();
-      r.Finish();
-    } catch (const TimeoutError&) {
-      break;  // no note: this one is stalled or dead
-    } catch (const std::exception& e) {
-      spdlog::warn("eplb: rank {}: {}", me, e.what());
-      break;  // an unreadable note: blame the rank that wrote it
-    }
-    if (next < 0 || next >= world || seen[next]) break;
-    *chain += fmt::format(", which waited for rank {}", next);
-    root = next;
-  }
-  if (!chain->empty()) *chain = fmt::format(": this rank waited for rank {}", blamed) + *chain;
-  return root;
+// The blame of a failed cycle, through the store notes of runtime/blame.h.
+runtime::BlameVerdict Balancer::State::FollowBlame(int64_t cycle, int blamed) {
+  return runtime::FollowBlame(*links.store, BlamePrefix(cycle), me, world, blamed,
+                              runtime::BlameBudget(cfg.deadline));
 }
 
 }  // namespace eplb

@@ -28,7 +28,7 @@ void Balancer::State::UploadMaps(int layer, std::span<const int32_t> phy2log) {
 #if EPLB_HAVE_CUDA
   // Engine thread (every commit is): the device maps follow on its stream,
   // before the commit is applied on the host side, as the commit's copies do.
-  if (device_load) device_load->Upload(layer, phy2log);
+  if (device_load) device_load->Upload(layer, phy2log, WaitDeadline());
 #endif
 }
 
@@ -106,15 +106,18 @@ void Balancer::State::StepEngine(void* stream) {
   {
     util::MutexLock lock(&mu);
     now_step = ++step;
-    // Watchdog: a background wait past its deadline means a backend is not
-    // honouring it; say so instead of going quiet.
+    // Watchdog: every wait of the cycle thread has a budget (SetOp), so one
+    // that runs 2 s past it is a backend not honouring its deadline; say so
+    // instead of going quiet. (It speaks from a Step(): this engine thread
+    // is stepping, whatever the others do.)
     if (!bg_op.empty() && !bg_op_warned &&
-        Clock::now() - bg_op_since > cfg.deadline + std::chrono::seconds(2)) {
+        Clock::now() - bg_op_since > bg_op_budget + std::chrono::seconds(2)) {
       bg_op_warned = true;
       spdlog::error(
-          "eplb: rank {}: the background migration thread has been in {} for {:.1f} s (deadline "
-          "{:.1f} s); the engine keeps serving with the current placement",
-          me, bg_op, SecondsSince(bg_op_since), cfg.deadline.count() / 1e3);
+          "eplb: rank {}: the background migration thread has been in {} for {:.1f} s, past its "
+          "budget of {:.1f} s: a wait there does not honour its deadline (step {}; the placement "
+          "in force stays until it returns)",
+          me, bg_op, SecondsSince(bg_op_since), bg_op_budget.count() / 1e3, now_step);
     }
     if (floor_step == now_step) {
       ++metrics.commit_waits;

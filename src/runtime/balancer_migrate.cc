@@ -7,8 +7,10 @@ using namespace balancer_internal;
 
 void Balancer::State::MigrateLayerAsync(int x, int layer, const Placement& cur,
                                         const Placement& next, bool last) {
-  SetOp(fmt::format("waiting for staging buffer {} (commit of an earlier layer)", x));
-  WaitFor([&]() REQUIRES(mu) { return scheduled[x].step < 0; });
+  // The engine commits the layer the buffer holds at its agreed step, a few
+  // steps from now; an engine that does not get there is blocked.
+  SetOp(fmt::format("waiting for staging buffer {} (commit of an earlier layer)", x), EngineBudget());
+  WaitForScheduledCommits(fmt::format("stage of MoE layer {}", layer), x);
   // Agreed steps never decrease, so the last layer's commit step is the
   // cycle's largest: committing it ends the cycle, at the same step everywhere.
   StagedOutcome o = StageLayer(x, layer, cur, next);

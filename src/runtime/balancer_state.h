@@ -49,6 +49,7 @@
 #include "eplb/policy.h"
 #include "runtime/balancer_messages.h"
 #include "runtime/balancer_resolve.h"
+#include "runtime/blame.h"
 #include "runtime/handshake_round.h"
 #include "runtime/device_load.h"
 #include "runtime/layer_threads.h"
@@ -133,6 +134,18 @@ struct Balancer::State {
   std::optional<Doubt> doubt GUARDED_BY(cycle_role);
   // The step of the cycle's last scheduled commit.
   int64_t last_commit_step GUARDED_BY(cycle_role) = -1;
+  // When the last cycle that failed on this rank ended here: its peers may
+  // still be inside that cycle for up to deadline + the blame budget, so the
+  // next handshake waits for them that long (Handshake).
+  std::optional<Clock::time_point> last_failure GUARDED_BY(cycle_role);
+  std::chrono::milliseconds last_failure_lag GUARDED_BY(cycle_role){0};  // their longest wait there
+  // The cycles the current (or last) handshake joined: a handshake that
+  // fails notes the blame under each, so a rank that joins any of them late
+  // learns that this one gave up on it.
+  std::vector<int64_t> handshake_joined GUARDED_BY(cycle_role);
+  // The last completed handshake's states ask for a rebuild (every rank
+  // decides it alike): peers of a cycle that failed may be in its rendezvous.
+  bool handshake_rebuild GUARDED_BY(cycle_role) = false;
   // The engine's CUDA stream of the current Step() (sync-mode cycles and
   // every commit run on the engine thread).
   void* engine_stream GUARDED_BY(engine_role) = nullptr;
@@ -165,6 +178,7 @@ struct Balancer::State {
   std::vector<CycleReport> pending_reports GUARDED_BY(mu);
   std::string bg_op GUARDED_BY(mu);
   Clock::time_point bg_op_since GUARDED_BY(mu);
+  std::chrono::milliseconds bg_op_budget GUARDED_BY(mu){0};  // how long bg_op may take
   bool bg_op_warned GUARDED_BY(mu) = false;
 
   std::thread bg;
@@ -175,10 +189,27 @@ struct Balancer::State {
   bool async() const { return cfg.mode == BalancerMode::kAsync; }
   int64_t TriggerStep(int64_t index) const { return first_trigger + index * cfg.step_interval; }
   Deadline WaitDeadline() const { return DeadlineAfter(cfg.deadline); }
+  // How long the cycle thread waits for this rank's own engine to reach a
+  // step (a scheduled commit): as long as a Step() waits for a late
+  // agreement, deadline + 1 s. Past it the engine thread is blocked (by its
+  // own collectives on a stalled peer, say) and the cycle fails saying so.
+  std::chrono::milliseconds EngineBudget() const { return cfg.deadline + std::chrono::seconds(1); }
+  // Connecting the groups at a rebuild (BalancerConfig::rebuild_timeout,
+  // or its default).
+  std::chrono::milliseconds RebuildBudget() const {
+    if (cfg.rebuild_timeout.count() > 0) return cfg.rebuild_timeout;
+    return std::max(cfg.deadline, std::min(2 * cfg.deadline, cfg.connect_timeout));
+  }
 
-  void Connect(const std::string& new_label, Deadline deadline) REQUIRES(cycle_role) EXCLUDES(mu);
+  // Connects the groups by `groups_by`, then registers the weights' regions
+  // with new executors within `register_budget` of their own (a rebuild's
+  // connection time never eats into the registration's).
+  void Connect(const std::string& new_label, Deadline groups_by, std::chrono::milliseconds register_budget)
+      REQUIRES(cycle_role) EXCLUDES(mu);
   void Publish() REQUIRES(mu);
-  void SetOp(std::string op) EXCLUDES(mu);
+  // Names what the cycle thread is doing for the watchdog (StepEngine), and
+  // how long it may take (default: the deadline).
+  void SetOp(std::string op, std::chrono::milliseconds budget = std::chrono::milliseconds(0)) EXCLUDES(mu);
 
   // Engine thread.
   void StepEngine(void* stream) REQUIRES(engine_role) EXCLUDES(mu);
@@ -193,6 +224,9 @@ struct Balancer::State {
   // Cycle thread (background in async mode, the engine in sync mode).
   void Loop() EXCLUDES(mu);
   void RunCycle(Request req) REQUIRES(cycle_role) EXCLUDES(mu);
+  void AbandonCycle(const Request& req, Clock::time_point start, const std::exception& e,
+                    const std::string& where, int layer, bool groups_used, bool summed, bool rebuilt,
+                    bool engine_stuck, const LoadMatrix& load) REQUIRES(cycle_role) EXCLUDES(mu);
   std::vector<RankState> Handshake(Request& req) REQUIRES(cycle_role) EXCLUDES(mu);
   void Resolve(const std::vector<RankState>& states) REQUIRES(cycle_role) EXCLUDES(mu);
   struct StagedOutcome {
@@ -209,10 +243,16 @@ struct Balancer::State {
   int64_t Decide(const Staged& staged, bool staged_ok, std::exception_ptr stage_error, int layer,
                  std::exception_ptr* after) REQUIRES(cycle_role) EXCLUDES(mu);
   void EndRound() REQUIRES(cycle_role) EXCLUDES(mu);
-  // Waits until pred() (called with `mu` held) or the balancer stops (then
-  // throws Stopped).
+  // Waits until pred() (called with `mu` held: true) or `until` (false); throws
+  // Stopped when the balancer stops first.
   template <typename Pred>
-  void WaitFor(Pred pred) EXCLUDES(mu);
+  bool WaitFor(Pred pred, Deadline until) EXCLUDES(mu);
+  // Waits, at most EngineBudget(), until the engine has made every commit
+  // scheduled for it (each at a step every rank agreed on), or only that of
+  // `executor`; throws Error naming the layer, its step and the engine's
+  // step when it has not. `why` is the operation that waits.
+  void WaitForScheduledCommits(const std::string& why, int executor = -1) REQUIRES(cycle_role)
+      EXCLUDES(mu);
   // The host side of a commit: the placement in force, versions, metrics,
   // the commit event. Its GPU side is UploadMaps, outside the lock.
   void ApplyCommitLocked(const Staged& st, double seconds, int64_t at_step) REQUIRES(mu);
@@ -227,14 +267,19 @@ struct Balancer::State {
                                     : std::max<int64_t>(0, next - step);
     return m;
   }
-  int FollowBlame(int64_t cycle, int blamed, std::string* chain) REQUIRES(cycle_role);
+  // The blame notes of cycle `cycle` (runtime/blame.h): notes whom this rank
+  // blames and follows the peers' notes to the rank to blame.
+  std::string BlamePrefix(int64_t cycle) const { return cfg.name + "/blame/" + std::to_string(cycle); }
+  runtime::BlameVerdict FollowBlame(int64_t cycle, int blamed) REQUIRES(cycle_role);
 };
 
 template <typename Pred>
-void Balancer::State::WaitFor(Pred pred) {
+bool Balancer::State::WaitFor(Pred pred, Deadline until) {
   util::MutexLock lock(&mu);
-  while (!stop && !pred()) cv.Wait(&mu);
+  while (!stop && !pred())
+    if (!cv.WaitUntil(&mu, until) && !stop && !pred()) return false;
   if (stop) throw balancer_internal::Stopped{};
+  return true;
 }
 
 }  // namespace eplb

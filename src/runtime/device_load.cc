@@ -11,7 +11,7 @@
 
 namespace eplb::runtime {
 
-DeviceLoad::DeviceLoad(int device, const Placement& initial)
+DeviceLoad::DeviceLoad(int device, const Placement& initial, Deadline deadline)
     : device_(device),
       layers_(initial.num_layers),
       experts_(initial.num_experts),
@@ -33,13 +33,18 @@ DeviceLoad::DeviceLoad(int device, const Placement& initial)
   upload_pending_.assign(layers_, false);
   cuda::DeviceGuard guard(device);
   for (int l = 0; l < layers_; ++l) WriteMirror(l, initial.layer_phy2log(l));
-  cuda::Check(cudaMemcpy(log2phy_.data(), mirror_.data(), log2phy_.bytes(), cudaMemcpyHostToDevice),
-              "cudaMemcpy (log2phy)");
-  cuda::Check(cudaMemcpy(logcnt_.data(), mirror_.as<int32_t>() + cells * width_, logcnt_.bytes(),
-                         cudaMemcpyHostToDevice),
-              "cudaMemcpy (logcnt)");
-  cuda::Check(cudaMemset(counters_.data(), 0, counters_.bytes()), "cudaMemset (load counters)");
-  cuda::Check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  // On a stream of its own, waited for under the deadline (the mirror is
+  // pinned, so the copies are asynchronous).
+  cuda::Stream init(device);
+  cuda::Check(cudaMemcpyAsync(log2phy_.data(), mirror_.data(), log2phy_.bytes(), cudaMemcpyHostToDevice,
+                              init.get()),
+              "cudaMemcpyAsync (log2phy)");
+  cuda::Check(cudaMemcpyAsync(logcnt_.data(), mirror_.as<int32_t>() + cells * width_, logcnt_.bytes(),
+                              cudaMemcpyHostToDevice, init.get()),
+              "cudaMemcpyAsync (logcnt)");
+  cuda::Check(cudaMemsetAsync(counters_.data(), 0, counters_.bytes(), init.get()),
+              "cudaMemsetAsync (load counters)");
+  init.Synchronize(deadline, "balancer: upload of the initial device maps");
 }
 
 DeviceExpertMap DeviceLoad::map(int layer) const {
@@ -107,11 +112,11 @@ void DeviceLoad::EndStep(LoadWindow& window, Deadline deadline) {
   recorded_ = false;
 }
 
-void DeviceLoad::Upload(int layer, std::span<const int32_t> phy2log) {
+void DeviceLoad::Upload(int layer, std::span<const int32_t> phy2log, Deadline deadline) {
   cuda::DeviceGuard guard(device_);
   // The mirror of this layer may still be the source of its previous upload.
   if (upload_pending_[layer])
-    uploaded_[layer].Wait(Deadline::max(), "balancer", "upload of the device maps");
+    uploaded_[layer].Wait(deadline, "balancer", "upload of the device maps");
   WriteMirror(layer, phy2log);
   const size_t cells = static_cast<size_t>(layers_) * experts_;
   const size_t l2p_off = static_cast<size_t>(layer) * experts_ * width_;

@@ -34,8 +34,9 @@ namespace eplb::runtime {
 
 class DeviceLoad {
  public:
-  // Allocates on `device` and uploads `initial` (synchronously).
-  DeviceLoad(int device, const Placement& initial);
+  // Allocates on `device` and uploads `initial`, waiting for it until
+  // `deadline` (TimeoutError past it).
+  DeviceLoad(int device, const Placement& initial, Deadline deadline);
 
   int device() const { return device_; }
   DeviceExpertMap map(int layer) const;
@@ -48,8 +49,9 @@ class DeviceLoad {
   void EndStep(LoadWindow& window, Deadline deadline);
   // Enqueues the maps of `layer` holding `phy2log` (its slots' experts) as
   // the layer's device maps on the stream of the last Record (the default
-  // stream before any). May wait for the layer's previous upload.
-  void Upload(int layer, std::span<const int32_t> phy2log);
+  // stream before any). May wait for the layer's previous upload, until
+  // `deadline` (TimeoutError past it).
+  void Upload(int layer, std::span<const int32_t> phy2log, Deadline deadline);
   // Waits for everything enqueued here (tests, shutdown).
   void Synchronize(Deadline deadline);
 

@@ -69,6 +69,8 @@ struct MigrationExecutor::Impl {
   void IssueCommit(const LayerPlan& plan);
   // copier_->Wait, after which no commit is in flight.
   void WaitForCopies(Deadline deadline);
+  // Local copies always finish unless the device hangs: options_.copy_timeout.
+  Deadline CopyDeadline() const { return DeadlineAfter(options_.copy_timeout); }
   uint8_t* staging_slot(const Staging& s, int layer, int tensor, int local_slot) const;
   uint8_t* weight_slot(int layer, int tensor, int local_slot) const;
 
@@ -99,6 +101,7 @@ MigrationExecutor::Impl::Impl(Communicator& comm, ControlGroup& control,
   if (layers_.empty()) fail("no layers");
   if (options_.staging_layers != 1 && options_.staging_layers != 2)
     fail("staging_layers must be 1 or 2, not " + std::to_string(options_.staging_layers));
+  if (options_.copy_timeout.count() <= 0) fail("copy_timeout must be positive");
   if (control_.size() != comm_.size() || control_.rank() != comm_.rank())
     fail("control group (rank " + std::to_string(control_.rank()) + " of " +
          std::to_string(control_.size()) + ") and communicator (rank " +
@@ -164,7 +167,14 @@ MigrationExecutor::Impl::Impl(Communicator& comm, ControlGroup& control,
 MigrationExecutor::Impl::~Impl() {
   // Copies still in flight (a commit after an error) must not outlive staging.
   try {
-    copier_->Wait(Deadline::max());
+    copier_->Wait(CopyDeadline());
+  } catch (const TimeoutError& e) {
+    // A hung device: freeing memory its copies may still write is worse
+    // than leaving it allocated.
+    spdlog::error("eplb migration: local copies still running at shutdown ({}); the {} staging "
+                  "buffer(s) stay allocated",
+                  e.what(), staging_.size());
+    return;
   } catch (const std::exception& e) {
     spdlog::error("eplb migration: local copies failed at shutdown: {}", e.what());
   }
@@ -315,10 +325,11 @@ LayerMigrationReport MigrationExecutor::Impl::Stage(const LayerPlan& plan, Deadl
     WaitForCopies(deadline);
   } catch (...) {
     spdlog::debug("eplb migration: rank {} failed {} of MoE layer {}", me, step, layer);
-    // Copies into this buffer may still run: they end before it is used again
-    // (local copies always finish, so, as in Commit, no deadline can help).
+    // Copies into this buffer may still run: they end before it is used
+    // again (marked in flight, the next Stage into it waits for them first).
+    st->commit_in_flight = true;
     try {
-      WaitForCopies(Deadline::max());
+      WaitForCopies(CopyDeadline());
     } catch (const std::exception& e) {
       spdlog::error("eplb migration: local copies of MoE layer {} failed: {}", layer, e.what());
     }
@@ -358,8 +369,13 @@ void MigrationExecutor::Impl::IssueCommit(const LayerPlan& plan) {
 void MigrationExecutor::Impl::Commit(const LayerPlan& plan, LayerMigrationReport* report) {
   const auto start = Clock::now();
   IssueCommit(plan);
-  // A commit must finish: the copies are local, so no deadline can help.
-  WaitForCopies(Deadline::max());
+  // The copies are local: they finish unless the device hangs.
+  try {
+    WaitForCopies(CopyDeadline());
+  } catch (const TimeoutError& e) {
+    throw TimeoutError("migration", "commit of MoE layer " + std::to_string(plan.layer),
+                       std::string(e.what()) + " (a hung device?)", comm_.rank(), -1);
+  }
   if (report != nullptr) report->commit_seconds = SecondsSince(start);
 }
 
@@ -435,10 +451,10 @@ std::vector<LayerMigrationReport> MigrationExecutor::Impl::Migrate(const Placeme
       reports.back().commit_seconds = SecondsSince(start);
     }
   } catch (...) {
-    WaitForCopies(Deadline::max());  // agreed layers are committed in full
+    WaitForCopies(CopyDeadline());  // agreed layers are committed in full
     throw;
   }
-  WaitForCopies(Deadline::max());
+  WaitForCopies(CopyDeadline());
   return reports;
 }
 

@@ -63,8 +63,8 @@ EPLB_TEST_WORKER(bandwidth) { return BandwidthWorker(test::GpuWorkerContext(args
 TEST(CudaIpcBandwidth, ReachesTheCopyEngineLimit) {
   EPLB_REQUIRE_GPUS(2);
   std::string log;
-  const double limit_both = cuda::PeerCopyLimit(0, 1, kExpertBytes, kExperts, true, kIterations, &log);
-  const double limit_one = cuda::PeerCopyLimit(0, 1, kExpertBytes, kExperts, false, kIterations, &log);
+  const double limit_both = cuda::PeerCopyLimit(0, 1, kExpertBytes, kExperts, true, kIterations, 60s, &log);
+  const double limit_one = cuda::PeerCopyLimit(0, 1, kExpertBytes, kExperts, false, kIterations, 60s, &log);
   std::printf("%s", log.c_str());
   auto outcomes = test::RunWorkers("bandwidth", 2, {}, 300s);
   for (const auto& o : outcomes) ASSERT_EQ(o.exit_code, 0) << test::Describe(outcomes);

@@ -76,7 +76,7 @@ void CheckAgainstCpu(int experts, int slots, int64_t tokens, int k, IndexType ty
   cuda::DeviceBuffer slot_ids(0, ids.size() * sizeof(int32_t));
   if (!ids.empty()) cuda::Check(cudaMemset(slot_ids.data(), 0x7f, slot_ids.bytes()), "poison");
 
-  DeviceLoadCounter counter(0, 2, experts, slots);
+  DeviceLoadCounter counter(0, 2, experts, slots, DeadlineAfter(std::chrono::seconds(10)));
   DeviceExpertMap map{log2phy.as<int32_t>(), logcnt.as<int32_t>(), experts, p.max_replicas, slots};
   TopkIds topk{ids_device.data(), type, tokens, k};
   counter.Record(1, topk, map, stream.get(), slot_ids.as<int32_t>());
@@ -127,7 +127,7 @@ TEST(LoadCounter, ZeroTokensCountNothing) {
 
 TEST(LoadCounter, RejectsMismatchedMaps) {
   EPLB_REQUIRE_GPUS(1);
-  DeviceLoadCounter counter(0, 1, 16, 32);
+  DeviceLoadCounter counter(0, 1, 16, 32, DeadlineAfter(std::chrono::seconds(10)));
   DeviceExpertMap map{nullptr, nullptr, 17, 2, 32};
   TopkIds topk{nullptr, IndexType::kInt32, 0, 1};
   EXPECT_THROW(counter.Record(0, topk, map, nullptr), InvalidArgument);

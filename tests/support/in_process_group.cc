@@ -102,6 +102,7 @@ class InProcessFabric::Group final : public ControlGroup {
   }
 
   std::vector<std::vector<uint8_t>> Call(std::vector<uint8_t> mine, Deadline deadline, const std::string& op) {
+    fabric_->MaybeStall(rank_, op);
     if (closed_) throw Error("in_process", op, "the group failed at an earlier call", rank_);
     try {
       return fabric_->Collect(group_, rank_, ++seq_, std::move(mine), deadline, op);
@@ -140,6 +141,7 @@ class InProcessFabric::Comm final : public Communicator {
   }
 
   void Execute(std::span<const Transfer> transfers, Deadline deadline) override {
+    fabric_->MaybeStall(rank_, "execute");
     if (closed_) throw Error("in_process", "execute", "the communicator failed at an earlier call", rank_);
     try {
       Run(transfers, deadline);
@@ -221,20 +223,63 @@ InProcessFabric::InProcessFabric(int world_size)
     : world_(world_size), cut_(world_size, false), gathers_(world_size, 0) {}
 InProcessFabric::~InProcessFabric() = default;
 
-std::unique_ptr<ControlGroup> InProcessFabric::MakeControlGroup(const std::string& group, int rank) {
+void InProcessFabric::Arrive(const std::string& group, int rank, Deadline deadline) {
+  if (connect_fault_)
+    if (const auto after = connect_fault_(rank, group)) {
+      std::this_thread::sleep_for(*after);
+      throw Error("in_process", "connect " + group,
+                  fmt::format("injected: this rank's connect fails after {} ms", after->count()), rank);
+    }
+  util::MutexLock lock(&mu_);
+  if (cut_[rank]) throw Error("in_process", "connect " + group, "this rank is cut off from its peers", rank);
+  auto& arrived = arrived_[group];
+  if (arrived.empty()) arrived.resize(world_, false);
+  arrived[rank] = true;
+  changed_.NotifyAll();
+  for (;;) {
+    int missing = -1;
+    for (int q = 0; q < world_ && missing < 0; ++q)
+      if (!arrived[q]) missing = q;
+    if (missing < 0) return;
+    if (cut_[rank]) throw Error("in_process", "connect " + group, "this rank is cut off from its peers", rank);
+    if (Clock::now() >= deadline)
+      throw TimeoutError("in_process", "connect " + group,
+                         fmt::format("rendezvous: rank {} did not arrive within the deadline", missing), rank,
+                         missing);
+    changed_.WaitUntil(&mu_, deadline);
+  }
+}
+
+void InProcessFabric::MaybeStall(int rank, const std::string& op) {
+  if (!stall_) return;
+  int64_t n;
   {
     util::MutexLock lock(&mu_);
-    if (cut_[rank]) throw Error("in_process", "connect " + group, "this rank is cut off from its peers", rank);
+    n = ++calls_[{rank, op}];
   }
+  const std::chrono::milliseconds pause = stall_(rank, op, n);
+  if (pause.count() > 0) std::this_thread::sleep_for(pause);
+}
+
+std::unique_ptr<ControlGroup> InProcessFabric::MakeControlGroup(const std::string& group, int rank,
+                                                                Deadline deadline) {
+  Arrive(group, rank, deadline);
   return std::make_unique<Group>(this, group, rank);
 }
 
-std::unique_ptr<Communicator> InProcessFabric::MakeCommunicator(const std::string& group, int rank) {
-  {
-    util::MutexLock lock(&mu_);
-    if (cut_[rank]) throw Error("in_process", "connect " + group, "this rank is cut off from its peers", rank);
-  }
+std::unique_ptr<Communicator> InProcessFabric::MakeCommunicator(const std::string& group, int rank,
+                                                                Deadline deadline) {
+  Arrive(group, rank, deadline);
   return std::make_unique<Comm>(this, group, rank);
+}
+
+void InProcessFabric::set_connect_fault(
+    std::function<std::optional<std::chrono::milliseconds>(int, const std::string&)> f) {
+  connect_fault_ = std::move(f);
+}
+
+void InProcessFabric::set_stall(std::function<std::chrono::milliseconds(int, const std::string&, int64_t)> f) {
+  stall_ = std::move(f);
 }
 
 void InProcessFabric::set_gather_fault(std::function<GatherFault(int, int64_t)> f,

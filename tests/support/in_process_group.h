@@ -6,13 +6,16 @@
 // has one outcome, not one that depends on timing. Real processes over real
 // Gloo are tested elsewhere (balancer_test.cc, migration_processes_test.cc).
 //
-// Semantics follow the real backends: a collective completes when every rank
-// contributed, or throws TimeoutError at the caller's deadline naming the
-// first rank that did not; after a failure the group is closed (every later
-// call throws Error), so the balancer rebuilds it under a fresh name, as it
-// does with Gloo. Transfers are one-sided: the receiver copies from the
-// sender's registered region, and the sender's Execute returns once every
-// transfer out of it has been copied.
+// Semantics follow the real backends: making a group is a rendezvous (it
+// returns once every rank has made the group of that name, or throws
+// TimeoutError at the caller's deadline naming the first rank that did
+// not); a collective completes when every rank contributed, or throws
+// TimeoutError at the caller's deadline naming the first rank that did not;
+// after a failure the group is closed (every later call throws Error), so
+// the balancer rebuilds it under a fresh name, as it does with Gloo.
+// Transfers are one-sided: the receiver copies from the sender's registered
+// region, and the sender's Execute returns once every transfer out of it has
+// been copied.
 #pragma once
 
 #include <array>
@@ -21,6 +24,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,12 +52,25 @@ class InProcessFabric {
 
   int world_size() const { return world_; }
 
-  std::unique_ptr<ControlGroup> MakeControlGroup(const std::string& group, int rank);
-  std::unique_ptr<Communicator> MakeCommunicator(const std::string& group, int rank);
+  // Rendezvous of `rank` in group `group` (see above), until `deadline`.
+  std::unique_ptr<ControlGroup> MakeControlGroup(const std::string& group, int rank, Deadline deadline);
+  std::unique_ptr<Communicator> MakeCommunicator(const std::string& group, int rank, Deadline deadline);
 
   // Called with (rank, n) at each rank's n-th AllGather (1-based, counted
   // over every group the rank was given). Set before the ranks start.
   void set_gather_fault(std::function<GatherFault(int rank, int64_t n)> f, std::chrono::milliseconds late);
+  // A connect that fails fast: when f(rank, group) gives a time, that
+  // rank's making of `group` throws Error after it without arriving (its
+  // peers wait for it until their deadline, as in a real rendezvous). Set
+  // before the ranks start.
+  void set_connect_fault(
+      std::function<std::optional<std::chrono::milliseconds>(int rank, const std::string& group)> f);
+  // A rank that stalls (its thread paused, its process stopped): before its
+  // n-th call of `op` ("all_gather", "all_reduce_sum", "barrier",
+  // "execute"; 1-based, over every group) it sleeps f(rank, op, n), without
+  // contributing, then makes the call (which, its peers having given up,
+  // fails naming one of them). Set before the ranks start.
+  void set_stall(std::function<std::chrono::milliseconds(int rank, const std::string& op, int64_t n)> f);
 
   // A rank cut off from its peers (its link down, its process frozen): from
   // now on it contributes to no collective and no transfer, its own calls
@@ -79,6 +96,10 @@ class InProcessFabric {
   std::vector<std::vector<uint8_t>> Collect(const std::string& group, int rank, int64_t seq,
                                            std::vector<uint8_t> mine, Deadline deadline,
                                            const std::string& op);
+  // The connect fault, then the rendezvous of `rank` in `group`.
+  void Arrive(const std::string& group, int rank, Deadline deadline);
+  // The stall before a rank's call of `op`, if any.
+  void MaybeStall(int rank, const std::string& op);
 
   const int world_;
   util::Mutex mu_;
@@ -90,8 +111,12 @@ class InProcessFabric {
   std::map<std::string, std::array<int64_t, 2>> epochs_ GUARDED_BY(mu_);
   std::vector<bool> cut_ GUARDED_BY(mu_);
   std::vector<int64_t> gathers_ GUARDED_BY(mu_);
+  std::map<std::string, std::vector<bool>> arrived_ GUARDED_BY(mu_);  // group -> [rank]
+  std::map<std::pair<int, std::string>, int64_t> calls_ GUARDED_BY(mu_);  // (rank, op) -> calls
   std::function<GatherFault(int, int64_t)> gather_fault_;
   std::chrono::milliseconds late_{0};
+  std::function<std::optional<std::chrono::milliseconds>(int, const std::string&)> connect_fault_;
+  std::function<std::chrono::milliseconds(int, const std::string&, int64_t)> stall_;
 };
 
 }  // namespace eplb::test

@@ -68,16 +68,18 @@ uint64_t ExpertBytes(const BenchArgs& a) {
 class BenchBuffers {
  public:
   // `device`: the CUDA device of the buffers, -1 for host memory.
-  BenchBuffers(int device, int rank, uint64_t bytes) : rank_(rank), bytes_(bytes) {
+  // Device buffers are filled on a stream of their own, waited for until `ready_by`.
+  BenchBuffers(int device, int rank, uint64_t bytes, Deadline ready_by) : rank_(rank), bytes_(bytes) {
     if (device >= 0) {
 #if EPLB_HAVE_CUDA
       device_ = device;
       weights_device_ = cuda::DeviceBuffer(device, bytes);
       staging_device_ = cuda::DeviceBuffer(device, bytes);
       cuda::DeviceGuard guard(device);
-      cuda::Check(cudaMemset(weights_device_.data(), Fill(rank), bytes), "cudaMemset");
-      cuda::Check(cudaMemset(staging_device_.data(), 0, bytes), "cudaMemset");
-      cuda::Check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+      cuda::Stream fill(device);
+      cuda::Check(cudaMemsetAsync(weights_device_.data(), Fill(rank), bytes, fill.get()), "cudaMemsetAsync");
+      cuda::Check(cudaMemsetAsync(staging_device_.data(), 0, bytes, fill.get()), "cudaMemsetAsync");
+      fill.Synchronize(ready_by, "fill the bench buffers");
       return;
 #else
       throw Error("bench", "allocate", "eplb was built without CUDA");
@@ -144,7 +146,8 @@ int RunWorker(const BenchArgs& a, const std::string& name) {
     options.connect_timeout = std::chrono::seconds(a.timeout_s);
     auto comm = MakeCommunicator(name, options);
     const uint64_t expert_bytes = ExpertBytes(a);
-    BenchBuffers buffers(options.device, a.worker_rank, expert_bytes * a.experts);
+    BenchBuffers buffers(options.device, a.worker_rank, expert_bytes * a.experts,
+                         DeadlineAfter(std::chrono::seconds(a.timeout_s)));
     for (int i = 0; i < 2; ++i) comm->RegisterRegion(buffers.region(i), DeadlineAfter(std::chrono::seconds(a.timeout_s)));
     for (bool one_way : {false, true}) {
       const auto transfers = BulkExchange(a.world_size, a.experts, expert_bytes, one_way);
@@ -257,8 +260,8 @@ int RunBench(const BenchArgs& a) {
   std::string limits_log;
   double limit_both = 0, limit_one = 0;
   if (on_gpus) {
-    limit_both = cuda::PeerCopyLimit(0, gpu_b, expert_bytes, a.experts, true, a.iterations, &limits_log);
-    limit_one = cuda::PeerCopyLimit(0, gpu_b, expert_bytes, a.experts, false, a.iterations, &limits_log);
+    limit_both = cuda::PeerCopyLimit(0, gpu_b, expert_bytes, a.experts, true, a.iterations, std::chrono::seconds(a.timeout_s), &limits_log);
+    limit_one = cuda::PeerCopyLimit(0, gpu_b, expert_bytes, a.experts, false, a.iterations, std::chrono::seconds(a.timeout_s), &limits_log);
     report["copy_engine_limit_gbps"] = {{"both_ways", limit_both}, {"one_way", limit_one}};
   }
   const std::string base = fmt::format("{}/eplb-bench-{}", std::filesystem::temp_directory_path().string(),

@@ -50,6 +50,7 @@
 #include "io/process.h"
 #include "demo/fingerprint.h"
 #include "cuda/runtime.h"
+#include "demo_failure.h"
 #include "demo_gpu.h"
 #include "demo_options.h"
 
@@ -98,6 +99,7 @@ int Launch(const DemoOptions& o) {
   std::vector<std::string> argv = io::SelfArguments();
   argv[0] = io::SelfExecutable();
   argv.push_back("--worker");
+  const std::string run_id = fmt::format("demo-{}", ::getpid());
   std::vector<io::Process> ranks;
   for (int r = 0; r < o.ranks; ++r) {
     io::SpawnOptions so;
@@ -107,7 +109,7 @@ int Launch(const DemoOptions& o) {
               {"LOCAL_RANK", std::to_string(r)},
               {"LOCAL_WORLD_SIZE", std::to_string(o.ranks)},
               {"EPLB_STORE", "file:" + dir + "/store"},
-              {"EPLB_RUN_ID", fmt::format("demo-{}", ::getpid())}};
+              {"EPLB_RUN_ID", run_id}};
     if (r != 0) so.stdout_path = fmt::format("{}/rank{}.out", dir, r);
     so.stderr_path = fmt::format("{}/rank{}.log", dir, r);
     ranks.push_back(io::Process::Spawn(so));
@@ -115,18 +117,66 @@ int Launch(const DemoOptions& o) {
   // Ranks that fail exit on their own (every wait has a deadline); this
   // bound only catches the unexpected.
   const Deadline deadline = DeadlineAfter(std::chrono::seconds(o.timeout_s + 120));
+  // Once a rank has failed, the others notice within the engine step's
+  // deadline and report; they get twice that and 5 s more, then are killed
+  // (a rank stopped for good would otherwise hold the launcher to --timeout).
+  const auto grace = 2 * std::chrono::milliseconds(o.deadline_ms) + 5s;
+  std::vector<std::optional<io::ExitStatus>> done(o.ranks);
+  std::vector<std::string> notes(o.ranks);
+  std::optional<Clock::time_point> first_failure;
+  int first_failed = -1;
+  for (;;) {
+    bool running = false;
+    for (int r = 0; r < o.ranks; ++r) {
+      if (done[r]) continue;
+      done[r] = ranks[r].Wait(Clock::now());
+      if (!done[r]) {
+        running = true;
+      } else if (!done[r]->ok() && !first_failure) {
+        first_failure = Clock::now();
+        first_failed = r;
+      }
+    }
+    if (!running) break;
+    const bool late = first_failure && Clock::now() - *first_failure > grace;
+    if (late || Expired(deadline)) {
+      for (int r = 0; r < o.ranks; ++r) {
+        if (done[r]) continue;
+        done[r] = ranks[r].Kill();
+        notes[r] = late ? fmt::format("killed by the launcher, still running {:.1f} s after rank {} failed: "
+                                      "stalled?",
+                                      std::chrono::duration<double>(Clock::now() - *first_failure).count(),
+                                      first_failed)
+                        : fmt::format("killed by the launcher after --timeout {} s and 120 s more", o.timeout_s);
+      }
+      break;
+    }
+    std::this_thread::sleep_for(20ms);
+  }
   bool all_ok = true;
+  std::vector<io::ExitStatus> statuses;
   std::vector<std::string> failures;
   for (int r = 0; r < o.ranks; ++r) {
-    auto status = ranks[r].Wait(deadline);
-    if (!status) status = ranks[r].Kill();
-    if (!status->ok()) {
+    statuses.push_back(*done[r]);
+    if (!done[r]->ok()) {
       all_ok = false;
-      failures.push_back(fmt::format("rank {}: {}", r, status->Describe()));
+      failures.push_back(fmt::format("rank {}: {}", r, done[r]->Describe()));
     }
   }
   if (!all_ok) {
-    std::fprintf(stderr, "eplb demo: FAILED: %s\n", fmt::format("{}", fmt::join(failures, "; ")).c_str());
+    // Every rank's own record of why it failed, read from the run's store.
+    std::string verdict;
+    try {
+      LaunchEnv env;
+      env.run_id = run_id;
+      env.store_spec = "file:" + dir + "/store";
+      verdict = demo::DescribeFailures(*OpenRunStore("", env), statuses, notes);
+      if (verdict.empty()) verdict = fmt::format("eplb demo: FAILED: {}\n", fmt::join(failures, "; "));
+    } catch (const std::exception& e) {
+      verdict = fmt::format("eplb demo: FAILED: {} (the ranks' records cannot be read: {})\n",
+                            fmt::join(failures, "; "), e.what());
+    }
+    std::fprintf(stderr, "%s", verdict.c_str());
     for (int r = 0; r < o.ranks; ++r)
       std::fprintf(stderr, "--- rank %d (%s/rank%d.log), last lines:%s\n", r, dir.c_str(), r,
                    Tail(fmt::format("{}/rank{}.log", dir, r), 8).c_str());
@@ -151,6 +201,7 @@ int RunDemo(const DemoOptions& o) {
       throw;
     } catch (const std::exception& e) {
       spdlog::error("demo: rank {} failed: {}", env.rank, e.what());
+      demo::RecordFailure(env, e);  // unless the rank recorded why already
       return 1;
     }
   }
@@ -188,7 +239,10 @@ EPLB_COMMAND(demo, [](CLI::App& app) -> std::function<int()> {
                 "for --step-ms, every check on the GPU");
   cmd->add_option("--gpu-work", o->gpu_work, "with --gpu: memory, compute or mixed")->capture_default_str();
   cmd->add_option("--communicator", o->communicator, "nixl, cuda_ipc, gloo, ... (default: the selection rule)");
-  cmd->add_option("--deadline-ms", o->deadline_ms, "deadline of every cross-rank wait")->capture_default_str();
+  cmd->add_option("--deadline-ms", o->deadline_ms, "deadline of every cross-rank wait (the engine step's too)")
+      ->capture_default_str();
+  cmd->add_option("--connect-timeout", o->connect_timeout_s, "seconds for the ranks to connect at start-up")
+      ->capture_default_str();
   cmd->add_option("--staging", o->staging, "layers staged at once in async mode (1 or 2)")->capture_default_str();
   cmd->add_option("--lead", o->lead, "async: commit at least this many steps after proposing")->capture_default_str();
   cmd->add_option("--policy", o->policy, "placement policy")->capture_default_str();

@@ -55,7 +55,7 @@ struct GpuDemo::Impl {
     start.Record(stream.get());
     launch();
     stop.Record(stream.get());
-    stream.Synchronize(DeadlineAfter(std::chrono::seconds(60)), "calibrate the demo's GPU work");
+    stream.Synchronize(DeadlineAfter(work.startup), "calibrate the demo's GPU work");
     return stop.MillisecondsSince(start);
   }
 
@@ -101,7 +101,7 @@ struct GpuDemo::Impl {
     if (list.empty()) return;
     if (list.size() > checks_capacity) {
       // Stream order: earlier checks may still read the old table.
-      stream.Synchronize(DeadlineAfter(std::chrono::seconds(60)), "grow the check table");
+      stream.Synchronize(DeadlineAfter(work.step), "grow the check table");
       checks_capacity = std::max(list.size(), 2 * checks_capacity);
       checks = cuda::DeviceBuffer(device, checks_capacity * sizeof(cuda::FingerprintCheck));
     }
@@ -164,7 +164,7 @@ GpuDemo::GpuDemo(int device, int rank, int layers, int slots_per_rank, std::vect
   cuda::Check(cudaMemcpyAsync(s.counters.as<uint8_t>() + 8, &none, sizeof(none), cudaMemcpyHostToDevice,
                               s.stream.get()),
               "cudaMemcpyAsync");
-  s.stream.Synchronize(DeadlineAfter(std::chrono::seconds(120)), "fill the expert weights");
+  s.stream.Synchronize(DeadlineAfter(s.work.startup), "fill the expert weights");
   s.Calibrate();
 }
 
@@ -214,7 +214,7 @@ int GpuDemo::CheckSlots(const Placement& p, int layer, const std::vector<int>& l
 }
 
 void GpuDemo::Synchronize() {
-  impl_->stream.Synchronize(DeadlineAfter(std::chrono::seconds(60)), "the demo's engine step");
+  impl_->stream.Synchronize(DeadlineAfter(impl_->work.step), "the demo's engine step");
 }
 
 uint64_t GpuDemo::mismatches(int64_t* first_bad) {
@@ -223,7 +223,7 @@ uint64_t GpuDemo::mismatches(int64_t* first_bad) {
   uint8_t host[16] = {};
   cuda::Check(cudaMemcpyAsync(host, s.counters.data(), 12, cudaMemcpyDeviceToHost, s.stream.get()),
               "read the mismatch counters");
-  Synchronize();
+  s.stream.Synchronize(DeadlineAfter(s.work.startup), "the demo's checks");
   uint64_t n;
   int32_t tag;
   std::memcpy(&n, host, 8);

@@ -8,6 +8,7 @@
 // own kernels would: the commits the Balancer queued on that stream, in order.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -24,6 +25,11 @@ namespace eplb::cli {
 struct GpuWorkOptions {
   std::string kind = "mixed";
   double step_ms = 20;  // calibrated on this GPU at start-up
+  // The start-up's fills and calibration, and the checks at the end, finish
+  // within `startup`; a step's work (with the checks and commits queued on
+  // the stream) within `step`. Past them the stream wait throws TimeoutError.
+  std::chrono::milliseconds startup{60000};
+  std::chrono::milliseconds step{5000};
 };
 
 class GpuDemo {

@@ -37,6 +37,7 @@ struct DemoOptions {
   std::string gpu_work = "mixed";
   std::string communicator;
   int deadline_ms = 5000;
+  int connect_timeout_s = 60;  // the ranks finding each other at start-up
   int staging = 2;
   int lead = 4;
   std::string policy = "deepseek";

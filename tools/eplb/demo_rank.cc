@@ -32,6 +32,7 @@
 #include "io/process.h"
 #include "demo/fingerprint.h"
 #include "cuda/runtime.h"
+#include "demo_failure.h"
 #include "demo_gpu.h"
 #include "demo_options.h"
 
@@ -97,7 +98,9 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
   const bool talk = me == 0 && !o.json;
   Progress progress(talk && !o.no_progress && isatty(STDOUT_FILENO));
   auto store = OpenRunStore("", env);
-  const Deadline connect = DeadlineAfter(std::chrono::seconds(60));
+  const auto deadline = std::chrono::milliseconds(o.deadline_ms);
+  const auto connect_timeout = std::chrono::seconds(o.connect_timeout_s);
+  const Deadline connect = DeadlineAfter(connect_timeout);
 
   // Weights: per layer three tensors (w1, w3, w2) of slots_per_rank experts.
   struct Buffer {
@@ -114,6 +117,8 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
     GpuWorkOptions work;
     work.kind = o.gpu_work;
     work.step_ms = o.step_ms;
+    work.startup = connect_timeout;
+    work.step = deadline + std::chrono::milliseconds(static_cast<int64_t>(o.step_ms));
     gpu = std::make_unique<GpuDemo>(env.local_rank % devices, me, m.layers, m.spr, m.tensor_bytes, initial, work);
     weights = gpu->weights();
   }
@@ -208,8 +213,8 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
   cfg.step_interval = o.interval;
   cfg.first_rebalance_step = o.FirstRebalance();
   cfg.last_rebalance_step = o.steps;  // draining after the last step starts no new cycle
-  cfg.deadline = std::chrono::milliseconds(o.deadline_ms);
-  cfg.connect_timeout = 60s;
+  cfg.deadline = deadline;
+  cfg.connect_timeout = connect_timeout;
   cfg.staging_layers = o.staging;
   cfg.commit_lead_steps = o.lead;
   Balancer balancer(links, weights, cfg, initial);
@@ -331,7 +336,17 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
     // all-reduce of (tokens, busy) does, and tells every rank when all are done.
     std::array<int64_t, 2> sync{routed, (!balancer.idle() || step + 1 < o.steps) ? 1 : 0};
     const auto a0 = Clock::now();
-    engine->AllReduceSum(std::span<int64_t>(sync), DeadlineAfter(std::chrono::seconds(60)));
+    // The run's deadline, from entering it; but a step whose Step() already
+    // waited long (a late commit agreement) gets what is left of deadline +
+    // 0.5 s from its start, so a rank that stalls meanwhile is still named
+    // within deadline + 1 s.
+    const Deadline step_by =
+        std::min(a0 + deadline, std::max(t0 + deadline + 500ms, a0 + 100ms));
+    try {
+      engine->AllReduceSum(std::span<int64_t>(sync), step_by);
+    } catch (const Error& e) {
+      FailEngineStep(*store, me, world, step, e, deadline);
+    }
     const int64_t started = balancer.metrics().cycles_started;
     const auto c0 = Clock::now();
     balancer.Step(gpu ? gpu->stream() : nullptr);
@@ -367,6 +382,7 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
     if (!gpu) std::this_thread::sleep_for(period);
   }
   const double run_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const auto verify_start = Clock::now();
   {
     auto maps = balancer.placement();
     for (int l = 0; l < m.layers; ++l) verify_layer(*maps, l, "at the end");
@@ -403,9 +419,11 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
   store->SetString("demo/result/" + std::to_string(me), mine.dump());
   if (me != 0) return mismatches == 0 ? 0 : 3;
 
+  // The others verify as much as this rank did before they publish.
+  const Deadline results_by = DeadlineAfter(deadline) + 2 * (Clock::now() - verify_start);
   std::vector<json> all;
   for (int r = 0; r < world; ++r)
-    all.push_back(json::parse(store->GetString("demo/result/" + std::to_string(r), DeadlineAfter(60s))));
+    all.push_back(json::parse(store->GetString("demo/result/" + std::to_string(r), results_by)));
   std::vector<double> d, out, cd, co, rd, ro, bc;
   int64_t total_mismatches = 0, total_checked = 0, waits = 0;
   double wait_ms_max = 0;

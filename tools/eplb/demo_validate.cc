@@ -64,6 +64,7 @@ Model Validate(const DemoOptions& o, int world) {
   if (o.tokens < 1 || o.top_k < 1 || o.top_k > o.experts) fail("--tokens >= 1 and 1 <= --top-k <= --experts");
   if (o.deadline_ms < 10 || o.deadline_ms > 3'600'000) fail("--deadline-ms must be in [10, 3600000]");
   if (o.timeout_s < 1 || o.timeout_s > 7 * 24 * 3600) fail("--timeout must be in [1, 604800] seconds");
+  if (o.connect_timeout_s < 1 || o.connect_timeout_s > 3600) fail("--connect-timeout must be in [1, 3600] seconds");
   if (o.gpu && o.expert_bytes % 8 != 0) fail("--gpu: --expert-bytes must be a multiple of 8 (the GPU checks whole words)");
   if (o.gpu_work != "memory" && o.gpu_work != "compute" && o.gpu_work != "mixed")
     fail("--gpu-work must be memory, compute or mixed");

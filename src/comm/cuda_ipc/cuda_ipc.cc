@@ -124,7 +124,8 @@ class CudaIpcCommunicator final : public Communicator {
         rank_(options.rank),
         size_(options.world_size),
         device_(options.device),
-        prefix_(options.key_prefix + "/cuda_ipc") {
+        prefix_(options.key_prefix + "/cuda_ipc"),
+        close_budget_(options.connect_timeout) {
     if (!store_) throw Error(kLayer, "create", "no store given", rank_);
     if (size_ < 1 || rank_ < 0 || rank_ >= size_) {
       throw Error(kLayer, "create", fmt::format("bad rank {} of {}", rank_, size_), rank_);
@@ -149,8 +150,16 @@ class CudaIpcCommunicator final : public Communicator {
 
   ~CudaIpcCommunicator() override {
     if (!closed_) {
-      // Copies still reading a peer's memory must end before it is unmapped.
-      for (auto& stream : streams_) cudaStreamSynchronize(stream.get());
+      // Copies still reading a peer's memory must end before it is unmapped;
+      // past the budget (a hung device) the mappings are left in place.
+      try {
+        DeviceGuard guard(device_);
+        const Deadline by = DeadlineAfter(close_budget_);
+        for (auto& stream : streams_) stream.Synchronize(by, "destroy: wait for copies");
+      } catch (const std::exception& e) {
+        spdlog::error("cuda_ipc rank {}: {}; peers' memory stays mapped", rank_, e.what());
+        return;
+      }
       Unmap();
     }
   }
@@ -491,6 +500,7 @@ class CudaIpcCommunicator final : public Communicator {
   int size_;
   int device_;
   std::string prefix_;
+  std::chrono::milliseconds close_budget_;  // the destructor's wait for copies in flight
   std::vector<cuda::Stream> streams_;
   std::vector<std::vector<cuda::Event>> events_;  // [peer][stream]
   std::unique_ptr<NodeFlags> flags_;

@@ -64,8 +64,9 @@ CudaIpcCheck CudaIpcUsable(Store& store, int rank, int size, int device,
     try {
       DeviceGuard guard(device);
       buffer = cuda::DeviceBuffer(device, kProbeBytes);
-      Check(cudaMemset(buffer.data(), pattern(rank), kProbeBytes), "cudaMemset");
-      Check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+      cuda::Stream fill(device);
+      Check(cudaMemsetAsync(buffer.data(), pattern(rank), kProbeBytes, fill.get()), "cudaMemsetAsync");
+      fill.Synchronize(deadline, "fill the probe buffer");
       Check(cudaIpcGetMemHandle(&my_handle, buffer.data()), "cudaIpcGetMemHandle");
       exported = true;
     } catch (const Error& e) {

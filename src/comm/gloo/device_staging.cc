@@ -60,10 +60,18 @@ struct DeviceStaging::Impl {
     EnsureBuffers();
   }
   ~Impl() {
-    // Copies of a failed exchange may still use the pinned buffers.
-    cuda::DeviceGuard guard(device);
-    cudaStreamSynchronize(send_stream.get());
-    cudaStreamSynchronize(recv_stream.get());
+    // Copies of a failed exchange may still use the pinned buffers: waited
+    // for as long as that exchange had; past it (a hung device) the buffers
+    // are left allocated rather than freed under the copies.
+    try {
+      cuda::DeviceGuard guard(device);
+      const Deadline by = DeadlineAfter(last_budget);
+      send_stream.Synchronize(by, "gloo staging: wait for copies at close");
+      recv_stream.Synchronize(by, "gloo staging: wait for copies at close");
+    } catch (const std::exception&) {
+      static_cast<void>(new std::vector<cuda::PinnedBuffer>(std::move(send_buffers)));  // left allocated on purpose
+      static_cast<void>(new std::vector<cuda::PinnedBuffer>(std::move(recv_buffers)));
+    }
   }
 
   void EnsureBuffers() {
@@ -154,6 +162,8 @@ struct DeviceStaging::Impl {
   std::vector<cuda::Event> recv_done;  // per receive buffer: its host-to-device copy
   std::vector<cuda::PinnedBuffer> send_buffers;
   std::vector<cuda::PinnedBuffer> recv_buffers;
+  // The budget of the last exchange (the destructor's wait for its copies).
+  std::chrono::milliseconds last_budget{1000};
 };
 
 bool DeviceStaging::Available(std::string* why) {
@@ -184,6 +194,7 @@ void DeviceStaging::Run(Ops& ops, std::span<const StagedItem> sends, std::span<c
   const auto send_list = Cut(sends, s.chunk_bytes);
   const auto recv_list = Cut(recvs, s.chunk_bytes);
   if (send_list.empty() && recv_list.empty()) return;
+  s.last_budget = std::max(TimeLeft(deadline), std::chrono::milliseconds(1000));
   {
     // Copies a failed exchange left in flight must finish before the pinned
     // buffers are reused.

@@ -177,13 +177,15 @@ class NcclCore {
     }
     if (!launched) {
       api_.CommAbort(comm);  // makes a launch blocked in NCCL return
+      // As long again as the call had (at least 1 s) for the abort to take.
+      const auto grace = std::max<std::chrono::milliseconds>(elapsed(), std::chrono::seconds(1));
       bool returned;
       {
         std::unique_lock<std::mutex> lock(launch->mu);
-        returned = launch->cv.wait_for(lock, std::chrono::seconds(10), [&] { return launch->done; });
+        returned = launch->cv.wait_for(lock, grace, [&] { return launch->done; });
       }
       if (returned) {
-        launcher.join();
+        launcher.join();  // it has returned: the join is immediate
       } else {
         launcher.detach();
       }
@@ -195,7 +197,7 @@ class NcclCore {
                                                      "abort and was left behind"),
                          rank_, peer);
     }
-    launcher.join();
+    launcher.join();  // done: the join is immediate
     if (launch->result != nccl::kSuccess && launch->result != nccl::kInProgress) {
       std::string why = launch->result == -1 ? "could not make the CUDA context current"
                                              : api_.Describe(launch->result, comm);

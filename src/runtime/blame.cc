@@ -1,0 +1,115 @@
+#include "runtime/blame.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <optional>
+
+#include "eplb/error.h"
+#include "util/text.h"
+#include "wire/codec.h"
+
+namespace eplb::runtime {
+namespace {
+
+std::string Key(const std::string& prefix, int r) { return prefix + "/" + std::to_string(r); }
+
+// Rank r's note: whom it blames (-1: no one); nullopt when there is none by
+// `by` (or it cannot be read: then the chain ends at r, which wrote it).
+std::optional<int> ReadNote(Store& store, const std::string& prefix, int me, int world, int r,
+                            Deadline by) {
+  try {
+    auto note = store.Get(Key(prefix, r), by);
+    wire::Reader reader(note, wire::Kind::kBlame, {"balancer", "following the blame", me, r});
+    const int next = reader.Get<int32_t>();
+    reader.Finish();
+    return next >= 0 && next < world ? next : -1;
+  } catch (const TimeoutError&) {
+    return std::nullopt;  // no note: this one is stalled or dead (or did not fail)
+  } catch (const std::exception& e) {
+    spdlog::warn("eplb: rank {}: {}", me, e.what());
+    return std::nullopt;
+  }
+}
+
+}  // namespace
+
+std::vector<std::pair<int, int>> NotesNow(Store& store, const std::string& prefix, int me, int world) {
+  std::vector<std::pair<int, int>> notes;
+  for (int r = 0; r < world; ++r) {
+    if (r == me) continue;
+    if (auto next = ReadNote(store, prefix, me, world, r, Clock::now())) notes.emplace_back(r, *next);
+  }
+  return notes;
+}
+
+void NoteBlame(Store& store, const std::string& prefix, int me, int world, int blamed) {
+  if (blamed == me || blamed >= world) blamed = -1;
+  try {
+    store.Set(Key(prefix, me), wire::Writer(wire::Kind::kBlame).Put(int32_t{blamed}).Take());
+  } catch (const std::exception& e) {
+    spdlog::debug("eplb: rank {}: could not note whom it blames: {}", me, e.what());
+  }
+}
+
+BlameVerdict FollowBlame(Store& store, const std::string& prefix, int me, int world, int blamed,
+                         std::chrono::milliseconds budget) {
+  if (blamed == me || blamed >= world) blamed = -1;
+  NoteBlame(store, prefix, me, world, blamed);
+  const Deadline by = DeadlineAfter(budget);
+  BlameVerdict v;
+  std::vector<bool> seen(world, false);
+  seen[me] = true;
+  int root = blamed;
+  // Every rank but `root` has noted whom it blames: root, the one without a
+  // note, is the one stalled or dead; no need to wait out the budget.
+  auto others_noted = [&](int root) {
+    for (int r = 0; r < world; ++r)
+      if (r != me && r != root && !ReadNote(store, prefix, me, world, r, Clock::now())) return false;
+    return true;
+  };
+  while (root >= 0 && !seen[root]) {
+    seen[root] = true;
+    std::optional<int> next;
+    for (;;) {
+      next = ReadNote(store, prefix, me, world, root, std::min(by, DeadlineAfter(std::chrono::milliseconds(10))));
+      if (next || Expired(by) || others_noted(root)) break;
+    }
+    if (!next || *next < 0) break;  // no note, or it blames no one: it is the one
+    if (*next == me) {
+      v.left_behind = true;  // it waited for this rank
+      break;
+    }
+    if (seen[*next]) break;  // a cycle of notes: stop at the last rank followed
+    v.chain += fmt::format(", which waited for rank {}", *next);
+    root = *next;
+  }
+  // The peers that blame this rank: the ones it held up when it was left
+  // behind, or, when its own error names no peer (it failed on its own),
+  // those that waited for it: it is the one to blame either way.
+  std::vector<int> accusers;
+  for (const auto& [r, who] : NotesNow(store, prefix, me, world))
+    if (who == me) accusers.push_back(r);
+  if (v.left_behind || (blamed < 0 && !accusers.empty())) {
+    v.accusers = std::move(accusers);
+    v.rank = me;
+    v.chain.clear();
+  } else {
+    v.rank = root;
+  }
+  return v;
+}
+
+std::string BlameVerdict::Describe(int me, int direct) const {
+  const std::string who = accusers.empty() ? std::string("its peers")
+                                           : fmt::format("{} {}", accusers.size() > 1 ? "ranks" : "rank",
+                                                         util::RankList(accusers));
+  if (left_behind) return fmt::format("this rank was stalled or left behind: {} blamed rank {} (this rank)", who, me);
+  if (rank == me) return fmt::format("rank {} (this rank) is to blame: {} waited for it", me, who);
+  if (rank < 0 || rank == direct) return "";
+  if (direct < 0) return fmt::format("rank {} is to blame", rank);
+  return fmt::format("rank {} is to blame: this rank waited for rank {}{}", rank, direct, chain);
+}
+
+}  // namespace eplb::runtime
