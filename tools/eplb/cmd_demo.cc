@@ -83,7 +83,7 @@ std::string Tail(const std::string& path, size_t lines) {
   return text.substr(pos);
 }
 
-int Launch(const DemoOptions& o) {
+int Launch(const DemoOptions& o, const LaunchEnv& env) {
   Validate(o, o.ranks);  // bad input: exit 2 before any process starts
   const char* base = std::getenv("TMPDIR");
   std::string pattern = std::string(base && *base ? base : "/tmp") + "/eplb-demo-XXXXXX";
@@ -98,6 +98,10 @@ int Launch(const DemoOptions& o) {
   std::vector<std::string> argv = io::SelfArguments();
   argv[0] = io::SelfExecutable();
   argv.push_back("--worker");
+  // The run's secret: the user's (EPLB_JOB_TOKEN, already checked), else a
+  // fresh one. Only the ranks get it, in their environment, which other
+  // users cannot read (/proc/<pid>/environ is the owner's alone).
+  const std::string token = env.job_token.empty() ? GenerateJobToken() : env.job_token;
   std::vector<io::Process> ranks;
   for (int r = 0; r < o.ranks; ++r) {
     io::SpawnOptions so;
@@ -107,7 +111,8 @@ int Launch(const DemoOptions& o) {
               {"LOCAL_RANK", std::to_string(r)},
               {"LOCAL_WORLD_SIZE", std::to_string(o.ranks)},
               {"EPLB_STORE", "file:" + dir + "/store"},
-              {"EPLB_RUN_ID", fmt::format("demo-{}", ::getpid())}};
+              {"EPLB_RUN_ID", fmt::format("demo-{}", ::getpid())},
+              {"EPLB_JOB_TOKEN", token}};
     if (r != 0) so.stdout_path = fmt::format("{}/rank{}.out", dir, r);
     so.stderr_path = fmt::format("{}/rank{}.log", dir, r);
     ranks.push_back(io::Process::Spawn(so));
@@ -154,7 +159,7 @@ int RunDemo(const DemoOptions& o) {
       return 1;
     }
   }
-  return Launch(o);
+  return Launch(o, env);
 }
 
 }  // namespace
