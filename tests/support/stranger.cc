@@ -69,6 +69,71 @@ bool WriteAll(int fd, const std::vector<char>& bytes) {
   return true;
 }
 
+// Gloo's frame header (gloo/transport/tcp/pair.h, Op::preamble).
+struct Header {
+  size_t nbytes, opcode, slot, offset, length, roffset;
+};
+constexpr size_t kSendUnbound = 1, kNotifySendReady = 2, kNotifyRecvReady = 3;
+
+bool ReadAll(int fd, void* out, size_t n, Deadline until) {
+  auto* p = static_cast<char*>(out);
+  size_t done = 0;
+  while (done < n) {
+    if (Expired(until)) return false;
+    const ssize_t got = ::recv(fd, p + done, n - done, 0);
+    if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (got <= 0) return false;
+    done += static_cast<size_t>(got);
+  }
+  return true;
+}
+
+bool WriteFrame(int fd, size_t opcode, size_t slot, size_t length, const std::vector<char>& data = {}) {
+  const Header h{sizeof(Header) + (opcode == kSendUnbound ? length : 0), opcode, slot, 0, length, 0};
+  std::vector<char> frame(sizeof h);
+  std::memcpy(frame.data(), &h, sizeof h);
+  if (opcode == kSendUnbound) {
+    std::vector<char> body = data;
+    body.resize(length, 0);
+    frame.insert(frame.end(), body.begin(), body.end());
+  }
+  return WriteAll(fd, frame);
+}
+
+// The echo peer on one connection, until `until` or the connection ends.
+void Echo(int fd, Deadline until) {
+  timeval tv{0, 100000};  // reads wake every 100 ms to look at the deadline
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::map<size_t, std::vector<std::vector<char>>> sent;  // per slot, what the rank sent
+  std::map<size_t, std::vector<size_t>> wanted;           // per slot, receives it posted
+  auto serve = [&](size_t slot) {
+    while (!sent[slot].empty() && !wanted[slot].empty()) {
+      const size_t n = wanted[slot].front();
+      wanted[slot].erase(wanted[slot].begin());
+      std::vector<char> bytes = sent[slot].front();
+      sent[slot].erase(sent[slot].begin());
+      if (!WriteFrame(fd, kNotifySendReady, slot, n) || !WriteFrame(fd, kSendUnbound, slot, n, bytes)) return false;
+    }
+    return true;
+  };
+  while (!Expired(until)) {
+    Header h{};
+    if (!ReadAll(fd, &h, sizeof h, until)) return;
+    if (h.opcode == kSendUnbound) {
+      if (h.length > (64u << 20)) return;
+      std::vector<char> data(h.length);
+      if (!ReadAll(fd, data.data(), data.size(), until)) return;
+      sent[h.slot].push_back(std::move(data));
+    } else if (h.opcode == kNotifySendReady) {
+      // The rank wants to send: say a receive is posted, so it does.
+      if (!WriteFrame(fd, kNotifyRecvReady, h.slot, h.length)) return;
+    } else if (h.opcode == kNotifyRecvReady) {
+      wanted[h.slot].push_back(h.length);
+    }
+    if (!serve(h.slot)) return;
+  }
+}
+
 }  // namespace
 
 std::vector<pid_t> ProcessTree(pid_t root) {
@@ -131,7 +196,8 @@ StrangerMode ParseStrangerMode(const std::string& name) {
   if (name == "frame") return StrangerMode::kFrame;
   if (name == "garbage") return StrangerMode::kGarbage;
   if (name == "hold") return StrangerMode::kHold;
-  throw std::invalid_argument("stranger mode '" + name + "': expected frame, garbage or hold");
+  if (name == "echo") return StrangerMode::kEcho;
+  throw std::invalid_argument("stranger mode '" + name + "': expected frame, garbage, hold or echo");
 }
 
 std::vector<char> CraftedGlooFrame(size_t slot, size_t length) {
@@ -154,6 +220,7 @@ StrangerReport RunStranger(pid_t root, StrangerMode mode, Deadline until, std::c
   std::set<unsigned long> done;                         // listeners acted on, or not the tree's
   std::map<unsigned long, Clock::time_point> pending;   // new listeners not yet placed
   std::vector<int> held;
+  std::vector<std::thread> echoes;
   std::mt19937_64 random(static_cast<uint64_t>(::getpid()));
   // Slot 0x7fffffff: no rank posts a receive there.
   const std::vector<char> frame = CraftedGlooFrame(0x7fffffff, 1);
@@ -209,14 +276,20 @@ StrangerReport RunStranger(pid_t root, StrangerMode mode, Deadline until, std::c
             break;
           case StrangerMode::kHold:
             break;
+          case StrangerMode::kEcho:
+            echoes.emplace_back(Echo, fd, until);
+            break;
         }
         if (wrote) ++report.sent;
-        if (log) log("port " + std::to_string(port) + ": connected" + (wrote ? ", written to" : ", holding"));
+        if (log)
+          log("port " + std::to_string(port) + ": connected" +
+              (wrote ? ", written to" : mode == StrangerMode::kEcho ? ", playing the peer" : ", holding"));
         held.push_back(fd);  // closed at the end: closing early would only end the connection sooner
       }
     }
     std::this_thread::sleep_for(poll);
   }
+  for (auto& t : echoes) t.join();
   for (int fd : held) ::close(fd);
   return report;
 }

@@ -39,8 +39,11 @@ enum class StrangerMode {
   kFrame,    // one crafted Gloo frame: data for a slot no rank posted
   kGarbage,  // 4 KiB of random bytes
   kHold,     // connect and keep the connection open, sending nothing
+  kEcho,     // play the peer: answer every receive the rank posts with the
+             // bytes the rank itself sent in that slot (its sync tokens pass,
+             // since every rank sends the same ones), as a Gloo peer would
 };
-StrangerMode ParseStrangerMode(const std::string& name);  // "frame", "garbage", "hold"
+StrangerMode ParseStrangerMode(const std::string& name);  // "frame", "garbage", "hold", "echo"
 
 // Gloo 0.0~git20220518's TCP frame header (gloo/transport/tcp/pair.h, six
 // size_t) announcing `length` bytes of data for unbound buffer slot `slot`,
