@@ -113,6 +113,9 @@ int Launch(const DemoOptions& o, const LaunchEnv& env) {
               {"EPLB_STORE", "file:" + dir + "/store"},
               {"EPLB_RUN_ID", fmt::format("demo-{}", ::getpid())},
               {"EPLB_JOB_TOKEN", token}};
+    // Every rank is on this machine: UCX (under NIXL) need not listen on
+    // the network interfaces, only on loopback, unless the user says otherwise.
+    if (std::getenv("UCX_NET_DEVICES") == nullptr) so.env.push_back({"UCX_NET_DEVICES", "lo"});
     if (r != 0) so.stdout_path = fmt::format("{}/rank{}.out", dir, r);
     so.stderr_path = fmt::format("{}/rank{}.log", dir, r);
     ranks.push_back(io::Process::Spawn(so));
