@@ -127,13 +127,14 @@ TEST(StoreStranger, ForeignDecisionsDoNotStopTheRebalancing) {
   ASSERT_EQ(r.rank0_exit, 0) << r.rank0_out << logs;
   json j = json::parse(r.rank0_out);
   EXPECT_TRUE(j["ok"].get<bool>()) << r.rank0_out;
-  ASSERT_GE(j["rebalances"].size(), 2u) << r.rank0_out;
+  ASSERT_GE(j["rebalances"].size(), 1u) << r.rank0_out;
   for (const json& c : j["rebalances"]) {
     EXPECT_TRUE(c["ok"].get<bool>()) << c.dump();
     EXPECT_EQ(c["layers_committed"], c["layers_changed"]) << c.dump();
   }
-  // The ranks met the stranger's values, and passed over them.
-  EXPECT_NE(logs.find("balancer/decision/1/0' holds a foreign value"), std::string::npos) << logs;
+  // The ranks met the stranger's decisions, and passed over them.
+  EXPECT_NE(logs.find("/balancer/decision/1/"), std::string::npos) << logs;
+  EXPECT_NE(logs.find("' holds a foreign value"), std::string::npos) << logs;
 }
 
 // The control: the same stranger against an open run (no token), whose key
