@@ -18,10 +18,10 @@
 #include <string>
 #include <vector>
 
-#include "eplb/locality.h"
+#include "core/locality.h"
 #include "eplb/placement.h"
 #include "eplb/policy.h"
-#include "eplb/sequence.h"
+#include "policy/sequence.h"
 #include "io/files.h"
 
 namespace {

@@ -87,7 +87,7 @@ TEST(DemoCli, AsyncFourRanksVerifiesEveryRebalance) {
 // installed (scripts/setup.sh puts its wheel in .deps/nixl), gloo where it
 // is not, or where EPLB_NIXL_DIR=none hides it; every expert verified.
 TEST(DemoCli, PicksNixlWhereInstalledAndGlooWhereHidden) {
-  NixlDetection nixl = DetectNixl(SearchEnvironment::FromProcess());
+  NixlDetection nixl = DetectNixl();
   if (!nixl.available && std::getenv("EPLB_REQUIRE_NIXL") != nullptr)
     FAIL() << "EPLB_REQUIRE_NIXL is set but NIXL is not usable: " << nixl.reason;
   if (nixl.available) {

@@ -1,5 +1,6 @@
 // Detection of NIXL / platform / GPU libraries by file search only.
 #include "eplb/detect.h"
+#include "select/detection.h"
 
 #include <dlfcn.h>
 #include <gtest/gtest.h>

@@ -6,8 +6,8 @@
 #include <set>
 
 #include "eplb/error.h"
-#include "eplb/synthetic_load.h"
-#include "runtime/fingerprint.h"
+#include "demo/synthetic_load.h"
+#include "demo/fingerprint.h"
 #include "runtime/load_window.h"
 
 namespace eplb {

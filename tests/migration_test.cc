@@ -232,6 +232,11 @@ TEST(Migration, RejectsInconsistentWeights) {
   // A plan for another shape is refused.
   Placement a = Placement::Identity(1, 4, 8, 1);
   EXPECT_THROW(ok.MigrateLayer(PlanLayer(a, a, 0, {}), deadline), InvalidArgument);
+  // A membership change's plan (a slot from the weight source, slots out of
+  // service) is not this executor's to run.
+  const std::vector<int32_t> before{0, 1, 2, 3}, after{-1, -1, 3, 2};
+  EXPECT_THROW(ok.MigrateLayer(PlanLayer(before, after, 1, 0, {}, PlanSources{{}, true}), deadline),
+               InvalidArgument);
 }
 
 }  // namespace

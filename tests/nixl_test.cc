@@ -16,6 +16,7 @@
 #include "eplb/bootstrap.h"
 #include "eplb/communicator_factory.h"
 #include "eplb/detect.h"
+#include "select/detection.h"
 #include "comm/nixl/ucx_transports.h"
 #include "eplb/error.h"
 #include "support/multiprocess.h"

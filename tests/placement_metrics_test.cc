@@ -1,13 +1,13 @@
-// Locality (locality.h), wire transfers (movement.h) and policy sequences
+// Locality (locality.h), wire transfers (transfer_count.h) and policy sequences
 // (sequence.h) on placements small enough to check by hand.
 #include <gtest/gtest.h>
 
 #include "eplb/error.h"
-#include "eplb/locality.h"
-#include "eplb/movement.h"
+#include "core/locality.h"
+#include "core/transfer_count.h"
 #include "eplb/placement.h"
 #include "eplb/policy.h"
-#include "eplb/sequence.h"
+#include "policy/sequence.h"
 #include "eplb/transfer_plan.h"
 
 namespace eplb {

@@ -15,11 +15,11 @@
 #include <string>
 #include <vector>
 
-#include "eplb/locality.h"
-#include "eplb/movement.h"
+#include "core/locality.h"
+#include "core/transfer_count.h"
 #include "eplb/placement.h"
 #include "eplb/policy.h"
-#include "eplb/sequence.h"
+#include "policy/sequence.h"
 #include "io/files.h"
 #include "policy/policies.h"
 #include "support/paths.h"

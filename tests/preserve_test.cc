@@ -1,6 +1,6 @@
 // Slot preservation: properties over random placements, and through
 // ComputePlacement with a previous placement.
-#include "eplb/preserve.h"
+#include "policy/preserve.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

@@ -12,6 +12,7 @@
 
 #include "eplb/error.h"
 #include "eplb/bootstrap.h"
+#include "select/detection.h"
 #include "support/paths.h"
 
 namespace eplb {
@@ -54,7 +55,11 @@ const Row kRows[] = {
      "communicator nccl cannot be used in async mode"},
     {"async explicit nccl_stateless", {"nccl_stateless", false, true}, true, std::nullopt, nullptr,
      "use one of: nixl, cuda_ipc, gloo"},
-    {"async elastic", {"", true, true}, true, std::nullopt, nullptr, "elastic EP selects nccl_stateless"},
+    {"async elastic, nixl installed", {"", true, true}, true, kIpcOk, "nixl",
+     "elastic EP, async; nixl found at /x/libnixl_capi.so"},
+    {"async elastic, nothing installed", {"", true, true}, false, kIpcOk, "gloo", "elastic EP, async; nixl not found"},
+    {"async elastic, explicit nccl_stateless", {"nccl_stateless", true, true}, true, std::nullopt, nullptr,
+     "cannot be used in async mode"},
     {"async elastic, explicit gloo", {"gloo", true, true}, false, std::nullopt, "gloo", "requested"},
     {"unknown name", {"mpi", false, false}, true, std::nullopt, nullptr,
      "unknown communicator 'mpi' (valid: nixl, cuda_ipc, gloo, nccl, nccl_stateless"},
@@ -101,7 +106,7 @@ TEST(SelectCommunicator, DetectedFactsOnAnEmptyMachine) {
   SearchEnvironment env;  // no cache, no folders, no devices
   env.ld_cache = "";
   env.dev_dir = env.proc_dir = "/nonexistent";
-  SelectionFacts facts = SelectionFacts::Detect(env);
+  SelectionFacts facts = DetectSelectionFacts(env);
   EXPECT_FALSE(facts.nixl_available);
   Selection s = SelectCommunicator({}, facts);
   EXPECT_EQ(DescribeSelection(s), "communicator gloo (nixl not found)");

@@ -1,9 +1,9 @@
-// What is installed on this machine: the GPU platform, NIXL (RIXL on ROCm),
-// NCCL and the CUDA driver. Found by looking at files only, the way the
-// dynamic loader and NIXL themselves would look: nothing is loaded, no
-// constructor of a foreign library runs, no subprocess is started. This is
-// the C++ counterpart of Python's `importlib.util.find_spec("nixl")` that the
-// default communicator rule (DESIGN.md layer 4, vLLM PR #43110) relies on.
+// Whether NIXL (RIXL on ROCm) is installed on this machine, and where. Found
+// by looking at files only, the way the dynamic loader and NIXL themselves
+// would look: nothing is loaded, no constructor of a foreign library runs, no
+// subprocess is started. This is the C++ counterpart of Python's
+// `importlib.util.find_spec("nixl")` that the default communicator rule
+// (DESIGN.md layer 4, vLLM PR #43110) relies on.
 #pragma once
 
 #include <optional>
@@ -20,75 +20,6 @@ EPLB_EXPORT const char* PlatformName(Platform p);  // "none", "cuda", "rocm"
 // Parses "none" / "cuda" / "rocm" (case-insensitive); throws InvalidArgument
 // listing the valid names otherwise.
 EPLB_EXPORT Platform ParsePlatform(const std::string& name);
-
-// Folders to search, each with a label saying why it is searched.
-using LabeledDirs = std::vector<std::pair<std::string, std::string>>;  // {dir, label}
-
-// Where detection looks. FromProcess() reads this process's environment and
-// the system's standard locations; tests build one by hand to point every
-// search at a temporary folder.
-struct EPLB_EXPORT SearchEnvironment {
-  // $EPLB_NIXL_DIR: where to take NIXL from, and nowhere else (a
-  // site-packages folder holding NIXL's wheel, a library folder, or a prefix
-  // with lib/); "none" hides NIXL, so the rule picks as if it were absent.
-  std::optional<std::string> nixl_dir;
-  std::optional<std::string> nixl_plugin_dir;  // $NIXL_PLUGIN_DIR
-  // site-packages folders where `pip install nixl-cu13` puts NIXL's wheel.
-  // The active environment's ($VIRTUAL_ENV, $CONDA_PREFIX, $PYTHONPATH) are
-  // searched before the loader's paths, as Python would import from them;
-  // the interpreters' own site folders (/usr/local/lib/python3.*/...,
-  // ~/.local/...) and eplb's project-local prefix (.deps/nixl, filled by
-  // scripts/setup.sh) after everything else.
-  LabeledDirs python_env_sites;
-  LabeledDirs python_system_sites;
-  std::optional<std::string> ld_library_path;  // $LD_LIBRARY_PATH
-  std::optional<std::string> forced_platform;  // $EPLB_PLATFORM (none|cuda|rocm)
-  std::optional<std::string> nccl_library;     // $EPLB_NCCL_LIBRARY (a full path)
-  std::string ld_cache = "/etc/ld.so.cache";   // the loader cache; "" = none
-  // NIXL's default install prefixes, per platform (lib folders searched in
-  // order). CUDA: /opt/nvidia/nvda_nixl/lib/x86_64-linux-gnu (+ lib, lib64).
-  // ROCm (RIXL): /opt/rocm/rixl/lib/x86_64-linux-gnu (+ lib, lib64).
-  std::vector<std::string> nixl_default_dirs;
-  std::vector<std::string> rixl_default_dirs;
-  // Folders the loader searches last (its trusted system folders).
-  std::vector<std::string> system_dirs;
-  // Toolkit folders searched after everything else for NCCL and the CUDA
-  // runtime (/usr/local/cuda/lib64, /usr/local/cuda/lib, /opt/rocm/lib).
-  std::vector<std::string> toolkit_dirs;
-  std::string dev_dir = "/dev";    // /dev/nvidiactl, /dev/kfd
-  std::string proc_dir = "/proc";  // /proc/driver/nvidia/gpus
-
-  static SearchEnvironment FromProcess();
-};
-
-// A shared library found by name: its full path and how it was found
-// ("LD_LIBRARY_PATH", "loader cache", "NIXL default prefix", ...).
-struct EPLB_EXPORT FoundLibrary {
-  std::string name;  // the file name searched, e.g. "libnixl_capi.so"
-  std::string path;  // empty when not found
-  std::string how;
-  bool found() const { return !path.empty(); }
-};
-
-// Searches `names` (first match wins; "libfoo.so" also matches versioned
-// files "libfoo.so.N...") in `first_dirs`, then LD_LIBRARY_PATH, then the
-// loader cache, then env.system_dirs, then `last_dirs`; each dir comes with a
-// label saying why it is searched. Nothing is opened but directories and the
-// cache file. Every place looked at is appended to `searched` when given.
-EPLB_EXPORT FoundLibrary FindLibrary(const SearchEnvironment& env, const std::vector<std::string>& names,
-                         const LabeledDirs& first_dirs = {}, const LabeledDirs& last_dirs = {},
-                         std::vector<std::string>* searched = nullptr);
-
-// The GPU platform and the evidence for it: forced ($EPLB_PLATFORM or the
-// `forced` argument), else device nodes (/dev/nvidiactl, /dev/kfd), else the
-// driver or runtime libraries in the loader's reach (libcuda.so.1,
-// libcudart.so*, libamdhip64.so*).
-struct EPLB_EXPORT PlatformDetection {
-  Platform platform = Platform::kNone;
-  std::string evidence;
-};
-EPLB_EXPORT PlatformDetection DetectPlatform(const SearchEnvironment& env,
-                                 std::optional<Platform> forced = std::nullopt);
 
 // Is NIXL (RIXL on ROCm) installed, and where? Available means eplb's nixl
 // communicator can run: the C API library (libnixl_capi.so, installed by
@@ -117,22 +48,10 @@ struct EPLB_EXPORT NixlDetection {
   std::string reason;
   std::vector<std::string> searched;  // every folder looked at, in order
 };
-EPLB_EXPORT NixlDetection DetectNixl(const SearchEnvironment& env,
-                         std::optional<Platform> forced = std::nullopt);
+// Searches this process's environment and the system's standard locations.
+EPLB_EXPORT NixlDetection DetectNixl(std::optional<Platform> forced = std::nullopt);
 
-// DetectNixl(SearchEnvironment::FromProcess()).available.
+// DetectNixl().available.
 EPLB_EXPORT bool nixl_available();
-
-// NCCL (libnccl.so.2; $EPLB_NCCL_LIBRARY overrides) and the CUDA driver
-// (libcuda.so.1) by file search, for `eplb info` and error messages.
-struct EPLB_EXPORT GpuLibraries {
-  FoundLibrary nccl;
-  FoundLibrary cuda_driver;
-  FoundLibrary cuda_runtime;
-  // NVIDIA GPUs listed by the driver in /proc/driver/nvidia/gpus (no CUDA
-  // call); -1 when the driver exposes no such folder.
-  int proc_gpu_count = -1;
-};
-EPLB_EXPORT GpuLibraries DetectGpuLibraries(const SearchEnvironment& env);
 
 }  // namespace eplb

@@ -18,9 +18,7 @@
 
 #include <chrono>
 #include <cstdint>
-#include <exception>
 #include <memory>
-#include <span>
 #include <vector>
 
 #include "eplb/export.h"
@@ -140,8 +138,8 @@ class EPLB_EXPORT MigrationExecutor {
   MigrationExecutor(const MigrationExecutor&) = delete;
   MigrationExecutor& operator=(const MigrationExecutor&) = delete;
 
-  int num_layers() const { return static_cast<int>(layers_.size()); }
-  int slots_per_rank() const { return slots_per_rank_; }
+  int num_layers() const;
+  int slots_per_rank() const;
   // Bytes of one expert of `layer`, every tensor together.
   uint64_t bytes_per_expert(int layer) const;
   // Bytes of staging, all buffers (slots_per_rank experts of the largest
@@ -185,31 +183,10 @@ class EPLB_EXPORT MigrationExecutor {
   void WaitForCommits(Deadline deadline);
 
  private:
-  struct Staging {
-    MemoryRegion memory;
-    RegionId region = -1;
-    int layer = -1;                 // the layer it holds, staged and not committed; -1: free
-    bool commit_in_flight = false;  // commit copies out of it may still run
-  };
-  void CheckPlan(const LayerPlan& plan) const;
-  LayerMigrationReport StageAndAgree(const LayerPlan& plan, Deadline deadline);
-  void Agree(const LayerPlan& plan, std::exception_ptr failure, Deadline deadline);
-  // Issues the commit copies of a staged layer without waiting for them.
-  void IssueCommit(const LayerPlan& plan);
-  // copier_->Wait, after which no commit is in flight.
-  void WaitForCopies(Deadline deadline);
-  uint8_t* staging_slot(const Staging& s, int layer, int tensor, int local_slot) const;
-  uint8_t* weight_slot(int layer, int tensor, int local_slot) const;
-
-  Communicator& comm_;
-  ControlGroup& control_;
-  std::vector<LayerWeights> layers_;
-  int slots_per_rank_;
-  std::unique_ptr<LocalCopier> copier_;
-  MigrationOptions options_;
-  std::vector<std::vector<WireTensor>> wire_;  // [layer][tensor], dst_region unset
-  std::vector<Staging> staging_;               // staging_layers buffers
-  size_t next_staging_ = 0;                    // the buffer the next Stage fills
+  // The registered weights, the staging buffers and the copier
+  // (src/runtime/migration.cc).
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace eplb

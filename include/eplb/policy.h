@@ -32,7 +32,8 @@ struct EPLB_EXPORT PolicyInput {
   int num_nodes = 1;
   int num_ranks = 1;
   // The placement in force, when there is one. Movement-aware policies use
-  // it; all results go through slot preservation against it (preserve.h).
+  // it; all results go through slot preservation against it (an expert that
+  // stays on a rank keeps its slot there).
   const Placement* previous = nullptr;
   // Where the per-layer work runs; empty: in order on the calling thread.
   LayerRunner run_layers;

@@ -3,6 +3,7 @@
 //
 //   explicit choice (validated)            -> that communicator
 //   elastic EP                             -> nccl_stateless
+//     ... in async mode (NCCL refused)     -> nixl if found, else gloo
 //   NIXL found without loading it          -> nixl
 //   every EP peer on this node, IPC works  -> cuda_ipc
 //   otherwise                              -> gloo
@@ -20,7 +21,6 @@
 
 #include "eplb/export.h"
 #include "eplb/deadline.h"
-#include "eplb/detect.h"
 
 namespace eplb {
 
@@ -52,7 +52,8 @@ struct EPLB_EXPORT CudaIpcCheck {
 };
 
 // What the rule needs to know about the machine. Detect() fills it from the
-// file system (detect.h); tests fill it by hand.
+// file system (detect.h: where this process's environment says to look);
+// tests fill it by hand.
 struct EPLB_EXPORT SelectionFacts {
   bool nixl_available = false;
   std::string nixl_reason = "nixl not found";  // NixlDetection::reason
@@ -61,7 +62,7 @@ struct EPLB_EXPORT SelectionFacts {
   // empty function means cuda_ipc is not considered.
   std::function<CudaIpcCheck()> cuda_ipc_check;
 
-  static SelectionFacts Detect(const SearchEnvironment& env = SearchEnvironment::FromProcess());
+  static SelectionFacts Detect();
 };
 
 struct EPLB_EXPORT Selection {
@@ -70,8 +71,8 @@ struct EPLB_EXPORT Selection {
 };
 
 // Applies the rule. Throws InvalidArgument for an unknown name (listing the
-// valid ones) and for an NCCL-family communicator in async mode, named or
-// reached through elastic EP (naming the async-safe ones).
+// valid ones) and for an NCCL-family communicator named in async mode
+// (naming the async-safe ones).
 EPLB_EXPORT Selection SelectCommunicator(const SelectionRequest& request, const SelectionFacts& facts);
 
 // "communicator gloo (nixl not found)"; LogSelection writes it once through

@@ -10,9 +10,16 @@
 //   kKeep       the slot already holds the expert;
 //   kLocalCopy  the expert sits in another old slot of the same rank;
 //   kReceive    the expert comes over the wire from a rank that holds it;
-//   kDuplicate  another new slot of the same rank receives the same expert,
+//   kDuplicate  another new slot of the same rank receives the same expert
+//               (or gets it from the weight source),
 //               copy from there (an expert crosses the wire at most once per
-//               receiving rank).
+//               receiving rank);
+//   kFromSource no rank that can be read holds the expert (its ranks were
+//               lost): the engine's weight source provides it (only with
+//               PlanSources::from_source);
+//   kIdle       the slot is out of service (its rank leaves or was lost).
+// An entry < 0 in a phy2log means nothing: an old slot that holds nothing
+// (a rank that joins), a new slot out of service.
 // An expert that the receiving rank already holds never crosses the wire, so
 // the number of experts moved over the wire is the least possible.
 //
@@ -42,9 +49,19 @@ struct EPLB_EXPORT PlanOptions {
   uint64_t bytes_per_expert = 0;
 };
 
-enum class SlotAction : uint8_t { kKeep, kLocalCopy, kReceive, kDuplicate };
+// Where a change of membership (membership.h) may read from.
+struct EPLB_EXPORT PlanSources {
+  // [num_ranks] or empty: 1 where a rank's old slots cannot be read (its
+  // process is gone); such a rank's new slots must be out of service (< 0).
+  std::vector<char> unreadable;
+  // An expert that no readable rank holds is filled kFromSource; without
+  // this the plan throws InvalidArgument naming it.
+  bool from_source = false;
+};
 
-// "keep", "local_copy", "receive", "duplicate".
+enum class SlotAction : uint8_t { kKeep, kLocalCopy, kReceive, kDuplicate, kFromSource, kIdle };
+
+// "keep", "local_copy", "receive", "duplicate", "from_source", "idle".
 EPLB_EXPORT const char* SlotActionName(SlotAction action);
 
 // How one new slot gets its expert.
@@ -77,10 +94,11 @@ struct EPLB_EXPORT RankTraffic {
   int duplicates = 0;        // slots filled from a received slot of the same rank
   int experts_received = 0;  // experts over the wire into this rank
   int experts_sent = 0;      // experts over the wire out of this rank
+  int from_source = 0;       // slots filled from the engine's weight source
   uint64_t bytes_received = 0;
   uint64_t bytes_sent = 0;
 
-  int slots_changed() const { return local_copies + duplicates + experts_received; }
+  int slots_changed() const { return local_copies + duplicates + experts_received + from_source; }
   RankTraffic& operator+=(const RankTraffic& o);
   friend bool operator==(const RankTraffic&, const RankTraffic&) = default;
 };
@@ -114,6 +132,10 @@ struct EPLB_EXPORT LayerPlan {
 // out of range.
 EPLB_EXPORT LayerPlan PlanLayer(std::span<const int32_t> old_phy2log, std::span<const int32_t> new_phy2log,
                     int num_ranks, int layer, const PlanOptions& options);
+// The same, reading only where `sources` allows.
+EPLB_EXPORT LayerPlan PlanLayer(std::span<const int32_t> old_phy2log, std::span<const int32_t> new_phy2log,
+                                int num_ranks, int layer, const PlanOptions& options,
+                                const PlanSources& sources);
 
 // Plans layer `layer` of two placements of the same shape.
 EPLB_EXPORT LayerPlan PlanLayer(const Placement& old_placement, const Placement& new_placement, int layer,

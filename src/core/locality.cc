@@ -1,4 +1,4 @@
-#include "eplb/locality.h"
+#include "core/locality.h"
 
 #include <string>
 

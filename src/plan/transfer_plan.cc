@@ -32,6 +32,10 @@ const char* SlotActionName(SlotAction action) {
       return "receive";
     case SlotAction::kDuplicate:
       return "duplicate";
+    case SlotAction::kFromSource:
+      return "from_source";
+    case SlotAction::kIdle:
+      return "idle";
   }
   return "?";
 }
@@ -42,6 +46,7 @@ RankTraffic& RankTraffic::operator+=(const RankTraffic& o) {
   duplicates += o.duplicates;
   experts_received += o.experts_received;
   experts_sent += o.experts_sent;
+  from_source += o.from_source;
   bytes_received += o.bytes_received;
   bytes_sent += o.bytes_sent;
   return *this;
@@ -76,6 +81,11 @@ std::vector<SlotFill> LayerPlan::LocalOf(int rank) const {
 
 LayerPlan PlanLayer(std::span<const int32_t> old_phy2log, std::span<const int32_t> new_phy2log,
                     int num_ranks, int layer, const PlanOptions& options) {
+  return PlanLayer(old_phy2log, new_phy2log, num_ranks, layer, options, PlanSources{});
+}
+
+LayerPlan PlanLayer(std::span<const int32_t> old_phy2log, std::span<const int32_t> new_phy2log,
+                    int num_ranks, int layer, const PlanOptions& options, const PlanSources& sources) {
   const int num_slots = static_cast<int>(new_phy2log.size());
   if (old_phy2log.size() != new_phy2log.size())
     Fail(layer, "old placement has " + std::to_string(old_phy2log.size()) +
@@ -84,13 +94,18 @@ LayerPlan PlanLayer(std::span<const int32_t> old_phy2log, std::span<const int32_
     Fail(layer, std::to_string(num_slots) + " slots do not divide over " +
                     std::to_string(num_ranks) + " ranks");
   if (options.ranks_per_node < 0) Fail(layer, "ranks_per_node must be >= 0");
+  if (!sources.unreadable.empty() && sources.unreadable.size() != static_cast<size_t>(num_ranks))
+    Fail(layer, "unreadable has " + std::to_string(sources.unreadable.size()) + " entries for " +
+                    std::to_string(num_ranks) + " ranks");
+  const int per_rank = num_slots / num_ranks;
+  auto readable = [&](int rank) { return sources.unreadable.empty() || !sources.unreadable[rank]; };
   int num_experts = 0;
   for (int p = 0; p < num_slots; ++p) {
-    if (old_phy2log[p] < 0 || new_phy2log[p] < 0)
-      Fail(layer, "slot " + std::to_string(p) + " holds no expert");
+    if (!readable(p / per_rank) && new_phy2log[p] >= 0)
+      Fail(layer, "rank " + std::to_string(p / per_rank) + " cannot be read but its new slot " +
+                      std::to_string(p) + " holds an expert");
     num_experts = std::max({num_experts, old_phy2log[p] + 1, new_phy2log[p] + 1});
   }
-  const int per_rank = num_slots / num_ranks;
   const int per_node = options.ranks_per_node > 0 ? options.ranks_per_node : num_ranks;
   auto node_of = [per_node](int rank) { return rank / per_node; };
 
@@ -108,6 +123,7 @@ LayerPlan PlanLayer(std::span<const int32_t> old_phy2log, std::span<const int32_
   std::vector<std::vector<int32_t>> holders(num_experts);
   for (int p = 0; p < num_slots; ++p) {
     int r = p / per_rank, e = old_phy2log[p];
+    if (e < 0 || !readable(r)) continue;  // holds nothing that can be read
     int32_t& s = first_old[static_cast<size_t>(r) * num_experts + e];
     if (s < 0) {
       s = p;
@@ -126,6 +142,10 @@ LayerPlan PlanLayer(std::span<const int32_t> old_phy2log, std::span<const int32_
     f.expert = e;
     f.src_rank = r;
     RankTraffic& t = plan.per_rank[r];
+    if (e < 0) {
+      f.action = SlotAction::kIdle;  // out of service
+      continue;
+    }
     const int32_t local = first_old[static_cast<size_t>(r) * num_experts + e];
     if (old_phy2log[p] == e) {
       f.action = SlotAction::kKeep;
@@ -139,10 +159,14 @@ LayerPlan PlanLayer(std::span<const int32_t> old_phy2log, std::span<const int32_
       f.action = SlotAction::kDuplicate;
       f.src_slot = recv;
       ++t.duplicates;
-    } else {
-      if (holders[e].empty())
+    } else if (holders[e].empty()) {
+      if (!sources.from_source)
         Fail(layer, "expert " + std::to_string(e) + " (new slot " + std::to_string(p) +
-                        ") is held by no rank in the old placement");
+                        ") is held by no readable rank in the old placement");
+      f.action = SlotAction::kFromSource;
+      recv = p;  // later slots of this rank duplicate it
+      ++t.from_source;
+    } else {
       f.action = SlotAction::kReceive;
       recv = p;
       requests.push_back({e, r, p});

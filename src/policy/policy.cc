@@ -4,7 +4,7 @@
 
 #include "eplb/error.h"
 #include "eplb/policy.h"
-#include "eplb/preserve.h"
+#include "policy/preserve.h"
 
 namespace eplb {
 namespace {

@@ -1,4 +1,4 @@
-#include "eplb/preserve.h"
+#include "policy/preserve.h"
 
 #include <string>
 #include <vector>

@@ -1,8 +1,8 @@
-#include "eplb/sequence.h"
+#include "policy/sequence.h"
 
 #include "eplb/error.h"
-#include "eplb/locality.h"
-#include "eplb/movement.h"
+#include "core/locality.h"
+#include "core/transfer_count.h"
 
 namespace eplb {
 

@@ -36,10 +36,57 @@ uint64_t Stride(const ExpertTensor& t) { return t.stride != 0 ? t.stride : t.byt
 
 }  // namespace
 
-MigrationExecutor::MigrationExecutor(Communicator& comm, ControlGroup& control,
-                                     std::vector<LayerWeights> layers, int slots_per_rank,
-                                     std::unique_ptr<LocalCopier> copier,
-                                     const MigrationOptions& options, Deadline deadline)
+// Everything the executor holds; the public methods forward here.
+struct MigrationExecutor::Impl {
+  struct Staging {
+    MemoryRegion memory;
+    RegionId region = -1;
+    int layer = -1;                 // the layer it holds, staged and not committed; -1: free
+    bool commit_in_flight = false;  // commit copies out of it may still run
+  };
+
+  Impl(Communicator& comm, ControlGroup& control, std::vector<LayerWeights> layers,
+       int slots_per_rank, std::unique_ptr<LocalCopier> copier, const MigrationOptions& options,
+       Deadline deadline);
+  ~Impl();
+
+  int num_layers() const { return static_cast<int>(layers_.size()); }
+  uint64_t bytes_per_expert(int layer) const;
+  uint64_t staging_bytes() const;
+  LayerPlan Plan(const Placement& old_placement, const Placement& new_placement, int layer) const;
+  LayerMigrationReport MigrateLayer(const LayerPlan& plan, Deadline deadline);
+  std::vector<LayerMigrationReport> Migrate(const Placement& old_placement,
+                                            const Placement& new_placement, Deadline deadline);
+  LayerMigrationReport Stage(const LayerPlan& plan, Deadline deadline);
+  void Commit(const LayerPlan& plan, LayerMigrationReport* report);
+  void CommitOn(const LayerPlan& plan, void* stream, LayerMigrationReport* report);
+  void WaitForCommits(Deadline deadline);
+
+  void CheckPlan(const LayerPlan& plan) const;
+  LayerMigrationReport StageAndAgree(const LayerPlan& plan, Deadline deadline);
+  void Agree(const LayerPlan& plan, std::exception_ptr failure, Deadline deadline);
+  // Issues the commit copies of a staged layer without waiting for them.
+  void IssueCommit(const LayerPlan& plan);
+  // copier_->Wait, after which no commit is in flight.
+  void WaitForCopies(Deadline deadline);
+  uint8_t* staging_slot(const Staging& s, int layer, int tensor, int local_slot) const;
+  uint8_t* weight_slot(int layer, int tensor, int local_slot) const;
+
+  Communicator& comm_;
+  ControlGroup& control_;
+  std::vector<LayerWeights> layers_;
+  int slots_per_rank_;
+  std::unique_ptr<LocalCopier> copier_;
+  MigrationOptions options_;
+  std::vector<std::vector<WireTensor>> wire_;  // [layer][tensor], dst_region unset
+  std::vector<Staging> staging_;               // staging_layers buffers
+  size_t next_staging_ = 0;                    // the buffer the next Stage fills
+};
+
+MigrationExecutor::Impl::Impl(Communicator& comm, ControlGroup& control,
+                              std::vector<LayerWeights> layers, int slots_per_rank,
+                              std::unique_ptr<LocalCopier> copier,
+                              const MigrationOptions& options, Deadline deadline)
     : comm_(comm),
       control_(control),
       layers_(std::move(layers)),
@@ -114,7 +161,7 @@ MigrationExecutor::MigrationExecutor(Communicator& comm, ControlGroup& control,
   }
 }
 
-MigrationExecutor::~MigrationExecutor() {
+MigrationExecutor::Impl::~Impl() {
   // Copies still in flight (a commit after an error) must not outlive staging.
   try {
     copier_->Wait(Deadline::max());
@@ -124,41 +171,41 @@ MigrationExecutor::~MigrationExecutor() {
   for (Staging& st : staging_) copier_->Free(st.memory);
 }
 
-void MigrationExecutor::WaitForCopies(Deadline deadline) {
+void MigrationExecutor::Impl::WaitForCopies(Deadline deadline) {
   copier_->Wait(deadline);
   for (Staging& st : staging_) st.commit_in_flight = false;
 }
 
-uint64_t MigrationExecutor::staging_bytes() const {
+uint64_t MigrationExecutor::Impl::staging_bytes() const {
   uint64_t bytes = 0;
   for (const Staging& st : staging_) bytes += st.memory.bytes;
   return bytes;
 }
 
-uint64_t MigrationExecutor::bytes_per_expert(int layer) const {
+uint64_t MigrationExecutor::Impl::bytes_per_expert(int layer) const {
   uint64_t bytes = 0;
   for (const ExpertTensor& x : layers_.at(layer).tensors) bytes += x.bytes_per_expert;
   return bytes;
 }
 
-uint8_t* MigrationExecutor::staging_slot(const Staging& st, int layer, int tensor,
+uint8_t* MigrationExecutor::Impl::staging_slot(const Staging& st, int layer, int tensor,
                                          int local_slot) const {
   const WireTensor& w = wire_[layer][tensor];
   return static_cast<uint8_t*>(st.memory.base) + w.dst_offset + w.dst_stride * local_slot;
 }
 
-uint8_t* MigrationExecutor::weight_slot(int layer, int tensor, int local_slot) const {
+uint8_t* MigrationExecutor::Impl::weight_slot(int layer, int tensor, int local_slot) const {
   const ExpertTensor& x = layers_[layer].tensors[tensor];
   return static_cast<uint8_t*>(x.memory.base) + Stride(x) * local_slot;
 }
 
-LayerPlan MigrationExecutor::Plan(const Placement& old_placement, const Placement& new_placement,
-                                  int layer) const {
+LayerPlan MigrationExecutor::Impl::Plan(const Placement& old_placement,
+                                        const Placement& new_placement, int layer) const {
   return PlanLayer(old_placement, new_placement, layer,
                    PlanOptions{options_.ranks_per_node, bytes_per_expert(layer)});
 }
 
-void MigrationExecutor::CheckPlan(const LayerPlan& plan) const {
+void MigrationExecutor::Impl::CheckPlan(const LayerPlan& plan) const {
   if (plan.layer < 0 || plan.layer >= num_layers())
     throw InvalidArgument("migration: plan for layer " + std::to_string(plan.layer) +
                           ", outside [0, " + std::to_string(num_layers()) + ")");
@@ -167,6 +214,14 @@ void MigrationExecutor::CheckPlan(const LayerPlan& plan) const {
                           std::to_string(plan.num_ranks) + " ranks x " +
                           std::to_string(plan.slots_per_rank) + " slots, the executor has " +
                           std::to_string(comm_.size()) + " x " + std::to_string(slots_per_rank_));
+  // The plan of a membership change (membership.h) may fill slots from the
+  // engine's weight source or take them out of service; this executor moves
+  // weights between the ranks of one group only.
+  for (const SlotFill& f : plan.fills)
+    if (f.action == SlotAction::kFromSource || f.action == SlotAction::kIdle)
+      throw InvalidArgument("migration: plan of layer " + std::to_string(plan.layer) + " has slot " +
+                            std::to_string(f.slot) + " " + SlotActionName(f.action) +
+                            ", which this executor does not run (a membership change)");
 }
 
 // Every rank tells every other whether it staged the layer (one byte, then
@@ -174,7 +229,7 @@ void MigrationExecutor::CheckPlan(const LayerPlan& plan) const {
 // still takes part, so the others learn it at once and name it; a rank that
 // died or stalls makes the all-gather itself fail. Throws this rank's own
 // failure first, else the first other rank's, else returns: every rank staged.
-void MigrationExecutor::Agree(const LayerPlan& plan, std::exception_ptr failure,
+void MigrationExecutor::Impl::Agree(const LayerPlan& plan, std::exception_ptr failure,
                               Deadline deadline) {
   const int me = comm_.rank(), layer = plan.layer;
   std::vector<uint8_t> blob{failure ? uint8_t{0} : uint8_t{1}};
@@ -204,7 +259,7 @@ void MigrationExecutor::Agree(const LayerPlan& plan, std::exception_ptr failure,
   }
 }
 
-LayerMigrationReport MigrationExecutor::Stage(const LayerPlan& plan, Deadline deadline) {
+LayerMigrationReport MigrationExecutor::Impl::Stage(const LayerPlan& plan, Deadline deadline) {
   CheckPlan(plan);
   const auto start = Clock::now();
   const int me = comm_.rank(), layer = plan.layer;
@@ -274,7 +329,7 @@ LayerMigrationReport MigrationExecutor::Stage(const LayerPlan& plan, Deadline de
   return report;
 }
 
-void MigrationExecutor::IssueCommit(const LayerPlan& plan) {
+void MigrationExecutor::Impl::IssueCommit(const LayerPlan& plan) {
   CheckPlan(plan);
   const int layer = plan.layer;
   Staging* st = nullptr;
@@ -300,7 +355,7 @@ void MigrationExecutor::IssueCommit(const LayerPlan& plan) {
   st->commit_in_flight = true;
 }
 
-void MigrationExecutor::Commit(const LayerPlan& plan, LayerMigrationReport* report) {
+void MigrationExecutor::Impl::Commit(const LayerPlan& plan, LayerMigrationReport* report) {
   const auto start = Clock::now();
   IssueCommit(plan);
   // A commit must finish: the copies are local, so no deadline can help.
@@ -308,7 +363,8 @@ void MigrationExecutor::Commit(const LayerPlan& plan, LayerMigrationReport* repo
   if (report != nullptr) report->commit_seconds = SecondsSince(start);
 }
 
-void MigrationExecutor::CommitOn(const LayerPlan& plan, void* stream, LayerMigrationReport* report) {
+void MigrationExecutor::Impl::CommitOn(const LayerPlan& plan, void* stream,
+                                       LayerMigrationReport* report) {
   if (copier_->kind() != MemoryKind::kCuda) return Commit(plan, report);
   const auto start = Clock::now();
   copier_->OrderAfter(stream);
@@ -317,12 +373,13 @@ void MigrationExecutor::CommitOn(const LayerPlan& plan, void* stream, LayerMigra
   if (report != nullptr) report->commit_seconds = SecondsSince(start);
 }
 
-void MigrationExecutor::WaitForCommits(Deadline deadline) {
+void MigrationExecutor::Impl::WaitForCommits(Deadline deadline) {
   for (const Staging& st : staging_)
     if (st.commit_in_flight) return WaitForCopies(deadline);
 }
 
-LayerMigrationReport MigrationExecutor::StageAndAgree(const LayerPlan& plan, Deadline deadline) {
+LayerMigrationReport MigrationExecutor::Impl::StageAndAgree(const LayerPlan& plan,
+                                                            Deadline deadline) {
   CheckPlan(plan);
   const auto start = Clock::now();
   LayerMigrationReport report;
@@ -342,7 +399,8 @@ LayerMigrationReport MigrationExecutor::StageAndAgree(const LayerPlan& plan, Dea
   return report;
 }
 
-LayerMigrationReport MigrationExecutor::MigrateLayer(const LayerPlan& plan, Deadline deadline) {
+LayerMigrationReport MigrationExecutor::Impl::MigrateLayer(const LayerPlan& plan,
+                                                           Deadline deadline) {
   LayerMigrationReport report = StageAndAgree(plan, deadline);
   Commit(plan, &report);
   spdlog::debug(
@@ -354,9 +412,9 @@ LayerMigrationReport MigrationExecutor::MigrateLayer(const LayerPlan& plan, Dead
   return report;
 }
 
-std::vector<LayerMigrationReport> MigrationExecutor::Migrate(const Placement& old_placement,
-                                                             const Placement& new_placement,
-                                                             Deadline deadline) {
+std::vector<LayerMigrationReport> MigrationExecutor::Impl::Migrate(const Placement& old_placement,
+                                                                   const Placement& new_placement,
+                                                                   Deadline deadline) {
   if (old_placement.num_layers != num_layers())
     throw InvalidArgument("migration: placement has " + std::to_string(old_placement.num_layers) +
                           " layers, the executor " + std::to_string(num_layers()));
@@ -383,5 +441,54 @@ std::vector<LayerMigrationReport> MigrationExecutor::Migrate(const Placement& ol
   WaitForCopies(Deadline::max());
   return reports;
 }
+
+
+// --- the public API, forwarding to Impl ---------------------------------------
+
+MigrationExecutor::MigrationExecutor(Communicator& comm, ControlGroup& control,
+                                     std::vector<LayerWeights> layers, int slots_per_rank,
+                                     std::unique_ptr<LocalCopier> copier,
+                                     const MigrationOptions& options, Deadline deadline)
+    : impl_(std::make_unique<Impl>(comm, control, std::move(layers), slots_per_rank,
+                                   std::move(copier), options, deadline)) {}
+
+MigrationExecutor::~MigrationExecutor() = default;
+
+int MigrationExecutor::num_layers() const { return impl_->num_layers(); }
+int MigrationExecutor::slots_per_rank() const { return impl_->slots_per_rank_; }
+uint64_t MigrationExecutor::bytes_per_expert(int layer) const {
+  return impl_->bytes_per_expert(layer);
+}
+uint64_t MigrationExecutor::staging_bytes() const { return impl_->staging_bytes(); }
+
+LayerPlan MigrationExecutor::Plan(const Placement& old_placement, const Placement& new_placement,
+                                  int layer) const {
+  return impl_->Plan(old_placement, new_placement, layer);
+}
+
+LayerMigrationReport MigrationExecutor::MigrateLayer(const LayerPlan& plan, Deadline deadline) {
+  return impl_->MigrateLayer(plan, deadline);
+}
+
+std::vector<LayerMigrationReport> MigrationExecutor::Migrate(const Placement& old_placement,
+                                                             const Placement& new_placement,
+                                                             Deadline deadline) {
+  return impl_->Migrate(old_placement, new_placement, deadline);
+}
+
+LayerMigrationReport MigrationExecutor::Stage(const LayerPlan& plan, Deadline deadline) {
+  return impl_->Stage(plan, deadline);
+}
+
+void MigrationExecutor::Commit(const LayerPlan& plan, LayerMigrationReport* report) {
+  impl_->Commit(plan, report);
+}
+
+void MigrationExecutor::CommitOn(const LayerPlan& plan, void* stream,
+                                 LayerMigrationReport* report) {
+  impl_->CommitOn(plan, stream, report);
+}
+
+void MigrationExecutor::WaitForCommits(Deadline deadline) { impl_->WaitForCommits(deadline); }
 
 }  // namespace eplb

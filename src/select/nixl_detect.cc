@@ -10,6 +10,7 @@
 #include <system_error>
 
 #include "eplb/detect.h"
+#include "select/detection.h"
 #include "eplb/error.h"
 #include "select/ld_cache.h"
 #include "select/nixl_wheel.h"

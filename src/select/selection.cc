@@ -8,6 +8,7 @@
 #include "comm/backends.h"
 #include "eplb/error.h"
 #include "eplb/store.h"
+#include "select/detection.h"
 
 namespace eplb {
 namespace {
@@ -68,7 +69,7 @@ std::string CanonicalCommunicatorName(std::string_view name) {
                         Join(CommunicatorNames()) + aliases + ")");
 }
 
-SelectionFacts SelectionFacts::Detect(const SearchEnvironment& env) {
+SelectionFacts DetectSelectionFacts(const SearchEnvironment& env) {
   SelectionFacts f;
   NixlDetection nixl = DetectNixl(env);
   f.nixl_available = nixl.available;
@@ -85,10 +86,13 @@ Selection SelectCommunicator(const SelectionRequest& request, const SelectionFac
     return {name, reason};
   }
   if (request.elastic) {
-    if (request.async)
-      throw InvalidArgument(AsyncRefusal("elastic EP selects nccl_stateless, which") +
-                            " (name it with --communicator)");
-    return {"nccl_stateless", "elastic EP"};
+    if (!request.async) return {"nccl_stateless", "elastic EP"};
+    // Elastic EP in async mode, where NCCL is refused: nixl (vLLM's rule
+    // since PR #45013), else gloo, whose groups are rebuilt for each
+    // membership like nccl_stateless's; cuda_ipc is not taken, since a rank
+    // that joins from another node would make it unusable mid-run.
+    if (facts.nixl_available) return {"nixl", "elastic EP, async; " + facts.nixl_reason};
+    return {"gloo", "elastic EP, async; " + facts.nixl_reason};
   }
   if (facts.nixl_available) return {"nixl", facts.nixl_reason};
   std::string reason = facts.nixl_reason;

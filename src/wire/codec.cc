@@ -21,6 +21,8 @@ const char* KindName(Kind kind) {
     case Kind::kNixlMetadata: return "NIXL metadata";
     case Kind::kLiveness: return "liveness record";
     case Kind::kFailureNote: return "failure note";
+    case Kind::kMembership: return "membership record";
+    case Kind::kPlacement: return "placement";
   }
   return "unknown message";
 }

@@ -46,6 +46,8 @@ enum class Kind : uint16_t {
   kNixlMetadata = 11, // nixl: an agent's region table and metadata
   kLiveness = 12,     // gloo, nixl: how peers can tell this rank's process is alive
   kFailureNote = 13,  // nixl: why a rank gave up on a call with a peer, whom it blames
+  kMembership = 20,   // elastic: a generation's record (old and new members, the lost)
+  kPlacement = 21,    // elastic: the placement in force, for processes that join
 };
 const char* KindName(Kind kind);
 

@@ -10,10 +10,10 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
-#include "cuda/engine_kernels.h"
+#include "demo/engine_kernels.h"
 #include "cuda/runtime.h"
 #include "gpu/support/gpus.h"
-#include "runtime/fingerprint.h"
+#include "demo/fingerprint.h"
 #include "support/run_command.h"
 
 namespace eplb {

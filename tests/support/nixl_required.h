@@ -13,7 +13,7 @@
 #define EPLB_SKIP_WITHOUT_NIXL()                                                    \
   do {                                                                              \
     ::eplb::NixlDetection eplb_nixl =                                               \
-        ::eplb::DetectNixl(::eplb::SearchEnvironment::FromProcess());               \
+        ::eplb::DetectNixl();                                                       \
     if (!eplb_nixl.available) {                                                     \
       if (std::getenv("EPLB_REQUIRE_NIXL") != nullptr)                              \
         FAIL() << "EPLB_REQUIRE_NIXL is set but NIXL is not usable: " << eplb_nixl.reason; \

@@ -12,6 +12,7 @@
 #include "comm/nixl/ucx_transports.h"
 #include "eplb/command.h"
 #include "eplb/detect.h"
+#include "select/detection.h"
 #include "eplb/error.h"
 #include "eplb/selection.h"
 

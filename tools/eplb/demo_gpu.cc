@@ -10,7 +10,7 @@
 #include "eplb/error.h"
 
 #if EPLB_HAVE_CUDA
-#include "cuda/engine_kernels.h"
+#include "demo/engine_kernels.h"
 #include "cuda/runtime.h"
 #endif
 

@@ -7,6 +7,7 @@
 
 #include "comm/dynlib.h"
 #include "eplb/detect.h"
+#include "select/detection.h"
 #include "eplb/error.h"
 
 namespace eplb::nccl {

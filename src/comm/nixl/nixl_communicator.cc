@@ -49,6 +49,7 @@
 #include "comm/process_liveness.h"
 #include "eplb/communicator_factory.h"
 #include "eplb/detect.h"
+#include "select/detection.h"
 #include "eplb/error.h"
 #include "wire/codec.h"
 

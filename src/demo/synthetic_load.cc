@@ -1,4 +1,4 @@
-#include "eplb/synthetic_load.h"
+#include "demo/synthetic_load.h"
 
 #include <algorithm>
 #include <cmath>

@@ -9,7 +9,6 @@
 #include <cstdint>
 #include <vector>
 
-#include "eplb/export.h"
 #include "eplb/placement.h"
 
 namespace eplb {
@@ -17,9 +16,9 @@ namespace eplb {
 // Per layer, the (rank, expert) pairs held in `after` and not in `before`:
 // expert weight sets sent between ranks. Throws InvalidArgument unless both
 // placements have the same shape.
-EPLB_EXPORT std::vector<int64_t> CountTransfersPerLayer(const Placement& before, const Placement& after);
+std::vector<int64_t> CountTransfersPerLayer(const Placement& before, const Placement& after);
 
 // Sum over layers of CountTransfersPerLayer.
-EPLB_EXPORT int64_t CountTransfers(const Placement& before, const Placement& after);
+int64_t CountTransfers(const Placement& before, const Placement& after);
 
 }  // namespace eplb

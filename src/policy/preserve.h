@@ -3,7 +3,6 @@
 // well means nothing moves that need not.
 #pragma once
 
-#include "eplb/export.h"
 #include "eplb/placement.h"
 
 namespace eplb {
@@ -15,6 +14,6 @@ namespace eplb {
 // every rank is unchanged, so balance is too.
 // Throws InvalidArgument unless both placements have the same layers,
 // experts, slots and ranks.
-EPLB_EXPORT Placement PreserveSlots(const Placement& previous, const Placement& next);
+Placement PreserveSlots(const Placement& previous, const Placement& next);
 
 }  // namespace eplb

@@ -1,4 +1,4 @@
-#include "eplb/movement.h"
+#include "core/transfer_count.h"
 
 #include <string>
 

@@ -1,5 +1,5 @@
 // Kernels that stand in for an engine's GPU work in `eplb demo --gpu`, and
-// that fill and check expert fingerprints (runtime/fingerprint.h) on the GPU,
+// that fill and check expert fingerprints (demo/fingerprint.h) on the GPU,
 // so a run with tens of GB of expert weights is set up and verified at device
 // speed. Kept apart from the host code so only the kernels go through nvcc.
 #pragma once

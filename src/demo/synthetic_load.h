@@ -18,12 +18,11 @@
 #include <span>
 #include <vector>
 
-#include "eplb/export.h"
 #include "eplb/load.h"
 
 namespace eplb {
 
-struct EPLB_EXPORT SyntheticLoadOptions {
+struct SyntheticLoadOptions {
   int num_layers = 1;
   int num_experts = 1;
   double skew = 1.0;              // Zipf exponent of the base distribution
@@ -36,7 +35,7 @@ struct EPLB_EXPORT SyntheticLoadOptions {
   const LoadMatrix* base = nullptr;
 };
 
-class EPLB_EXPORT SyntheticLoad {
+class SyntheticLoad {
  public:
   // Throws InvalidArgument on non-positive sizes, a negative skew / noise or
   // tokens, or a base matrix of another width (or all zero in a row).

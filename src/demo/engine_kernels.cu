@@ -1,9 +1,9 @@
-#include "cuda/engine_kernels.h"
+#include "demo/engine_kernels.h"
 
 #include <algorithm>
 #include <climits>
 
-#include "runtime/fingerprint_word.h"
+#include "demo/fingerprint_word.h"
 
 namespace eplb::cuda {
 namespace {

@@ -1,8 +1,8 @@
-#include "runtime/fingerprint.h"
+#include "demo/fingerprint.h"
 
 #include <cstring>
 
-#include "runtime/fingerprint_word.h"
+#include "demo/fingerprint_word.h"
 
 namespace eplb::runtime {
 

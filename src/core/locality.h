@@ -6,13 +6,12 @@
 
 #include <vector>
 
-#include "eplb/export.h"
 #include "eplb/load.h"
 #include "eplb/placement.h"
 
 namespace eplb {
 
-struct EPLB_EXPORT Locality {
+struct Locality {
   // Per layer: share of the layer's load served on its group's home node,
   // the node that serves the most of that group (a replica serves
   // load / replicas). 1.0 when every group is served by one node, as
@@ -27,7 +26,7 @@ struct EPLB_EXPORT Locality {
 
 // Throws InvalidArgument when experts do not divide into num_groups or ranks
 // do not divide into num_nodes, or the load and placement disagree in shape.
-EPLB_EXPORT Locality ComputeLocality(const LoadMatrix& load, const Placement& placement, int num_groups,
+Locality ComputeLocality(const LoadMatrix& load, const Placement& placement, int num_groups,
                          int num_nodes);
 
 }  // namespace eplb

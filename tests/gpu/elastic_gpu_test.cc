@@ -1,0 +1,123 @@
+// Membership changes with device weights (elastic.h): three processes on the
+// machine's GPUs (all three on one GPU where there is one), expert weights in
+// device memory. Rank 2's process is gone; ranks 0 and 1 fill every slot of
+// the new placement from surviving replicas over the communicator under test
+// and from a weight source that writes the expert's pattern into device
+// memory; every slot of every tensor is read back and checked byte for byte.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+
+#include "cuda/runtime.h"
+#include "eplb/elastic.h"
+#include "eplb/error.h"
+#include "eplb/placement.h"
+#include "gpu/support/gpus.h"
+#include "gpu/support/workers.h"
+
+namespace eplb {
+namespace {
+
+using namespace std::chrono_literals;
+using test::Require;
+
+constexpr int kLayers = 3;
+constexpr int kExperts = 8;
+constexpr int kSlotsPerRank = 4;
+const std::vector<uint64_t> kTensorBytes = {(1u << 20) + 24, 4096 + 7};
+
+uint8_t PatternByte(int layer, int tensor, int expert, uint64_t i) {
+  return static_cast<uint8_t>(i * 13 + i / 253 + expert * 37 + tensor * 71 + layer * 101 + 1);
+}
+
+std::vector<uint8_t> Pattern(int layer, int tensor, int expert) {
+  std::vector<uint8_t> host(kTensorBytes[tensor]);
+  for (uint64_t b = 0; b < host.size(); ++b) host[b] = PatternByte(layer, tensor, expert, b);
+  return host;
+}
+
+int ElasticWorker(const test::WorkerContext& ctx) {
+  const int me = ctx.rank, device = me % cuda::Probe().devices;
+  if (me == 2) return 0;  // this process is gone before the change
+  cuda::DeviceGuard guard(device);
+  std::vector<std::vector<cuda::DeviceBuffer>> buffers(kLayers);
+  std::vector<LayerWeights> weights(kLayers);
+  const Placement before = Placement::Identity(kLayers, kExperts, 3 * kSlotsPerRank, 3);
+  for (int l = 0; l < kLayers; ++l)
+    for (int t = 0; t < static_cast<int>(kTensorBytes.size()); ++t) {
+      buffers[l].emplace_back(device, kTensorBytes[t] * kSlotsPerRank);
+      weights[l].tensors.push_back(
+          {MemoryRegion{buffers[l].back().data(), buffers[l].back().bytes(), MemoryKind::kCuda, device},
+           kTensorBytes[t], 0});
+      for (int j = 0; j < kSlotsPerRank; ++j) {
+        const auto host = Pattern(l, t, before.expert_at(l, me * kSlotsPerRank + j));
+        cuda::Check(cudaMemcpy(static_cast<uint8_t*>(buffers[l][t].data()) + j * kTensorBytes[t], host.data(),
+                               host.size(), cudaMemcpyHostToDevice),
+                    "upload an expert");
+      }
+    }
+  int64_t from_source = 0;
+  WeightSource source = [&](int l, int e, int t, const MemoryRegion& dst) {
+    Require(dst.kind == MemoryKind::kCuda && dst.bytes == kTensorBytes[t], "the source's destination");
+    const auto host = Pattern(l, t, e);
+    cuda::Check(cudaMemcpy(dst.base, host.data(), host.size(), cudaMemcpyHostToDevice), "the weight source");
+    ++from_source;
+  };
+  MembershipChangeOptions opt;
+  opt.capacity = 3;
+  opt.slots_per_rank = kSlotsPerRank;
+  opt.communicator.communicator = ctx.Param("communicator");
+  opt.deadline = 60s;
+  LoadMatrix load(kLayers, kExperts);
+  for (int l = 0; l < kLayers; ++l)
+    for (int e = 0; e < kExperts; ++e) load.at(l, e) = 1 + (e * 7 + l) % 5;
+  MembershipChangeResult r;
+  try {
+    r = ChangeMembership(ctx.store, me, Membership::All(3), before, load, {{2}, {}, {}}, weights, source, opt);
+  } catch (const InvalidArgument& e) {
+    ctx.WriteResult({{"unavailable", opt.communicator.communicator + ": " + e.what()}});
+    return 0;
+  }
+  Require(r.serves && r.after.size() == 2, "rank " + std::to_string(me) + " does not serve after the change");
+  const int index = r.after.index_of(me);
+  for (int l = 0; l < kLayers; ++l)
+    for (int t = 0; t < static_cast<int>(kTensorBytes.size()); ++t) {
+      std::vector<uint8_t> host(buffers[l][t].bytes());
+      cuda::Check(cudaMemcpy(host.data(), buffers[l][t].data(), host.size(), cudaMemcpyDeviceToHost),
+                  "download weights");
+      for (int j = 0; j < kSlotsPerRank; ++j) {
+        const int e = r.placement.expert_at(l, index * kSlotsPerRank + j);
+        const auto want = Pattern(l, t, e);
+        Require(std::equal(want.begin(), want.end(), host.begin() + j * kTensorBytes[t]),
+                "layer " + std::to_string(l) + " tensor " + std::to_string(t) + " slot " + std::to_string(j) +
+                    " does not hold expert " + std::to_string(e));
+      }
+    }
+  ctx.WriteResult({{"over_wire", r.experts_over_wire},
+                   {"from_source", r.experts_from_source},
+                   {"source_calls", from_source},
+                   {"communicator", r.communicator},
+                   {"seconds", r.seconds}});
+  return 0;
+}
+EPLB_TEST_WORKER(elastic_gpu) { return ElasticWorker(test::GpuWorkerContext(args)); }
+
+class ElasticGpu : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ElasticGpu, ALostRanksDeviceExpertsComeBackVerified) {
+  EPLB_REQUIRE_GPUS(1);
+  auto outcomes = test::RunWorkers("elastic_gpu", 3, {{"communicator", GetParam()}}, 300s);
+  for (const auto& o : outcomes) ASSERT_EQ(o.exit_code, 0) << test::Describe(outcomes);
+  if (outcomes[0].result.contains("unavailable")) GTEST_SKIP() << outcomes[0].result["unavailable"].get<std::string>();
+  for (int r : {0, 1}) {
+    EXPECT_EQ(outcomes[r].result["communicator"], GetParam()) << test::Describe(outcomes);
+    EXPECT_GT(outcomes[r].result["from_source"].get<int64_t>(), 0) << test::Describe(outcomes);
+  }
+  std::printf("elastic/%s: %s\n", GetParam().c_str(), test::Describe(outcomes).c_str());
+}
+
+INSTANTIATE_TEST_SUITE_P(Communicators, ElasticGpu, ::testing::Values("gloo", "cuda_ipc", "nixl"));
+
+}  // namespace
+}  // namespace eplb
