@@ -5,8 +5,10 @@
 // passes, so "wait for rank r's address" is one call with one deadline.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -32,6 +34,17 @@ class EPLB_EXPORT Store {
   // them follow the one that stands, so no rank commits a layer that another
   // survivor drops. A plain register (Set/Get) cannot do that.
   virtual std::vector<uint8_t> SetIfAbsent(const std::string& key, std::span<const uint8_t> value) = 0;
+
+  // A 32-byte key for `purpose`, derived from the run's job token, with
+  // which ranks authenticate what they send each other outside the store
+  // (the Gloo connections: a stranger that connects to a rank's port cannot
+  // pass for a peer). nullopt when the store holds no token: any Store but
+  // the run store of a run with a token (OpenRunStore, MakeTokenStore, and
+  // prefixed views of them).
+  virtual std::optional<std::array<uint8_t, 32>> RunKey(std::string_view purpose) const {
+    (void)purpose;
+    return std::nullopt;
+  }
 
   void SetString(const std::string& key, std::string_view value) {
     Set(key, {reinterpret_cast<const uint8_t*>(value.data()), value.size()});

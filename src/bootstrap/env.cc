@@ -68,6 +68,10 @@ LaunchEnv ParseLaunchEnv(const EnvLookup& lookup) {
     }
     env.run_id = *run;
   }
+  if (auto v = lookup("EPLB_JOB_TOKEN")) {
+    CheckJobToken(*v, "EPLB_JOB_TOKEN");
+    env.job_token = *v;
+  }
   return env;
 }
 

@@ -1,6 +1,10 @@
-// Store specs ("file:DIR", "redis://HOST[:PORT]") and the run's store.
-#include <charconv>
+// Store specs ("file:DIR", "redis://...": redis_spec.h) and the run's store.
+#include <spdlog/spdlog.h>
 
+#include <cstdlib>
+#include <mutex>
+
+#include "bootstrap/redis_spec.h"
 #include "eplb/bootstrap.h"
 #include "eplb/error.h"
 
@@ -24,7 +28,7 @@ std::string ResolveStoreSpec(std::string_view spec, const LaunchEnv& env) {
     return FormatRedis(env.master_addr, env.master_port);
   }
   throw InvalidArgument(
-      "no store to bootstrap through: pass a store spec (file:DIR or redis://HOST:PORT), "
+      "no store to bootstrap through: pass a store spec (file:DIR or redis://[user[:password]@]HOST:PORT), "
       "set EPLB_STORE, or set MASTER_ADDR and MASTER_PORT to a redis-server");
 }
 
@@ -34,52 +38,33 @@ std::shared_ptr<Store> OpenStore(std::string_view spec) {
     if (dir.empty()) throw InvalidArgument("store spec '" + std::string(spec) + "': no directory");
     return MakeFileStore(dir);
   }
-  if (spec.substr(0, kRedis.size()) == kRedis) {
-    std::string_view rest = spec.substr(kRedis.size());
-    while (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
-    std::string host;
-    std::string_view port_text;
-    bool has_port = false;
-    if (!rest.empty() && rest.front() == '[') {
-      auto close = rest.find(']');
-      if (close == std::string_view::npos) {
-        throw InvalidArgument("store spec '" + std::string(spec) + "': unclosed '[' in host");
-      }
-      host = std::string(rest.substr(1, close - 1));
-      rest = rest.substr(close + 1);
-      if (!rest.empty()) {
-        if (rest.front() != ':') {
-          throw InvalidArgument("store spec '" + std::string(spec) + "': expected ':PORT' after ']'");
-        }
-        has_port = true;
-        port_text = rest.substr(1);
-      }
-    } else {
-      auto colon = rest.rfind(':');
-      host = std::string(rest.substr(0, colon));
-      if (colon != std::string_view::npos) {
-        has_port = true;
-        port_text = rest.substr(colon + 1);
-      }
-    }
-    if (host.empty()) throw InvalidArgument("store spec '" + std::string(spec) + "': no host");
-    int port = 6379;
-    if (has_port) {
-      const char* end = port_text.data() + port_text.size();
-      auto [ptr, ec] = std::from_chars(port_text.data(), end, port);
-      if (port_text.empty() || ec != std::errc() || ptr != end || port < 1 || port > 65535) {
-        throw InvalidArgument("store spec '" + std::string(spec) + "': bad port '" +
-                              std::string(port_text) + "'");
-      }
-    }
-    return MakeRedisStore(host, port);
+  if (bootstrap::IsRedisSpec(spec)) {
+    const auto redis = bootstrap::ParseRedisSpec(spec, [](const char* name) -> std::optional<std::string> {
+      const char* v = std::getenv(name);
+      if (v == nullptr) return std::nullopt;
+      return std::string(v);
+    });
+    return MakeRedisStore(redis.host, redis.port, redis.auth);
   }
-  throw InvalidArgument("store spec '" + std::string(spec) +
-                        "': expected file:DIR or redis://HOST[:PORT]");
+  throw InvalidArgument("store spec '" + bootstrap::RedactSpec(spec) +
+                        "': expected file:DIR or redis://[user[:password]@]HOST[:PORT]");
 }
 
 std::shared_ptr<Store> OpenRunStore(std::string_view spec, const LaunchEnv& env) {
-  return MakePrefixStore(OpenStore(ResolveStoreSpec(spec, env)), "eplb/" + env.run_id + "/");
+  std::shared_ptr<Store> base = OpenStore(ResolveStoreSpec(spec, env));
+  const std::string prefix = "eplb/" + env.run_id + "/";
+  if (!env.job_token.empty()) return MakeTokenStore(std::move(base), prefix, env.job_token);
+  // An engine launched as before keeps working; that the run is open is
+  // said once per process.
+  static std::once_flag warned;
+  std::call_once(warned, [&] {
+    spdlog::warn("eplb: no EPLB_JOB_TOKEN: this run's {} store keys and Gloo connections are open to any "
+                 "process that can reach them (read the ranks' addresses, write the balancer's decisions, "
+                 "connect as a peer); give every rank the same secret in EPLB_JOB_TOKEN, e.g. "
+                 "`openssl rand -hex 32` (README \"Security\")",
+                 base->kind());
+  });
+  return MakePrefixStore(std::move(base), prefix);
 }
 
 }  // namespace eplb

@@ -20,6 +20,10 @@ class PrefixStore final : public Store {
   std::vector<uint8_t> SetIfAbsent(const std::string& key, std::span<const uint8_t> value) override {
     return base_->SetIfAbsent(prefix_ + key, value);
   }
+  // A view of the run's store keeps the run's token.
+  std::optional<std::array<uint8_t, 32>> RunKey(std::string_view purpose) const override {
+    return base_->RunKey(purpose);
+  }
 
  private:
   std::shared_ptr<Store> base_;

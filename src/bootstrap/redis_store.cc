@@ -3,6 +3,7 @@
 #define HIREDIS_NESTED_INCLUDE 1
 #include <gloo/rendezvous/redis_store.h>
 
+#include <cstdarg>
 
 #include "bootstrap/store_util.h"
 #include "util/backoff.h"
@@ -25,11 +26,28 @@ class GlooRedisStore : public gloo::rendezvous::RedisStore {
     tv.tv_usec = (t.count() % 1000) * 1000;
     redisSetTimeout(redis_, tv);
   }
+  // One command's reply (nullptr with the connection's error when none came).
+  redisReply* Command(const char* format, ...) {
+    va_list args;
+    va_start(args, format);
+    void* reply = redisvCommand(redis_, format, args);
+    va_end(args);
+    return static_cast<redisReply*>(reply);
+  }
+  const char* ConnectionError() const { return redis_->errstr; }
+};
+
+// Frees a hiredis reply when it goes out of scope.
+struct Reply {
+  redisReply* r;
+  ~Reply() {
+    if (r != nullptr) freeReplyObject(r);
+  }
 };
 
 class RedisStoreImpl final : public Store {
  public:
-  RedisStoreImpl(const std::string& host, int port)
+  RedisStoreImpl(const std::string& host, int port, const RedisAuth& auth)
       : where_("redis://" + (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
                std::to_string(port)) {
     try {
@@ -38,9 +56,43 @@ class RedisStoreImpl final : public Store {
       throw Error("store", "connect", "cannot reach redis server at " + where_ + ": " + e.what());
     }
     gloo_->SetCommandTimeout(std::chrono::seconds(5));
+    io::SigpipeBlock no_sigpipe;
+    util::MutexLock lock(&mu_);
+    if (!auth.password.empty()) Authenticate(auth);
+    // Does the server want credentials this store was not given? Better said
+    // here than as a NOAUTH on the first key.
+    Reply ping{gloo_->Command("PING")};
+    if (ping.r == nullptr)
+      throw Error("store", "connect", "redis server at " + where_ + " did not answer PING: " + gloo_->ConnectionError());
+    if (ping.r->type == REDIS_REPLY_ERROR) {
+      const std::string what(ping.r->str, ping.r->len);
+      if (what.rfind("NOAUTH", 0) == 0)
+        throw Error("store", "connect",
+                    "redis server at " + where_ +
+                        " requires authentication: give the password in the store spec "
+                        "(redis://[user:]password@host:port) or in EPLB_REDIS_PASSWORD (an ACL user in "
+                        "EPLB_REDIS_USER)");
+      throw Error("store", "connect", "redis server at " + where_ + " refused PING: " + what);
+    }
   }
 
   std::string_view kind() const override { return "redis"; }
+
+  // AUTH [user] password. The server's answer says why it refused (WRONGPASS
+  // ...); the password is never part of a message.
+  void Authenticate(const RedisAuth& auth) REQUIRES(mu_) {
+    const std::string who = auth.user.empty() ? "the default user" : "user '" + auth.user + "'";
+    Reply reply{auth.user.empty()
+                    ? gloo_->Command("AUTH %b", auth.password.data(), auth.password.size())
+                    : gloo_->Command("AUTH %b %b", auth.user.data(), auth.user.size(), auth.password.data(),
+                                     auth.password.size())};
+    if (reply.r == nullptr)
+      throw Error("store", "auth", "redis server at " + where_ + ": no answer to AUTH as " + who + ": " +
+                                       gloo_->ConnectionError());
+    if (reply.r->type == REDIS_REPLY_ERROR)
+      throw Error("store", "auth", "redis server at " + where_ + " refused AUTH as " + who + ": " +
+                                       std::string(reply.r->str, reply.r->len));
+  }
 
   void Set(const std::string& key, std::span<const uint8_t> value) override {
     std::vector<char> data(value.begin(), value.end());
@@ -104,8 +156,8 @@ class RedisStoreImpl final : public Store {
 
 }  // namespace
 
-std::shared_ptr<Store> MakeRedisStore(const std::string& host, int port) {
-  return std::make_shared<RedisStoreImpl>(host, port);
+std::shared_ptr<Store> MakeRedisStore(const std::string& host, int port, const RedisAuth& auth) {
+  return std::make_shared<RedisStoreImpl>(host, port, auth);
 }
 
 }  // namespace eplb

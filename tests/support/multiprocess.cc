@@ -8,6 +8,7 @@
 #include <sstream>
 #include <thread>
 
+#include "eplb/bootstrap.h"
 #include "support/paths.h"
 
 namespace eplb::test {
@@ -56,6 +57,7 @@ RankGroup::RankGroup(GroupOptions options) : options_(std::move(options)) {
   // A run id unique to this group, so groups sharing a Redis server never meet.
   run_id_ = "test-" + std::to_string(::getpid()) + "-" +
             std::to_string(Clock::now().time_since_epoch().count());
+  if (options_.job_token) job_token_ = GenerateJobToken();
   std::vector<int> ranks = options_.ranks;
   if (ranks.empty()) {
     for (int r = 0; r < options_.world_size; ++r) ranks.push_back(r);
@@ -71,6 +73,7 @@ RankGroup::RankGroup(GroupOptions options) : options_(std::move(options)) {
                  {"LOCAL_WORLD_SIZE", std::to_string(options_.world_size)},
                  {"EPLB_RUN_ID", run_id_}};
     if (options_.set_store_env) spawn.env.push_back({"EPLB_STORE", store_spec_});
+    if (!job_token_.empty()) spawn.env.push_back({"EPLB_JOB_TOKEN", job_token_});
     spawn.env.insert(spawn.env.end(), options_.env.begin(), options_.env.end());
     spawn.stdout_path = dir_ + "/rank" + std::to_string(r) + ".out";
     spawn.stderr_path = dir_ + "/rank" + std::to_string(r) + ".err";

@@ -54,6 +54,7 @@ struct GroupOptions {
   std::string store_spec;               // empty: a fresh file store (file:<dir>/store)
   bool set_store_env = true;            // false: no EPLB_STORE (the launcher's MASTER_* name it)
   std::vector<std::pair<std::string, std::string>> env;  // extra environment, every rank
+  bool job_token = true;                // a fresh EPLB_JOB_TOKEN for the group (false: an open run)
 };
 
 // GroupOptions for `world_size` ranks of `worker`, every one given `args`.
@@ -66,7 +67,7 @@ inline GroupOptions Ranks(std::string worker, int world_size, std::vector<std::s
 }
 
 // N ranks of one run, each a real process with RANK / WORLD_SIZE /
-// LOCAL_RANK / LOCAL_WORLD_SIZE / EPLB_STORE / EPLB_RUN_ID set, stdout and
+// LOCAL_RANK / LOCAL_WORLD_SIZE / EPLB_STORE / EPLB_RUN_ID / EPLB_JOB_TOKEN set, stdout and
 // stderr in files under dir(). Killed (SIGKILL) on destruction if still running.
 class RankGroup {
  public:
@@ -76,6 +77,8 @@ class RankGroup {
   const std::string& dir() const { return dir_; }
   const std::string& store_spec() const { return store_spec_; }
   std::string run_id() const { return run_id_; }
+  // The group's EPLB_JOB_TOKEN; empty for an open run.
+  const std::string& job_token() const { return job_token_; }
 
   // Sends a signal to a rank and records when (killed_at).
   void Kill(int rank, int sig = SIGKILL);
@@ -102,6 +105,7 @@ class RankGroup {
   std::string dir_;
   std::string store_spec_;
   std::string run_id_;
+  std::string job_token_;
   std::vector<Member> members_;
   std::map<int, Clock::time_point> killed_at_;
 };

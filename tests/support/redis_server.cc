@@ -34,16 +34,30 @@ std::string FindRedisServer() {
   throw std::runtime_error("redis-server not found in PATH or /usr/bin (run scripts/setup.sh)");
 }
 
-bool Pings(int port) {
+// A connection, authenticated with `password` when one is given; nullptr
+// when the server cannot be reached.
+redisContext* Connect(int port, const std::string& password) {
   struct timeval tv = {0, 200000};
   redisContext* c = redisConnectWithTimeout("127.0.0.1", port, tv);
-  if (c == nullptr) return false;
-  bool ok = false;
-  if (c->err == 0) {
-    auto* reply = static_cast<redisReply*>(redisCommand(c, "PING"));
-    ok = reply != nullptr && reply->type == REDIS_REPLY_STATUS;
+  if (c == nullptr) return nullptr;
+  if (c->err != 0) {
+    redisFree(c);
+    return nullptr;
+  }
+  redisSetTimeout(c, tv);
+  if (!password.empty()) {
+    auto* reply = static_cast<redisReply*>(redisCommand(c, "AUTH %b", password.data(), password.size()));
     if (reply) freeReplyObject(reply);
   }
+  return c;
+}
+
+bool Pings(int port, const std::string& password) {
+  redisContext* c = Connect(port, password);
+  if (c == nullptr) return false;
+  auto* reply = static_cast<redisReply*>(redisCommand(c, "PING"));
+  const bool ok = reply != nullptr && reply->type == REDIS_REPLY_STATUS;
+  if (reply) freeReplyObject(reply);
   redisFree(c);
   return ok;
 }
@@ -67,7 +81,7 @@ int FreeLoopbackPort() {
   return ntohs(addr.sin_port);
 }
 
-RedisServer::RedisServer() {
+RedisServer::RedisServer(RedisServerOptions options) : options_(std::move(options)) {
   const std::string exe = FindRedisServer();
   dir_ = MakeTempDir("eplb-redis-");
   std::string last_error;
@@ -76,18 +90,44 @@ RedisServer::RedisServer() {
     io::SpawnOptions spawn;
     spawn.argv = {exe, "--port", std::to_string(port_), "--bind", "127.0.0.1", "--save", "",
                   "--appendonly", "no", "--dir", dir_, "--protected-mode", "no", "--loglevel", "warning"};
+    if (!options_.password.empty()) spawn.argv.insert(spawn.argv.end(), {"--requirepass", options_.password});
+    if (!options_.acl_user.empty())
+      spawn.argv.insert(spawn.argv.end(), {"--user", options_.acl_user, "on", ">" + options_.acl_password, "~*", "&*", "+@all"});
     spawn.stdout_path = dir_ + "/redis.log";
     spawn.stderr_path = dir_ + "/redis.err";
     process_ = io::Process::Spawn(spawn);
     auto deadline = DeadlineAfter(std::chrono::seconds(5));
     while (!Expired(deadline) && process_.Running()) {
-      if (Pings(port_)) return;
+      if (Pings(port_, options_.password)) return;
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     last_error = process_.Running() ? "no answer to PING within 5 s" : "exited: " + process_.Kill().Describe();
     process_.Kill();
   }
   throw std::runtime_error("could not start redis-server (" + exe + "): " + last_error + "; log in " + dir_);
+}
+
+std::vector<std::string> RedisServer::Keys(const std::string& pattern) {
+  std::vector<std::string> keys;
+  redisContext* c = Connect(port_, options_.password);
+  if (c == nullptr) throw std::runtime_error("cannot reach the test's redis-server");
+  auto* reply = static_cast<redisReply*>(redisCommand(c, "KEYS %b", pattern.data(), pattern.size()));
+  if (reply != nullptr && reply->type == REDIS_REPLY_ARRAY)
+    for (size_t i = 0; i < reply->elements; ++i) keys.emplace_back(reply->element[i]->str, reply->element[i]->len);
+  if (reply) freeReplyObject(reply);
+  redisFree(c);
+  return keys;
+}
+
+bool RedisServer::SetRaw(const std::string& key, const std::string& value) {
+  redisContext* c = Connect(port_, options_.password);
+  if (c == nullptr) throw std::runtime_error("cannot reach the test's redis-server");
+  auto* reply = static_cast<redisReply*>(
+      redisCommand(c, "SETNX %b %b", key.data(), key.size(), value.data(), value.size()));
+  const bool set = reply != nullptr && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1;
+  if (reply) freeReplyObject(reply);
+  redisFree(c);
+  return set;
 }
 
 void RedisServer::Stop() {

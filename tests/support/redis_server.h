@@ -3,17 +3,24 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "io/process.h"
 
 namespace eplb::test {
+
+struct RedisServerOptions {
+  std::string password;       // --requirepass: the default user's password
+  std::string acl_user;       // an ACL user with every right and key ...
+  std::string acl_password;   // ... and this password
+};
 
 class RedisServer {
  public:
   // Starts redis-server (from PATH or /usr/bin) and waits until it answers
   // PING. Throws std::runtime_error saying why when it cannot (not installed:
   // run scripts/setup.sh).
-  RedisServer();
+  explicit RedisServer(RedisServerOptions options = {});
   ~RedisServer();
   RedisServer(const RedisServer&) = delete;
   RedisServer& operator=(const RedisServer&) = delete;
@@ -25,7 +32,14 @@ class RedisServer {
   void Stop();
   bool running() { return process_.Running(); }
 
+  // As any client of the server can (with the default user's password when
+  // there is one): the keys matching `pattern` (KEYS), and a value written
+  // raw with SETNX (true when it was absent).
+  std::vector<std::string> Keys(const std::string& pattern);
+  bool SetRaw(const std::string& key, const std::string& value);
+
  private:
+  RedisServerOptions options_;
   int port_ = 0;
   std::string dir_;
   io::Process process_;

@@ -173,7 +173,9 @@ int RunWorker(const BenchArgs& a, const std::string& name) {
 // Runs both ranks of one communicator; returns their results, or an error.
 nlohmann::json RunPair(const BenchArgs& a, const std::string& name, const std::string& memory,
                        const std::string& dir) {
+  // The ranks' file store: created here for both, private to this user.
   std::filesystem::create_directories(dir + "/store");
+  std::filesystem::permissions(dir + "/store", std::filesystem::perms::owner_all, std::filesystem::perm_options::replace);
   std::vector<io::Process> ranks;
   for (int r = 0; r < 2; ++r) {
     io::SpawnOptions spawn;

@@ -84,7 +84,7 @@ std::string Tail(const std::string& path, size_t lines) {
   return text.substr(pos);
 }
 
-int Launch(const DemoOptions& o) {
+int Launch(const DemoOptions& o, const LaunchEnv& env) {
   Validate(o, o.ranks);  // bad input: exit 2 before any process starts
   const char* base = std::getenv("TMPDIR");
   std::string pattern = std::string(base && *base ? base : "/tmp") + "/eplb-demo-XXXXXX";
@@ -100,6 +100,10 @@ int Launch(const DemoOptions& o) {
   argv[0] = io::SelfExecutable();
   argv.push_back("--worker");
   const std::string run_id = fmt::format("demo-{}", ::getpid());
+  // The run's secret: the user's (EPLB_JOB_TOKEN, already checked), else a
+  // fresh one. Only the ranks get it, in their environment, which other
+  // users cannot read (/proc/<pid>/environ is the owner's alone).
+  const std::string token = env.job_token.empty() ? GenerateJobToken() : env.job_token;
   std::vector<io::Process> ranks;
   for (int r = 0; r < o.ranks; ++r) {
     io::SpawnOptions so;
@@ -109,7 +113,11 @@ int Launch(const DemoOptions& o) {
               {"LOCAL_RANK", std::to_string(r)},
               {"LOCAL_WORLD_SIZE", std::to_string(o.ranks)},
               {"EPLB_STORE", "file:" + dir + "/store"},
-              {"EPLB_RUN_ID", run_id}};
+              {"EPLB_RUN_ID", run_id},
+              {"EPLB_JOB_TOKEN", token}};
+    // Every rank is on this machine: UCX (under NIXL) need not listen on
+    // the network interfaces, only on loopback, unless the user says otherwise.
+    if (std::getenv("UCX_NET_DEVICES") == nullptr) so.env.push_back({"UCX_NET_DEVICES", "lo"});
     if (r != 0) so.stdout_path = fmt::format("{}/rank{}.out", dir, r);
     so.stderr_path = fmt::format("{}/rank{}.log", dir, r);
     ranks.push_back(io::Process::Spawn(so));
@@ -169,6 +177,7 @@ int Launch(const DemoOptions& o) {
     try {
       LaunchEnv env;
       env.run_id = run_id;
+      env.job_token = token;  // the ranks wrote under the token's keys
       env.store_spec = "file:" + dir + "/store";
       verdict = demo::DescribeFailures(*OpenRunStore("", env), statuses, notes);
       if (verdict.empty()) verdict = fmt::format("eplb demo: FAILED: {}\n", fmt::join(failures, "; "));
@@ -205,7 +214,7 @@ int RunDemo(const DemoOptions& o) {
       return 1;
     }
   }
-  return Launch(o);
+  return Launch(o, env);
 }
 
 }  // namespace

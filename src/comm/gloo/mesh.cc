@@ -11,6 +11,7 @@
 
 #include "bootstrap/gloo_store.h"
 #include "comm/gloo/gloo_errors.h"
+#include "comm/gloo/pair_auth.h"
 #include "eplb/error.h"
 #include "io/sigpipe.h"
 #include "util/text.h"
@@ -334,6 +335,7 @@ void Mesh::Connect(uint64_t generation, Deadline deadline, const char* operation
   try {
     context->connectFullMesh(adapter, device_);
   } catch (const TimeoutError& e) {
+    NoteFailure(keys, e.what());
     throw TimeoutError("gloo", operation,
                        "rendezvous: connecting group '" + name_ + "' (generation " + std::to_string(generation) +
                            "): " + e.what(),
@@ -342,8 +344,20 @@ void Mesh::Connect(uint64_t generation, Deadline deadline, const char* operation
     const bool timeout = IsGlooTimeout(e);
     std::string detail = "rendezvous: connecting group '" + name_ + "' (generation " + std::to_string(generation) +
                          ") after " + Ms(Clock::now() - start) + ": " + e.what();
+    NoteFailure(keys, detail);
     if (timeout) throw TimeoutError("gloo", operation, detail, rank_);
     throw Error("gloo", operation, detail, rank_);
+  }
+  // With a job token: the other end of every connection proves it holds
+  // it before anything it sent is used (pair_auth.h).
+  if (const auto key = store_->RunKey("gloo-pair")) {
+    try {
+      ProvePairs(*context, *key, name_, generation, deadline, operation,
+                 [&](int peer) { return PeerFailure(keys, peer); });
+    } catch (const std::exception& e) {
+      NoteFailure(keys, e.what());
+      throw;
+    }
   }
   context_ = std::move(context);
   generation_ = generation;
@@ -353,6 +367,26 @@ void Mesh::Connect(uint64_t generation, Deadline deadline, const char* operation
                  generation, generation, Ms(Clock::now() - start));
   }
   connected_once_ = true;
+}
+
+void Mesh::NoteFailure(const std::string& keys, const std::string& why) {
+  try {
+    store_->SetString(keys + "failed/" + std::to_string(rank_), why.substr(0, kMaxReasonBytes));
+  } catch (const std::exception& e) {
+    spdlog::debug("gloo: rank {} could not note its failed rendezvous of group '{}': {}", rank_, name_, e.what());
+  }
+}
+
+std::optional<std::string> Mesh::PeerFailure(const std::string& keys, int peer) {
+  const Deadline now = Clock::now();
+  try {
+    return "rank " + std::to_string(peer) + "'s rendezvous failed: " +
+           store_->GetString(keys + "failed/" + std::to_string(peer), now);
+  } catch (const TimeoutError&) {
+  } catch (const std::exception& e) {
+    return "rank " + std::to_string(peer) + "'s failure note cannot be read: " + std::string(e.what());
+  }
+  return Gone(peer, now);
 }
 
 std::pair<std::string, int> Mesh::ExplainMissing(const std::vector<int>& missing, Deadline deadline) {

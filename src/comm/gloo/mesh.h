@@ -152,6 +152,12 @@ class Mesh {
   // The rendezvous of `generation`; errors name `operation` (the step that
   // rebuilds the group, or "rendezvous" for the first one).
   void Connect(uint64_t generation, Deadline deadline, const char* operation);
+  // Notes in the store, under the generation's `keys`, that this rank's
+  // rendezvous failed and why, so peers awaiting it stop at once.
+  void NoteFailure(const std::string& keys, const std::string& why);
+  // Why `peer` will not complete the rendezvous under `keys` (its note, or
+  // its process gone); nullopt while it may. Called from another thread.
+  std::optional<std::string> PeerFailure(const std::string& keys, int peer);
   // Why the ranks in `missing` did not arrive at generation `generation`'s
   // rendezvous, and the one to blame (-1: none stands out).
   std::pair<std::string, int> ExplainMissing(const std::vector<int>& missing, Deadline deadline);
