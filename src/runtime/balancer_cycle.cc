@@ -190,7 +190,7 @@ void Balancer::State::WaitForScheduledCommits(const std::string& why, int execut
 
 void Balancer::State::RunCycle(Request req) {
   const auto start = Clock::now();
-  std::string where = "start";
+  std::string where = "wait for the engine's earlier commits";
   int layer = -1;
   bool groups_used = false, summed = false, rebuilt = false, engine_stuck = false;
   LoadMatrix load(cfg.num_layers, cfg.num_experts);

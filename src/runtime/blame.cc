@@ -88,9 +88,15 @@ BlameVerdict FollowBlame(Store& store, const std::string& prefix, int me, int wo
   // The peers that blame this rank: the ones it held up when it was left
   // behind, or, when its own error names no peer (it failed on its own),
   // those that waited for it: it is the one to blame either way.
+  // A peer blames it directly, or through the peers it waited for.
+  std::vector<int> noted(world, -2);  // -2: no note
+  for (const auto& [r, who] : NotesNow(store, prefix, me, world)) noted[r] = who;
   std::vector<int> accusers;
-  for (const auto& [r, who] : NotesNow(store, prefix, me, world))
-    if (who == me) accusers.push_back(r);
+  for (int r = 0; r < world; ++r) {
+    int at = noted[r];
+    for (int hops = 0; at >= 0 && at != me && hops < world; ++hops) at = noted[at];
+    if (r != me && noted[r] != -2 && at == me) accusers.push_back(r);
+  }
   if (v.left_behind || (blamed < 0 && !accusers.empty())) {
     v.accusers = std::move(accusers);
     v.rank = me;

@@ -32,7 +32,7 @@ struct BlameVerdict {
   int rank = -1;             // the rank to blame: the end of the chain (-1: none stands out)
   bool left_behind = false;  // the chain leads back to this rank: it was the one stalled
   // When this rank is the one to blame (left behind, or failed on its own):
-  // the peers whose notes blame it.
+  // the peers whose notes blame it, directly or through the peers they waited for.
   std::vector<int> accusers;
   // ", which waited for rank 3" links, each a note followed (empty: none).
   std::string chain;
