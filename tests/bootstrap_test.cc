@@ -11,6 +11,8 @@
 #include "eplb/bootstrap.h"
 #include "eplb/error.h"
 #include "io/process.h"
+#include "support/decision_race.h"
+#include "support/error_text.h"
 #include "support/multiprocess.h"
 #include "support/paths.h"
 #include "support/redis_server.h"
@@ -26,15 +28,6 @@ EnvLookup Env(std::map<std::string, std::string> vars) {
     if (it == vars.end()) return std::nullopt;
     return it->second;
   };
-}
-
-std::string ErrorOf(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
 }
 
 TEST(LaunchEnv, NothingSetIsOneProcess) {
@@ -88,7 +81,7 @@ TEST(LaunchEnv, EplbVariablesWin) {
 
 TEST(LaunchEnv, BadValuesNameTheVariable) {
   auto bad = [](std::map<std::string, std::string> vars) {
-    return ErrorOf([&] { ParseLaunchEnv(Env(vars)); });
+    return test::ErrorOf([&] { ParseLaunchEnv(Env(vars)); });
   };
   EXPECT_NE(bad({{"RANK", "1"}}).find("WORLD_SIZE is not"), std::string::npos);
   EXPECT_NE(bad({{"WORLD_SIZE", "2"}}).find("RANK is not"), std::string::npos);
@@ -107,7 +100,7 @@ TEST(LaunchEnv, BadValuesNameTheVariable) {
 }
 
 TEST(StoreSpec, NoStoreSaysHowToNameOne) {
-  std::string msg = ErrorOf([] { ResolveStoreSpec("", LaunchEnv{}); });
+  std::string msg = test::ErrorOf([] { ResolveStoreSpec("", LaunchEnv{}); });
   EXPECT_NE(msg.find("EPLB_STORE"), std::string::npos) << msg;
   EXPECT_NE(msg.find("MASTER_ADDR"), std::string::npos) << msg;
 }
@@ -126,7 +119,7 @@ TEST(FileStore, SetGetAndWriteOnce) {
   store->SetString("empty", "");
   EXPECT_EQ(store->GetString("a", DeadlineAfter(1s)), "hello");
   EXPECT_EQ(store->GetString("empty", DeadlineAfter(1s)), "");
-  std::string msg = ErrorOf([&] { store->SetString("a", "again"); });
+  std::string msg = test::ErrorOf([&] { store->SetString("a", "again"); });
   EXPECT_NE(msg.find("already set"), std::string::npos) << msg;
   // An expired deadline still finds a key that is there.
   EXPECT_EQ(store->GetString("a", Clock::now() - 1s), "hello");
@@ -214,7 +207,7 @@ TEST(RedisStore, RealServer) {
   EXPECT_EQ(store->GetString("a", DeadlineAfter(1s)), "hello");
   EXPECT_EQ(store->GetString("empty", DeadlineAfter(1s)), "");
   EXPECT_EQ(store->GetString("bin", DeadlineAfter(1s)), binary);
-  std::string msg = ErrorOf([&] { store->SetString("a", "again"); });
+  std::string msg = test::ErrorOf([&] { store->SetString("a", "again"); });
   EXPECT_NE(msg.find("already set"), std::string::npos) << msg;
 
   // A second client (another rank) sees the keys, and Get waits for new ones.
@@ -249,7 +242,7 @@ TEST(RedisStore, ServerGoneIsAnErrorNotAHang) {
   }
   EXPECT_LT(Clock::now() - start, 1s);
   // Nothing listens there now: connecting fails at once, naming the address.
-  std::string msg = ErrorOf([&] { MakeRedisStore("127.0.0.1", port); });
+  std::string msg = test::ErrorOf([&] { MakeRedisStore("127.0.0.1", port); });
   EXPECT_NE(msg.find("cannot reach redis server at redis://127.0.0.1:" + std::to_string(port)), std::string::npos)
       << msg;
 }
@@ -258,15 +251,7 @@ TEST(RedisStore, ServerGoneIsAnErrorNotAHang) {
 EPLB_TEST_WORKER(race_set_if_absent) {
   LaunchEnv env = ReadLaunchEnv();
   auto store = OpenStore(env.store_spec);
-  const int keys = std::stoi(args.at(0));
-  const std::string mine = "rank " + std::to_string(env.rank);
-  std::string out;
-  for (int k = 0; k < keys; ++k) {
-    auto stands = store->SetIfAbsent("decision/" + std::to_string(k),
-                                     {reinterpret_cast<const uint8_t*>(mine.data()), mine.size()});
-    out += std::to_string(k) + "=" + std::string(stands.begin(), stands.end()) + "\n";
-  }
-  std::fprintf(stderr, "%s", out.c_str());
+  std::fprintf(stderr, "%s", test::RaceForDecisions(*store, env.rank, std::stoi(args.at(0))).c_str());
   return 0;
 }
 

@@ -10,6 +10,7 @@
 #include "eplb/detect.h"
 #include "eplb/error.h"
 #include "eplb/bootstrap.h"
+#include "support/error_text.h"
 #include "support/paths.h"
 
 namespace eplb {
@@ -24,18 +25,9 @@ CommunicatorOptions Options() {
   return o;
 }
 
-std::string MessageOf(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
-
 TEST(MakeCommunicator, RejectsBadNamesAndOptions) {
   CommunicatorOptions o = Options();
-  EXPECT_NE(MessageOf([&] { MakeCommunicator("ucx", o); }).find("valid: nixl, cuda_ipc, gloo, nccl, nccl_stateless"),
+  EXPECT_NE(test::ErrorOf([&] { MakeCommunicator("ucx", o); }).find("valid: nixl, cuda_ipc, gloo, nccl, nccl_stateless"),
             std::string::npos);
   EXPECT_THROW(MakeCommunicator("ucx", o), InvalidArgument);
   o.rank = 1;
@@ -45,7 +37,7 @@ TEST(MakeCommunicator, RejectsBadNamesAndOptions) {
   EXPECT_THROW(MakeCommunicator("gloo", o), InvalidArgument);
   o = Options();
   o.store.reset();
-  EXPECT_NE(MessageOf([&] { MakeCommunicator("nixl", o); }).find("needs a store"), std::string::npos);
+  EXPECT_NE(test::ErrorOf([&] { MakeCommunicator("nixl", o); }).find("needs a store"), std::string::npos);
   o = Options();
   o.connect_timeout = std::chrono::milliseconds(0);
   EXPECT_THROW(MakeCommunicator("nccl_stateless", o), InvalidArgument);
@@ -60,7 +52,7 @@ TEST(MakeCommunicator, GlooIsAlwaysThere) {
 
 TEST(MakeCommunicator, NcclNeedsTheEngineCommunicator) {
   CommunicatorOptions o = Options();
-  std::string msg = MessageOf([&] { MakeCommunicator("nccl", o); });
+  std::string msg = test::ErrorOf([&] { MakeCommunicator("nccl", o); });
   EXPECT_NE(msg.find("none was given (options.nccl_comm)"), std::string::npos) << msg;
 }
 

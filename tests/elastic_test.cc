@@ -18,6 +18,7 @@
 #include "eplb/elastic.h"
 #include "support/multiprocess.h"
 #include "support/worker_util.h"
+#include "util/hash.h"
 
 namespace eplb {
 namespace {
@@ -85,11 +86,7 @@ LoadMatrix Load(int rank) {
   return m;
 }
 
-uint64_t Hash(const Placement& p) {
-  uint64_t h = 1469598103934665603ull;
-  for (int32_t v : p.phy2log) h = (h ^ static_cast<uint32_t>(v)) * 1099511628211ull;
-  return h;
-}
+uint64_t Hash(const Placement& p) { return util::Fnv1a(p.phy2log.data(), p.phy2log.size() * sizeof(int32_t)); }
 
 EPLB_TEST_WORKER(elastic) {
   const Scenario s = Scenario::Parse(args);

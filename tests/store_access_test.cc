@@ -18,6 +18,7 @@
 #include "bootstrap/redis_spec.h"
 #include "eplb/bootstrap.h"
 #include "eplb/error.h"
+#include "support/error_text.h"
 #include "support/paths.h"
 #include "support/redis_server.h"
 
@@ -25,15 +26,6 @@ namespace eplb {
 namespace {
 
 using namespace std::chrono_literals;
-
-std::string ErrorOf(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
 
 mode_t ModeOf(const std::string& path) {
   struct stat st {};
@@ -61,7 +53,7 @@ TEST(FileStoreAccess, AFolderOthersMayWriteToIsRefused) {
   for (mode_t mode : {0777, 0770, 0720, 0702}) {
     const std::string dir = test::MakeTempDir("eplb-fsa-");
     ASSERT_EQ(::chmod(dir.c_str(), mode), 0);
-    std::string msg = ErrorOf([&] { MakeFileStore(dir); });
+    std::string msg = test::ErrorOf([&] { MakeFileStore(dir); });
     char shown[8];
     std::snprintf(shown, sizeof shown, "%04o", static_cast<unsigned>(mode));
     EXPECT_NE(msg.find("file store " + dir + " has mode " + shown), std::string::npos) << msg;
@@ -84,13 +76,13 @@ TEST(FileStoreAccess, AFolderOfAnotherUserOrNotAFolderIsRefused) {
   } else {
     other = "/";  // root's, and not writable by others
   }
-  std::string msg = ErrorOf([&] { MakeFileStore(other); });
+  std::string msg = test::ErrorOf([&] { MakeFileStore(other); });
   EXPECT_NE(msg.find("belongs to uid"), std::string::npos) << msg;
   EXPECT_NE(msg.find("not to this user"), std::string::npos) << msg;
 
   const std::string file = test::MakeTempDir("eplb-fsa-") + "/plain";
   { std::FILE* f = std::fopen(file.c_str(), "w"); ASSERT_NE(f, nullptr); std::fclose(f); }
-  msg = ErrorOf([&] { MakeFileStore(file); });
+  msg = test::ErrorOf([&] { MakeFileStore(file); });
   EXPECT_NE(msg.find("is not a directory"), std::string::npos) << msg;
 }
 
@@ -168,13 +160,13 @@ TEST(RedisSpec, BadSpecsAreRefusedWithThePasswordHidden) {
                         Case{"rediss://u:hunter2@h:6380", "TLS to Redis (rediss://) is not supported"},
                         Case{"redis://u:" + std::string(1025, 'p') + "@h", "more than 1024"},
                         Case{"redis://u:hunter2@[::1", "unclosed"}}) {
-    std::string msg = ErrorOf([&] { bootstrap::ParseRedisSpec(c.spec, Env({})); });
+    std::string msg = test::ErrorOf([&] { bootstrap::ParseRedisSpec(c.spec, Env({})); });
     EXPECT_NE(msg.find(c.says), std::string::npos) << c.spec << ": " << msg;
     EXPECT_EQ(msg.find("hunter2"), std::string::npos) << "the password is in the message: " << msg;
     EXPECT_EQ(msg.find("ppppp"), std::string::npos) << "the password is in the message";
     EXPECT_THROW(OpenStore(c.spec), InvalidArgument) << c.spec;
   }
-  const std::string tls = ErrorOf([] { OpenStore("rediss://h"); });
+  const std::string tls = test::ErrorOf([] { OpenStore("rediss://h"); });
   EXPECT_NE(tls.find("hiredis (0.14.1) has no TLS"), std::string::npos) << tls;
   EXPECT_EQ(bootstrap::RedactSpec("redis://u:hunter2@h:1"), "redis://u:***@h:1");
   EXPECT_EQ(bootstrap::RedactSpec("redis://u:p@ss@h"), "redis://u:***@h");
@@ -199,7 +191,7 @@ TEST(RedisAuth, PasswordFromTheEnvironment) {
   test::RedisServer server({kPassword, "alice", kAclPassword});
   ::setenv("EPLB_REDIS_USER", "alice", 1);
   ::setenv("EPLB_REDIS_PASSWORD", kAclPassword, 1);
-  std::string msg = ErrorOf([&] { OpenStore(server.spec())->SetString("b", "2"); });
+  std::string msg = test::ErrorOf([&] { OpenStore(server.spec())->SetString("b", "2"); });
   ::unsetenv("EPLB_REDIS_USER");
   ::unsetenv("EPLB_REDIS_PASSWORD");
   EXPECT_EQ(msg, "");

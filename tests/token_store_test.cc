@@ -13,6 +13,8 @@
 
 #include "eplb/bootstrap.h"
 #include "eplb/error.h"
+#include "support/decision_race.h"
+#include "support/error_text.h"
 #include "support/multiprocess.h"
 #include "support/paths.h"
 #include "support/redis_server.h"
@@ -22,15 +24,6 @@ namespace eplb {
 namespace {
 
 using namespace std::chrono_literals;
-
-std::string ErrorOf(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
 
 EnvLookup Env(std::map<std::string, std::string> vars) {
   return [vars = std::move(vars)](const char* name) -> std::optional<std::string> {
@@ -59,7 +52,7 @@ TEST(JobToken, BadTokensAreRefusedWithoutShowingThem) {
   };
   for (const Case& c : {Case{short_one, "31 characters"}, Case{long_one, "257 characters"},
                         Case{spaced, "character 21 is not allowed"}, Case{quoted, "character 41 is not allowed"}}) {
-    std::string msg = ErrorOf([&] { ParseLaunchEnv(Env({{"EPLB_JOB_TOKEN", c.token}})); });
+    std::string msg = test::ErrorOf([&] { ParseLaunchEnv(Env({{"EPLB_JOB_TOKEN", c.token}})); });
     EXPECT_NE(msg.find("EPLB_JOB_TOKEN"), std::string::npos) << msg;
     EXPECT_NE(msg.find(c.says), std::string::npos) << msg;
     EXPECT_NE(msg.find("openssl rand -hex 32"), std::string::npos) << msg;
@@ -82,7 +75,7 @@ TEST(TokenStore, KeysCannotBeNamedWithoutTheToken) {
   auto other = MakeTokenStore(MakeFileStore(dir), "eplb/r/", GenerateJobToken());
   EXPECT_THROW(other->Get("addr/0", DeadlineAfter(100ms)), TimeoutError);
   // Write-once still holds through the token store.
-  std::string msg = ErrorOf([&] { rank1->SetString("addr/0", "elsewhere"); });
+  std::string msg = test::ErrorOf([&] { rank1->SetString("addr/0", "elsewhere"); });
   EXPECT_NE(msg.find("already set"), std::string::npos) << msg;
 }
 
@@ -203,17 +196,7 @@ TEST(TokenStore, OpenRunStoreUsesTheTokenWhenGivenAndTheOpenPrefixOtherwise) {
 // store (token from the environment); prints what stands.
 EPLB_TEST_WORKER(token_race) {
   test::WorkerRank w = test::JoinRun();  // logs (the foreign-value warnings) to stderr
-  const LaunchEnv& env = w.env;
-  auto& store = w.store;
-  const int keys = std::stoi(args.at(0));
-  const std::string mine = "rank " + std::to_string(env.rank);
-  std::string out;
-  for (int k = 0; k < keys; ++k) {
-    auto stands = store->SetIfAbsent("decision/" + std::to_string(k),
-                                     {reinterpret_cast<const uint8_t*>(mine.data()), mine.size()});
-    out += std::to_string(k) + "=" + std::string(stands.begin(), stands.end()) + "\n";
-  }
-  std::fprintf(stderr, "%s", out.c_str());
+  std::fprintf(stderr, "%s", test::RaceForDecisions(*w.store, w.env.rank, std::stoi(args.at(0))).c_str());
   return 0;
 }
 

@@ -5,15 +5,10 @@
 
 #include "eplb/error.h"
 #include "policy/preserve.h"
+#include "util/text.h"
 
 namespace eplb {
 namespace {
-
-std::string RankList(std::span<const int> ranks) {
-  std::string out;
-  for (int r : ranks) out += (out.empty() ? "" : ", ") + std::to_string(r);
-  return out;
-}
 
 [[noreturn]] void Fail(const std::string& what) { throw InvalidArgument("membership: " + what); }
 
@@ -29,13 +24,13 @@ void Membership::Validate(int capacity) const {
   for (size_t i = 0; i < ranks.size(); ++i) {
     if (ranks[i] < 0 || ranks[i] >= capacity)
       Fail("rank " + std::to_string(ranks[i]) + " outside [0, " + std::to_string(capacity) + ")");
-    if (i > 0 && ranks[i] <= ranks[i - 1]) Fail("ranks not ascending and unique: " + RankList(ranks));
+    if (i > 0 && ranks[i] <= ranks[i - 1]) Fail("ranks not ascending and unique: " + util::RankList(ranks));
   }
   if (generation < 0) Fail("negative generation");
 }
 
 std::string Membership::Describe() const {
-  return std::to_string(ranks.size()) + " rank" + (ranks.size() == 1 ? "" : "s") + " (" + RankList(ranks) +
+  return std::to_string(ranks.size()) + " rank" + (ranks.size() == 1 ? "" : "s") + " (" + util::RankList(ranks) +
          "), generation " + std::to_string(generation);
 }
 
@@ -96,28 +91,31 @@ MembershipChange DescribeChange(const Membership& before, const Membership& afte
   return c;
 }
 
-std::vector<int32_t> UnionOld(const MembershipChange& c, const Placement& in_force, int layer) {
-  if (in_force.num_ranks != c.before.size() || in_force.slots_per_rank() != c.slots_per_rank)
-    Fail("the placement in force has " + std::to_string(in_force.num_ranks) + " ranks of " +
-         std::to_string(in_force.slots_per_rank()) + " slots; the membership " + c.before.Describe());
+namespace {
+
+// Layer `layer` of `p` (over `members`) spread over the union space: each
+// member's slots at its union position, every other slot -1.
+std::vector<int32_t> ToUnion(const MembershipChange& c, const Placement& p, const Membership& members,
+                             int layer, const char* which) {
+  if (p.num_ranks != members.size() || p.slots_per_rank() != c.slots_per_rank)
+    Fail(std::string(which) + " has " + std::to_string(p.num_ranks) + " ranks of " +
+         std::to_string(p.slots_per_rank()) + " slots; the membership " + members.Describe());
   const int spr = c.slots_per_rank;
   std::vector<int32_t> out(c.union_ranks.size() * spr, -1);
-  auto row = in_force.layer_phy2log(layer);
-  for (int i = 0; i < c.before.size(); ++i)
-    std::copy_n(row.begin() + i * spr, spr, out.begin() + c.union_index(c.before.ranks[i]) * spr);
+  auto row = p.layer_phy2log(layer);
+  for (int i = 0; i < members.size(); ++i)
+    std::copy_n(row.begin() + i * spr, spr, out.begin() + c.union_index(members.ranks[i]) * spr);
   return out;
 }
 
+}  // namespace
+
+std::vector<int32_t> UnionOld(const MembershipChange& c, const Placement& in_force, int layer) {
+  return ToUnion(c, in_force, c.before, layer, "the placement in force");
+}
+
 std::vector<int32_t> UnionNew(const MembershipChange& c, const Placement& next, int layer) {
-  if (next.num_ranks != c.after.size() || next.slots_per_rank() != c.slots_per_rank)
-    Fail("the new placement has " + std::to_string(next.num_ranks) + " ranks of " +
-         std::to_string(next.slots_per_rank()) + " slots; the membership " + c.after.Describe());
-  const int spr = c.slots_per_rank;
-  std::vector<int32_t> out(c.union_ranks.size() * spr, -1);
-  auto row = next.layer_phy2log(layer);
-  for (int i = 0; i < c.after.size(); ++i)
-    std::copy_n(row.begin() + i * spr, spr, out.begin() + c.union_index(c.after.ranks[i]) * spr);
-  return out;
+  return ToUnion(c, next, c.after, layer, "the new placement");
 }
 
 LayerPlan PlanMembershipLayer(const MembershipChange& c, const Placement& in_force, const Placement& next,

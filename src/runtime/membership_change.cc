@@ -15,7 +15,7 @@
 #include "eplb/elastic.h"
 #include "eplb/error.h"
 #include "eplb/store.h"
-#include "util/hash.h"
+#include "util/text.h"
 #include "wire/codec.h"
 
 namespace eplb {
@@ -23,11 +23,8 @@ namespace {
 
 constexpr size_t kMaxRanksOnWire = 1 << 16;
 
-std::string RankList(std::span<const int> ranks) {
-  std::string out;
-  for (int r : ranks) out += (out.empty() ? "" : ", ") + std::to_string(r);
-  return out.empty() ? "none" : out;
-}
+// "1, 2, 5", or "none".
+std::string RankList(const std::vector<int>& ranks) { return ranks.empty() ? "none" : util::RankList(ranks); }
 
 // One generation's record: the membership it follows, its own, and who was lost.
 struct Record {
@@ -278,6 +275,9 @@ MembershipChangeResult ChangeMembership(std::shared_ptr<Store> store, int me, co
     staging_ids.push_back(comm->RegisterRegion(staging.back(), deadline));
   }
 
+  // Union position -> rank in the transition group (-1: lost, never in a transfer).
+  std::vector<int> group_rank(change.union_ranks.size(), -1);
+  for (size_t i = 0; i < transition.size(); ++i) group_rank[change.union_index(transition[i])] = static_cast<int>(i);
   const int u_me = change.union_index(me);
   const bool serves = rec.after.contains(me);
   auto stride = [](const ExpertTensor& x) { return x.stride ? x.stride : x.bytes_per_expert; };
@@ -302,10 +302,8 @@ MembershipChangeResult ChangeMembership(std::shared_ptr<Store> store, int me, co
     }
     std::vector<Transfer> transfers = WireTransfers(plan, wt);
     for (Transfer& x : transfers) {  // union positions -> transition group ranks
-      x.src_rank = static_cast<int>(std::find(transition.begin(), transition.end(), change.union_ranks[x.src_rank]) -
-                                    transition.begin());
-      x.dst_rank = static_cast<int>(std::find(transition.begin(), transition.end(), change.union_ranks[x.dst_rank]) -
-                                    transition.begin());
+      x.src_rank = group_rank[x.src_rank];
+      x.dst_rank = group_rank[x.dst_rank];
     }
     comm->Execute(transfers, deadline);  // returns once this rank's sends are consumed too
     if (!serves) continue;

@@ -10,6 +10,7 @@
 #include <chrono>
 
 #include "cuda/runtime.h"
+#include "demo/fingerprint.h"
 #include "eplb/elastic.h"
 #include "eplb/error.h"
 #include "eplb/placement.h"
@@ -27,13 +28,10 @@ constexpr int kExperts = 8;
 constexpr int kSlotsPerRank = 4;
 const std::vector<uint64_t> kTensorBytes = {(1u << 20) + 24, 4096 + 7};
 
-uint8_t PatternByte(int layer, int tensor, int expert, uint64_t i) {
-  return static_cast<uint8_t>(i * 13 + i / 253 + expert * 37 + tensor * 71 + layer * 101 + 1);
-}
-
+// The expert's fingerprint (demo/fingerprint.h), as host bytes to upload.
 std::vector<uint8_t> Pattern(int layer, int tensor, int expert) {
   std::vector<uint8_t> host(kTensorBytes[tensor]);
-  for (uint64_t b = 0; b < host.size(); ++b) host[b] = PatternByte(layer, tensor, expert, b);
+  runtime::FillFingerprint(host.data(), host.size(), layer, expert, tensor);
   return host;
 }
 
@@ -88,10 +86,11 @@ int ElasticWorker(const test::WorkerContext& ctx) {
                   "download weights");
       for (int j = 0; j < kSlotsPerRank; ++j) {
         const int e = r.placement.expert_at(l, index * kSlotsPerRank + j);
-        const auto want = Pattern(l, t, e);
-        Require(std::equal(want.begin(), want.end(), host.begin() + j * kTensorBytes[t]),
-                "layer " + std::to_string(l) + " tensor " + std::to_string(t) + " slot " + std::to_string(j) +
-                    " does not hold expert " + std::to_string(e));
+        const int64_t bad =
+            runtime::FindFingerprintMismatch(host.data() + j * kTensorBytes[t], kTensorBytes[t], l, e, t);
+        Require(bad < 0, "layer " + std::to_string(l) + " tensor " + std::to_string(t) + " slot " +
+                             std::to_string(j) + " does not hold expert " + std::to_string(e) + " (byte " +
+                             std::to_string(bad) + ")");
       }
     }
   ctx.WriteResult({{"over_wire", r.experts_over_wire},
