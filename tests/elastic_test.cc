@@ -31,7 +31,7 @@ constexpr int kSpr = 4;
 const std::vector<uint64_t> kTensorBytes = {4096, 1024};
 
 struct Scenario : test::FieldsAsArgs<Scenario> {
-  std::string change = "lose";  // lose, leave, join, lose_then_join
+  std::string change = "lose";  // lose, leave, join, lose_then_join, all_lost
   int victim = 2;               // lost, leaving or joining rank
   int initial = 4;              // members at the start: ranks [0, initial)
   test::ArgFields Fields() {
@@ -105,7 +105,7 @@ EPLB_TEST_WORKER(elastic) {
   Placement placement = Placement::Identity(kLayers, kExperts, s.initial * kSpr, s.initial);
   Weights weights;
   const bool starts_joining = (s.change == "join" && me == s.victim);
-  if (!starts_joining) weights.Fill(placement, members.index_of(me));
+  if (members.contains(me)) weights.Fill(placement, members.index_of(me));
   const bool lost_here = (s.change == "lose" || s.change == "lose_then_join") && me == s.victim;
   if (lost_here && s.change == "lose") {
     std::fprintf(stderr, "EPLB-GONE\n");
@@ -131,6 +131,17 @@ EPLB_TEST_WORKER(elastic) {
   };
 
   bool serves = true;
+  if (s.change == "all_lost") {
+    // The members 0-2 record themselves lost while rank 3 joins: nobody is
+    // left to hold the placement in force, and the joiner is told.
+    try {
+      serves = change({{0, 1, 2}, {}, {3}}, me == 3);
+    } catch (const Error& e) {
+      std::fprintf(stderr, "EPLB-REFUSED %s\n", e.what());
+      return 0;
+    }
+    return serves ? 6 : 0;
+  }
   if (s.change == "lose") {
     serves = change({{s.victim}, {}, {}}, false);
   } else if (s.change == "leave") {
@@ -280,6 +291,21 @@ TEST(Elastic, AJoiningProcessReceivesItsExpertsAndServes) {
     EXPECT_GT(c[0].over_wire, 0);
     EXPECT_TRUE(Served(exits[r])) << exits[r].stderr_text;
   }
+}
+
+TEST(Elastic, AJoinerWithEveryMemberLostIsRefusedNamingWhy) {
+  Scenario s;
+  s.change = "all_lost";
+  s.initial = 3;
+  auto exits = RunScenario(s, 4);
+  for (int r : {0, 1, 2}) {
+    auto c = Changes(exits[r].stderr_text);
+    ASSERT_EQ(c.size(), 1u) << exits[r].stderr_text;
+    EXPECT_EQ(c[0].serves, 0);
+  }
+  EXPECT_NE(exits[3].stderr_text.find("EPLB-REFUSED"), std::string::npos) << exits[3].stderr_text;
+  EXPECT_NE(exits[3].stderr_text.find("is lost: no process holds the placement in force"), std::string::npos)
+      << exits[3].stderr_text;
 }
 
 TEST(Elastic, ALossThenANewProcessInItsPlace) {

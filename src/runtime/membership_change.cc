@@ -203,8 +203,14 @@ MembershipChangeResult ChangeMembership(std::shared_ptr<Store> store, int me, co
   std::vector<int> transition;  // every process taking part, ascending
   for (int r : change.union_ranks)
     if (!change.unreadable[change.union_index(r)]) transition.push_back(r);
-  const int lowest_member = *std::find_if(transition.begin(), transition.end(),
-                                          [&](int r) { return rec.before.contains(r); });
+  const auto first_member =
+      std::find_if(transition.begin(), transition.end(), [&](int r) { return rec.before.contains(r); });
+  if (first_member == transition.end())
+    throw Error("elastic", "membership change",
+                fmt::format("every member of generation {} ({}) is lost: no process holds the placement in force",
+                            rec.before.generation, RankList(rec.before.ranks)),
+                me);
+  const int lowest_member = *first_member;
   const std::string placement_key = gen + "/placement";
   if (me == lowest_member) store->Set(placement_key, EncodePlacement(in_force_in));
   Placement in_force = DecodePlacement(store->Get(placement_key, deadline),
