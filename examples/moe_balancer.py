@@ -71,6 +71,14 @@ class MoELayer:
         return out, counts
 
 
+def say(line):
+    """Prints one line in one write: the ranks share one stdout, and print()
+    under PYTHONUNBUFFERED writes the text and its newline separately, so
+    another rank's line could land between them."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def run_rank(args):
     env = eplb.launch_env()
     rank, world = env["rank"], env["world_size"]
@@ -79,10 +87,10 @@ def run_rank(args):
 
     def report(r):
         if rank == 0:
-            print(f"rebalance {r['cycle']} at step {r['trigger_step']}: balancedness "
+            say(f"rebalance {r['cycle']} at step {r['trigger_step']}: balancedness "
                   f"{r['balancedness_before']:.3f} -> {r['balancedness_after']:.3f}, "
                   f"{r['experts_moved']} experts ({r['bytes_moved'] / 1e6:.1f} MB) moved, "
-                  f"{r['seconds']:.2f} s, {'ok' if r['ok'] else r['error']}", flush=True)
+                  f"{r['seconds']:.2f} s, {'ok' if r['ok'] else r['error']}")
 
     bal = eplb.Balancer([[m.w1, m.w2] for m in layers], num_experts=args.experts, num_slots=args.slots,
                         window_steps=args.interval, step_interval=args.interval, initial=initial,
@@ -110,10 +118,9 @@ def run_rank(args):
             bad += not (torch.equal(m.w1[i], w1) and torch.equal(m.w2[i], w2))
     metrics = bal.metrics()
     bal.close()
-    print(f"rank {rank}: {args.steps} steps in {time.monotonic() - start:.1f} s, "
+    say(f"rank {rank}: {args.steps} steps in {time.monotonic() - start:.1f} s, "
           f"{metrics['cycles_completed']} rebalances, {metrics['bytes_moved_total'] / 1e6:.1f} MB moved, "
-          f"balancedness {metrics['balancedness']:.3f}; {m.spr * args.layers} slots checked, {bad} wrong",
-          flush=True)
+          f"balancedness {metrics['balancedness']:.3f}; {m.spr * args.layers} slots checked, {bad} wrong")
     return 0 if bad == 0 and metrics["cycles_failed"] == 0 else 1
 
 
@@ -137,7 +144,7 @@ def main():
                EPLB_RUN_ID=uuid.uuid4().hex[:12])
     procs = [subprocess.Popen([sys.executable] + sys.argv, env=dict(env, RANK=str(r))) for r in range(args.ranks)]
     codes = [p.wait() for p in procs]
-    print("result:", "OK" if not any(codes) else f"FAILED (exit codes {codes})")
+    say("result: " + ("OK" if not any(codes) else f"FAILED (exit codes {codes})"))
     return 0 if not any(codes) else 1
 
 
