@@ -12,6 +12,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <ostream>
 #include <cstring>
 #include <regex>
 #include <string>
@@ -286,6 +287,8 @@ struct Case {
   const char* point;
   const char* action;
 };
+
+void PrintTo(const Case& c, std::ostream* os) { *os << c.action << " at the " << c.point; }
 
 class RankFault : public testing::TestWithParam<Case> {};
 

@@ -168,6 +168,20 @@ TEST(HandshakeRound, ARankBusyPastATriggerMeetsTheOthersAtTheNextCycle) {
   EXPECT_EQ(r1.joins(), 1u);
 }
 
+TEST(HandshakeRound, TheRankThatJoinedNoCycleIsTheOneMissingNotTheOneATriggerBehind) {
+  // Rank 0 joined cycles 1 and 2, rank 1 only cycle 1 (a trigger behind),
+  // rank 2 none (stalled): missing from the last cycle are ranks 1 and 2,
+  // but only rank 2 is missing from every cycle joined.
+  test::InMemoryStore store;
+  HandshakeRound r0(store, "b", 0, 3, kLayers), r1(store, "b", 1, 3, kLayers);
+  r0.Join(1, Settled(0));
+  r1.Join(1, Settled(1));
+  r0.Join(2, Settled(0));
+  EXPECT_FALSE(r0.Poll(Soon()));
+  EXPECT_EQ(r0.MissingFromLast(), (std::vector<int>{1, 2}));
+  EXPECT_EQ(r0.MissingFromAll(), std::vector<int>{2});
+}
+
 TEST(HandshakeRound, TheSmallestCycleEveryRankJoinedIsRun) {
   // Rank 0 moved on to cycle 2 before rank 1 joined cycle 1: cycle 1 is
   // complete, so both run it (and cycle 2's join is dropped on both).

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <ostream>
 #include <string>
 #include <thread>
 
@@ -69,6 +70,8 @@ struct StallPoint {
   const char* op;
   int64_t n;
 };
+
+void PrintTo(const StallPoint& p, std::ostream* os) { *os << "a stall in the " << p.name; }
 
 class StalledRank : public testing::TestWithParam<StallPoint> {};
 

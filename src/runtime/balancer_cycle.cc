@@ -120,13 +120,19 @@ std::vector<RankState> Balancer::State::Handshake(Request& req) {
       join(req.cycle);
       continue;
     }
-    if (Expired(deadline))
+    if (Expired(deadline)) {
+      // The ranks that joined none of the cycles are the ones to blame; a
+      // rank that joined an earlier one is only a trigger behind.
+      const std::vector<int> gone = round.MissingFromAll();
+      const std::vector<int>& named = gone.empty() ? missing : gone;
       throw TimeoutError("balancer", fmt::format("handshake of cycle {}", round.last_cycle()),
-                         fmt::format("rank{} {} did not join within {:.1f} s (stalled, dead or "
+                         fmt::format("rank{} {} did not join {} within {:.1f} s (stalled, dead or "
                                      "still busy with an earlier cycle)",
-                                     missing.size() > 1 ? "s" : "", RankList(missing),
+                                     named.size() > 1 ? "s" : "", RankList(named),
+                                     round.joins() > 1 ? "any of the cycles joined" : "it",
                                      SecondsSince(since)),
-                         me, missing.size() == 1 ? missing[0] : -1);
+                         me, named.size() == 1 ? named[0] : -1);
+    }
   }
 }
 

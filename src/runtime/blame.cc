@@ -33,6 +33,34 @@ std::optional<int> ReadNote(Store& store, const std::string& prefix, int me, int
   }
 }
 
+// The order in which the ranks noted their blame: slot k of
+// "<prefix>/order/" holds the k-th rank to note (first writer stands).
+std::string OrderKey(const std::string& prefix, int k) { return prefix + "/order/" + std::to_string(k); }
+
+void ClaimOrder(Store& store, const std::string& prefix, int me, int world) {
+  const auto mine = wire::Writer(wire::Kind::kBlame).Put(int32_t{me}).Take();
+  for (int k = 0; k < world; ++k) {
+    auto stands = store.SetIfAbsent(OrderKey(prefix, k), mine);
+    if (stands == mine) return;
+  }
+}
+
+// Where rank r is in that order; `world` when it has not noted (yet).
+int OrderOf(Store& store, const std::string& prefix, int me, int world, int r) {
+  for (int k = 0; k < world; ++k) {
+    try {
+      auto v = store.Get(OrderKey(prefix, k), Clock::now());
+      wire::Reader reader(v, wire::Kind::kBlame, {"balancer", "the order of the blame notes", me, -1});
+      const int who = reader.Get<int32_t>();
+      reader.Finish();
+      if (who == r) return k;
+    } catch (const std::exception&) {
+      return world;  // slots fill in order: none after an empty one
+    }
+  }
+  return world;
+}
+
 }  // namespace
 
 std::vector<std::pair<int, int>> NotesNow(Store& store, const std::string& prefix, int me, int world) {
@@ -48,6 +76,7 @@ void NoteBlame(Store& store, const std::string& prefix, int me, int world, int b
   if (blamed == me || blamed >= world) blamed = -1;
   try {
     store.Set(Key(prefix, me), wire::Writer(wire::Kind::kBlame).Put(int32_t{blamed}).Take());
+    ClaimOrder(store, prefix, me, world);
   } catch (const std::exception& e) {
     spdlog::debug("eplb: rank {}: could not note whom it blames: {}", me, e.what());
   }
@@ -69,19 +98,40 @@ BlameVerdict FollowBlame(Store& store, const std::string& prefix, int me, int wo
       if (r != me && r != root && !ReadNote(store, prefix, me, world, r, Clock::now())) return false;
     return true;
   };
+  std::vector<int> path;  // the ranks followed, from `blamed` on
   while (root >= 0 && !seen[root]) {
     seen[root] = true;
+    path.push_back(root);
     std::optional<int> next;
     for (;;) {
       next = ReadNote(store, prefix, me, world, root, std::min(by, DeadlineAfter(std::chrono::milliseconds(10))));
       if (next || Expired(by) || others_noted(root)) break;
     }
     if (!next || *next < 0) break;  // no note, or it blames no one: it is the one
-    if (*next == me) {
-      v.left_behind = true;  // it waited for this rank
+    if (seen[*next]) {
+      // A cycle of notes: ranks that waited for each other. The stalled one
+      // noted last (it resumed to find the others gone, and blamed one of
+      // them); so does a rank left behind that this one follows late.
+      std::vector<int> cycle;
+      if (*next == me) {
+        cycle = path;
+        cycle.push_back(me);
+      } else {
+        cycle.assign(std::find(path.begin(), path.end(), *next), path.end());
+      }
+      int latest = cycle.front(), latest_order = -1;
+      for (int r : cycle) {
+        const int order = OrderOf(store, prefix, me, world, r);
+        if (order > latest_order) latest = r, latest_order = order;
+      }
+      if (latest == me) {
+        v.left_behind = true;
+      } else if (latest != root) {
+        v.chain += fmt::format(", and rank {} gave up last of those that waited for each other", latest);
+        root = latest;
+      }
       break;
     }
-    if (seen[*next]) break;  // a cycle of notes: stop at the last rank followed
     v.chain += fmt::format(", which waited for rank {}", *next);
     root = *next;
   }

@@ -14,7 +14,10 @@
 // otherwise: the peers blamed it. When the chain leads back to this rank it
 // was the one left behind, and says so instead of blaming a healthy peer;
 // when its own error names no peer and a peer's note blames it, it is the
-// one to blame too.
+// one to blame too. Ranks that blame each other (a rank that resumed blamed
+// a peer that had given up on it) are told apart by the order in which they
+// noted, kept in the store (first writer stands): the one stalled noted
+// last, so a peer slow to follow the notes does not mistake itself for it.
 //
 // Used by the balancer (one prefix per cycle) and by `eplb demo` (its
 // engine step's all-reduce).

@@ -46,4 +46,14 @@ std::vector<int> HandshakeRound::MissingFromLast() const {
   return missing;
 }
 
+std::vector<int> HandshakeRound::MissingFromAll() const {
+  std::vector<int> missing;
+  for (int r = 0; r < world_; ++r) {
+    bool seen = false;
+    for (const Joined& j : joins_) seen |= j.states[r].has_value();
+    if (!seen) missing.push_back(r);
+  }
+  return missing;
+}
+
 }  // namespace eplb::balancer_internal

@@ -45,6 +45,10 @@ class HandshakeRound {
   size_t joins() const { return joins_.size(); }  // cycles polled (at most kMaxJoins)
   // Ranks whose state for the last cycle joined has not been read yet.
   std::vector<int> MissingFromLast() const;
+  // Ranks with no state read for any cycle joined: the ones that stalled or
+  // died (a rank one trigger behind has joined an earlier cycle). Empty when
+  // every rank joined some cycle (out of phase, not gone).
+  std::vector<int> MissingFromAll() const;
 
  private:
   struct Joined {
