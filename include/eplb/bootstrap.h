@@ -11,7 +11,8 @@
 //   LOCAL_RANK, LOCAL_WORLD_SIZE  rank on this node and ranks on this node
 //   MASTER_ADDR, MASTER_PORT  where the run's store lives when no store spec
 //                             is given: a Redis server at that address
-//   EPLB_STORE                store spec: "file:DIR" or "redis://HOST[:PORT]"
+//   EPLB_STORE                store spec: "file:DIR" or
+//                             "redis://[user[:password]@]HOST[:PORT]"
 //   EPLB_RUN_ID               names the run (else TORCHELASTIC_RUN_ID, else
 //                             "default"); keys live under "eplb/<run id>/"
 //   EPLB_JOB_TOKEN            the run's secret (job token), shared by every
