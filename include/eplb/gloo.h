@@ -30,7 +30,9 @@ struct EPLB_EXPORT GlooOptions {
   std::string name = "gloo";
   // Where this rank listens: a host name or address, or a network interface.
   // Both empty: $EPLB_GLOO_IFACE / $GLOO_SOCKET_IFNAME, else
-  // $EPLB_GLOO_HOSTNAME, else 127.0.0.1 (loopback: every rank on this machine).
+  // $EPLB_GLOO_HOSTNAME, else ChooseListenAddress() (listen_address.h:
+  // $EPLB_LISTEN_ADDR, the interface that routes to a remote store, else
+  // 127.0.0.1, loopback: every rank on this machine).
   std::string hostname;
   std::string iface;
 };

@@ -12,6 +12,7 @@
 #include "bootstrap/gloo_store.h"
 #include "comm/gloo/gloo_errors.h"
 #include "eplb/error.h"
+#include "eplb/listen_address.h"
 #include "io/sigpipe.h"
 #include "util/text.h"
 #include "wire/codec.h"
@@ -79,7 +80,8 @@ GlooOptions ResolveGlooOptions(const GlooOptions& options) {
     } else if (const char* v = Env("EPLB_GLOO_HOSTNAME")) {
       o.hostname = v;
     } else {
-      o.hostname = "127.0.0.1";
+      // EPLB_LISTEN_ADDR, the interface that routes to a remote store, or loopback.
+      o.hostname = ChooseListenAddress().address;
     }
   }
   return o;

@@ -50,6 +50,7 @@
 #include "eplb/communicator_factory.h"
 #include "eplb/detect.h"
 #include "eplb/error.h"
+#include "eplb/listen_address.h"
 #include "wire/codec.h"
 
 namespace eplb {
@@ -543,6 +544,7 @@ std::unique_ptr<Communicator> MakeNixlCommunicator(const CommunicatorOptions& op
   SetDefaultEnvironment("NIXL_PLUGIN_DIR", plugin_dir);
   SetDefaultEnvironment("UCX_MODULE_DIR", ucx_module_dir);
   std::string transports = comm::ChooseUcxTransports();
+  transports += "; network devices " + comm::ChooseUcxNetDevices(ChooseListenAddress());
   std::vector<std::pair<std::string, std::string>> ucx_params;
   if (const char* text = std::getenv("EPLB_NIXL_UCX_PARAMS"); text != nullptr && *text != '\0')
     ucx_params = comm::ParseUcxParams(text);  // InvalidArgument before anything is loaded
