@@ -8,9 +8,10 @@
 # only inside these namespaces and has no route beyond the bridge. The
 # processes of a host run in their own UTS namespace (their own host name:
 # eplb's host identity tells the hosts apart), PID namespace and mount
-# namespace (a /proc of their own), as on separate machines: killing the
-# host's first process kills every process of the host. The store
-# (redis-server) runs on a host of its own.
+# namespace (a /proc and a /dev/shm of their own: shared-memory segments,
+# such as the cuda_ipc fence's, are not seen across hosts), as on separate
+# machines: killing the host's first process kills every process of the
+# host. The store (redis-server) runs on a host of its own.
 #
 #   mh_init HOSTS RANKS_PER_HOST     names, addresses, the run directory
 #   mh_setup                         namespaces, bridge, links (mh_cleanup on exit)
@@ -161,7 +162,8 @@ mh_start_host() {
   local h=$1
   shift
   ip netns exec "$(mh_host_ns "$h")" unshare --uts --pid --fork --kill-child --mount-proc \
-    bash -c 'hostname "$1" && shift && exec "$@"' host "$(mh_host_name "$h")" "$@" &
+    bash -c 'hostname "$1" && mount -t tmpfs -o mode=1777 tmpfs /dev/shm && shift && exec "$@"' \
+    host "$(mh_host_name "$h")" "$@" &
   MH_HOST_PID[$h]=$!
   MH_PIDS+=($!)
 }

@@ -143,6 +143,10 @@ int Launch(const DemoOptions& o) {
 }
 
 int RunDemo(const DemoOptions& o) {
+  if (o.check_only) {
+    Validate(o, o.ranks);  // InvalidArgument: exit 2
+    return 0;
+  }
   const LaunchEnv env = ReadLaunchEnv();
   if (o.worker || env.from_launcher) {
     try {
@@ -197,6 +201,7 @@ EPLB_COMMAND(demo, [](CLI::App& app) -> std::function<int()> {
   cmd->add_flag("--json", o->json, "machine output: one JSON document from rank 0");
   cmd->add_flag("--no-progress", o->no_progress, "no progress line even on a terminal");
   cmd->add_flag("--keep", o->keep, "keep the run directory (store, logs)");
+  cmd->add_flag("--check-only", o->check_only, "check the options (exit 0, or 2 naming the bad one) and start nothing");
   cmd->add_flag("--worker", o->worker, "internal: run as one rank")->group("");
   return [o] { return RunDemo(*o); };
 });
