@@ -111,7 +111,7 @@ while alive; do
     echo "multihost: the ranks still run after --timeout $timeout_s s + 30 s: killing them" >&2
     break
   fi
-  if [ -n "$fault" ] && [ -z "$fault_time" ] && grep -qs "every rank joined cycle 1" "$MH_DIR"/rank*.log; then
+  if [ -n "$fault" ] && [ -z "$fault_time" ] && grep -qs "cycle 1 (step [0-9]*): [0-9]* of [0-9]* layers change; migrating" "$MH_DIR"/rank*.log; then
     sleep "$fault_delay"
     fault_time=$(date +%s.%N)
     if [ "$fault" = cut-link ]; then mh_link_down "$fault_host"; else mh_kill_host "$fault_host"; fi

@@ -203,6 +203,21 @@ int Balancer::State::FollowBlame(int64_t cycle, int blamed, std::string* chain) 
     spdlog::debug("eplb: rank {}: could not note whom it blames: {}", me, e.what());
   }
   const Deadline budget = DeadlineAfter(std::min<std::chrono::milliseconds>(cfg.deadline / 2, 500ms));
+  // A note, waited for in slices so that a balancer being destroyed (a
+  // process ending after the failure) does not wait out the budget.
+  auto get_note = [&](int r) -> std::vector<uint8_t> {
+    for (;;) {
+      {
+        util::MutexLock lock(&mu);
+        if (stop) throw TimeoutError("balancer", "following the blame", "the balancer is stopping", me, r);
+      }
+      try {
+        return links.store->Get(key(r), std::min(budget, DeadlineAfter(25ms)));
+      } catch (const TimeoutError&) {
+        if (Expired(budget)) throw;
+      }
+    }
+  };
   std::vector<bool> seen(world, false);
   seen[me] = true;
   int root = blamed;
@@ -210,7 +225,7 @@ int Balancer::State::FollowBlame(int64_t cycle, int blamed, std::string* chain) 
     seen[root] = true;
     int next = -1;
     try {
-      auto note = links.store->Get(key(root), budget);
+      auto note = get_note(root);
       wire::Reader r(note, wire::Kind::kBlame, {"balancer", "following the blame", me, root});
       next = r.Get<int32_t>();
       r.Finish();

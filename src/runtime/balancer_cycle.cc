@@ -196,6 +196,9 @@ void Balancer::State::RunCycle(Request req) {
       live.layers_changed = static_cast<int>(changed.size());
       metrics.balancedness = live.balancedness_before;
     }
+    // The migration starts here (what an operator, or a fault test, waits for).
+    spdlog::info("eplb: rank {}: cycle {} (step {}): {} of {} layers change; migrating", me, req.cycle,
+                 req.trigger_step, changed.size(), cfg.num_layers);
 
     for (size_t i = 0; i < changed.size(); ++i) {
       layer = changed[i];

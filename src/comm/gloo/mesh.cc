@@ -393,9 +393,10 @@ std::pair<std::string, int> Mesh::ExplainMissing(const std::vector<int>& missing
   return {why + notes, blamed};
 }
 
-void Mesh::Leave(uint64_t rejoin_at, int blamed, const std::string& reason) {
-  if (!context_) return;
+bool Mesh::Leave(uint64_t rejoin_at, int blamed, const std::string& reason) {
+  if (!context_) return false;
   // The note goes first: a peer that sees the closed connections reads it.
+  bool noted = true;
   try {
     store_->Set(Keys(generation_) + "left/" + std::to_string(rank_),
                 wire::Writer(wire::Kind::kLeaveNote)
@@ -405,10 +406,46 @@ void Mesh::Leave(uint64_t rejoin_at, int blamed, const std::string& reason) {
                     .Take());
   } catch (const std::exception& e) {
     spdlog::warn("gloo: rank {} could not record leaving group '{}': {}", rank_, name_, e.what());
+    noted = false;
   }
   // Callers have destroyed their ops: nothing holds the transport context
   // but this, so the connections close here, gracefully.
   context_.reset();
+  return noted;
+}
+
+std::string Mesh::SilentPeers() {
+  std::vector<int> noted, silent;
+  std::vector<bool> seen(size_, false);
+  seen[rank_] = true;
+  const Deadline until = DeadlineAfter(kSilentGrace);
+  for (;;) {
+    for (int p = 0; p < size_; ++p) {
+      if (seen[p]) continue;
+      try {
+        store_->Get(Keys(generation_) + "left/" + std::to_string(p), Clock::now());
+        seen[p] = true;
+        noted.push_back(p);
+      } catch (const TimeoutError&) {
+      } catch (const std::exception& e) {
+        return std::string("; the store could not be read to tell which ranks are lost: ") + e.what();
+      }
+    }
+    if (std::all_of(seen.begin(), seen.end(), [](bool b) { return b; }) || Expired(until)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  for (int p = 0; p < size_; ++p)
+    if (!seen[p]) silent.push_back(p);
+  auto list = [](const std::vector<int>& v) {
+    std::string s;
+    for (int r : v) s += (s.empty() ? "" : ", ") + std::to_string(r);
+    return s;
+  };
+  std::string out = "; within " + Ms(kSilentGrace) + " ";
+  if (!noted.empty()) out += "rank" + std::string(noted.size() > 1 ? "s " : " ") + list(noted) + " gave up too, ";
+  if (silent.empty()) return out + "every other rank gave up too";
+  return out + "rank" + (silent.size() > 1 ? "s " : " ") + list(silent) +
+         " did not (stalled, cut off or gone: the rank" + (silent.size() > 1 ? "s" : "") + " lost)";
 }
 
 std::optional<Mesh::Note> Mesh::ReadNote(int peer, Deadline deadline) {
@@ -542,8 +579,16 @@ void Mesh::Step(const char* operation, uint32_t op_code, uint64_t check, Deadlin
     std::string reason = f.timeout ? "timed out waiting for rank " + std::to_string(f.peer)
                                    : "lost its connection to rank " + std::to_string(blamed);
     reason += " in " + std::string(operation) + " (step " + std::to_string(seq) + ")";
-    Leave(seq + 1, blamed, reason);
-    if (f.timeout) throw TimeoutError("gloo", operation, detail, rank_, blamed);
+    const bool noted = Leave(seq + 1, blamed, reason);
+    if (f.timeout) {
+      // Which ranks are lost: the others of this side time out too and
+      // leave notes; the silent ones are stalled, cut off or gone.
+      detail += noted ? SilentPeers() : "; the store cannot be reached either: this rank may be the one cut off";
+      throw TimeoutError("gloo", operation, detail, rank_, blamed);
+    }
+    // A peer that died leaves no note; neither do others that died with it
+    // (a host lost): name them all.
+    if (noted && !note) detail += SilentPeers();
     throw Error("gloo", operation, detail, rank_, blamed);
   }
 }
