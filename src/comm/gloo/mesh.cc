@@ -415,6 +415,7 @@ bool Mesh::Leave(uint64_t rejoin_at, int blamed, const std::string& reason) {
 }
 
 std::string Mesh::SilentPeers() {
+  if (size_ <= 2) return "";  // the peer named is the only other rank
   std::vector<int> noted, silent;
   std::vector<bool> seen(size_, false);
   seen[rank_] = true;
