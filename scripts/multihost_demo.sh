@@ -99,6 +99,7 @@ done
 
 # The fault: once a rank logged that the first cycle runs, plus --fault-delay.
 fault_time=""
+poll=0
 alive() {
   local h
   for ((h = 0; h < hosts; h++)); do kill -0 "${MH_HOST_PID[$h]}" 2>/dev/null && return 0; done
@@ -110,6 +111,12 @@ while alive; do
   if [ "$now" -ge "$limit" ]; then
     echo "multihost: the ranks still run after --timeout $timeout_s s + 30 s: killing them" >&2
     break
+  fi
+  # What the ranks listen on, every ~0.5 s: never every interface.
+  if [ $((poll++ % 10)) = 0 ]; then
+    for ((h = 0; h < hosts; h++)); do
+      ip netns exec "$(mh_host_ns "$h")" ss -Hltnp 2>/dev/null | awk '/"eplb"/ { print $4 }' >>"$MH_DIR/listeners"
+    done
   fi
   if [ -n "$fault" ] && [ -z "$fault_time" ] && grep -qs "cycle 1 (step [0-9]*): [0-9]* of [0-9]* layers change; migrating" "$MH_DIR"/rank*.log; then
     sleep "$fault_delay"
@@ -148,6 +155,15 @@ for ((r = 0; r < MH_WORLD; r++)); do
     echo "multihost: rank $r (host $((r / per_host))): $what${after:+, ${after} s after the fault}${err:+: $err}" >&2
   fi
 done
+# Listening sockets seen (address:port), and those on every interface.
+listen_addrs=$(sed 's/:[0-9]*$//' "$MH_DIR/listeners" 2>/dev/null | sort -u | tr '\n' ' ')
+wildcard=$(grep -E '^(0\.0\.0\.0|\*|\[::\]):' "$MH_DIR/listeners" 2>/dev/null | sort -u | tr '\n' ' ')
+echo "listen_addresses=$listen_addrs" >>"$MH_DIR/summary"
+echo "wildcard_listeners=$wildcard" >>"$MH_DIR/summary"
+if [ -n "$wildcard" ]; then
+  echo "multihost: a rank listened on every interface: $wildcard" >&2
+  outcome=1
+fi
 echo "outcome=$outcome" >>"$MH_DIR/summary"
 [ -n "$summary" ] && cp "$MH_DIR/summary" "$summary"
 if [ "$outcome" != 0 ]; then

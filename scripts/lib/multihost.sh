@@ -172,7 +172,9 @@ mh_link_down() { ip -n "$(mh_host_ns "$1")" link set eth0 down; }
 
 mh_kill_host() {
   local pid=${MH_HOST_PID[$1]:-}
-  [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true
+  [ -n "$pid" ] || return 0
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true  # reaped here: bash reports the kill on this stderr
 }
 
 mh_cleanup() {

@@ -310,10 +310,15 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
       auto maps = balancer.placement();
       for (int l = 0; l < m.layers; ++l) verify_layer(*maps, l, "after the failure");
       if (gpu) mismatches += static_cast<int64_t>(gpu->mismatches(nullptr));
+      const BalancerMetrics bm = balancer.metrics();
       const std::string text = fmt::format(
-          "demo: failed at step {}; every slot checked after the failure: {} slots, {} hold another expert "
-          "than the placement in force names",
-          step, experts_checked - checked, mismatches - before);
+          "demo: failed at step {} ({}); every slot checked after the failure: {} slots, {} hold another "
+          "expert than the placement in force names",
+          step,
+          bm.cycle_in_progress ? fmt::format("a migration in flight: cycle {}, {} layers committed so far",
+                                             bm.cycles_started, bm.layers_committed)
+                               : std::string("no migration in flight"),
+          experts_checked - checked, mismatches - before);
       if (mismatches == before)
         spdlog::warn("{}", text);
       else
