@@ -120,8 +120,13 @@ while alive; do
   fi
   if [ -n "$fault" ] && [ -z "$fault_time" ] && grep -qs "cycle 1 (step [0-9]*): [0-9]* of [0-9]* layers change; migrating" "$MH_DIR"/rank*.log; then
     sleep "$fault_delay"
-    fault_time=$(date +%s.%N)
+    fault_start=$(date +%s.%N)
     if [ "$fault" = cut-link ]; then mh_link_down "$fault_host"; else mh_kill_host "$fault_host"; fi
+    # The fault is in force once the command returns (taking a shaped link
+    # down waits for the kernel to drain it; on a loaded machine that can
+    # take a while): times after the fault count from here.
+    fault_time=$(date +%s.%N)
+    echo "fault_took=$(awk -v a="$fault_time" -v b="$fault_start" 'BEGIN { printf "%.3f", a - b }')" >"$MH_DIR/fault"
     echo "multihost: fault: $fault $fault_host ($(mh_host_name "$fault_host"), ranks $((fault_host * per_host))-$(((fault_host + 1) * per_host - 1))) at +$(awk -v a="$fault_time" -v b="$start" 'BEGIN { printf "%.2f", a - b }') s" >&2
   fi
   sleep 0.05
@@ -136,6 +141,7 @@ outcome=0
   echo "fault=$fault"
   echo "fault_host=$fault_host"
   echo "fault_time=$fault_time"
+  cat "$MH_DIR/fault" 2>/dev/null
 } >"$MH_DIR/summary"
 for ((r = 0; r < MH_WORLD; r++)); do
   status=killed ended=""

@@ -294,6 +294,7 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
   const auto period = std::chrono::duration<double, std::milli>(o.step_ms);
   int64_t step = 0;
   bool draining = false;
+  Clock::time_point heard = Clock::now();  // the last step's all-reduce ended
   // Nothing half-written: when serving fails (a peer lost, a wait past its
   // deadline), every slot of this rank still holds what the placement in
   // force names -- a layer is switched only by a commit, whole -- checked
@@ -380,9 +381,15 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
     std::array<int64_t, 2> sync{routed, (!balancer.idle() || step + 1 < o.steps) ? 1 : 0};
     const auto a0 = Clock::now();
     // Every rank's Balancer connects before the first step: that one may
-    // wait for the slowest; later ones fail at the deadline (a lost peer).
-    engine->AllReduceSum(std::span<int64_t>(sync), DeadlineAfter(step == 0 ? std::chrono::milliseconds(60000)
-                                                                            : std::chrono::milliseconds(o.deadline_ms)));
+    // wait for the slowest. Later ones must complete within --deadline-ms of
+    // when this rank last heard from its peers (the previous all-reduce), so
+    // a peer lost is named within the deadline of its loss however long this
+    // rank's own work since took (commits and their checks under load).
+    const Deadline reduce_by =
+        step == 0 ? DeadlineAfter(std::chrono::seconds(60))
+                  : std::max(heard + std::chrono::milliseconds(o.deadline_ms), DeadlineAfter(std::chrono::milliseconds(10)));
+    engine->AllReduceSum(std::span<int64_t>(sync), reduce_by);
+    heard = Clock::now();
     const int64_t started = balancer.metrics().cycles_started;
     const auto c0 = Clock::now();
     balancer.Step(gpu ? gpu->stream() : nullptr);
@@ -390,8 +397,12 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
     // The engine waits for its GPU work (and the commits queued behind it).
     if (gpu) gpu->Synchronize();
     const auto g1 = Clock::now();
-    // Sync mode migrates inside the Step() that starts a cycle.
-    if (balancer.metrics().cycles_started != started) migrating = true;
+    // Sync mode migrates inside the Step() that starts a cycle (with every
+    // peer: heard from them there too).
+    if (balancer.metrics().cycles_started != started) {
+      migrating = true;
+      if (o.sync) heard = Clock::now();
+    }
     (migrating ? reduce_during : reduce_outside).push_back(Ms(c0 - a0));
     const double busy = Ms(g1 - t0 - (check_time - checks_before));
     const double call = Ms(c1 - c0 - (check_time - checks_before));
