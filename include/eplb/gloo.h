@@ -35,6 +35,12 @@ struct EPLB_EXPORT GlooOptions {
   // 127.0.0.1, loopback: every rank on this machine).
   std::string hostname;
   std::string iface;
+  // After a step fails (a timeout, or a peer's connection lost with no note
+  // of why), wait up to 250 ms for the other ranks' leave notes and name in
+  // the error those that left none: the ranks lost, e.g. every rank of a host
+  // cut off. For groups whose ranks all take part in every step (an engine's
+  // per-step group); off, a failure is reported at once naming one peer.
+  bool name_lost_peers = false;
 };
 
 // Connects the group (collective: every rank calls it with the same name and

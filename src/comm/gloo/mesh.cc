@@ -205,6 +205,7 @@ Mesh::Mesh(const GlooOptions& options, Deadline deadline) {
   rank_ = o.rank;
   size_ = o.world_size;
   name_ = o.name;
+  name_lost_peers_ = o.name_lost_peers;
   gloo::transport::tcp::attr attr;
   if (!o.iface.empty()) {
     attr.iface = o.iface;
@@ -415,7 +416,7 @@ bool Mesh::Leave(uint64_t rejoin_at, int blamed, const std::string& reason) {
 }
 
 std::string Mesh::SilentPeers() {
-  if (size_ <= 2) return "";  // the peer named is the only other rank
+  if (!name_lost_peers_ || size_ <= 2) return "";  // off, or the peer named is the only other rank
   std::vector<int> noted, silent;
   std::vector<bool> seen(size_, false);
   seen[rank_] = true;

@@ -182,6 +182,7 @@ class Mesh {
   uint64_t seq_ = 0;
   int rebuilds_ = 0;
   bool connected_once_ = false;
+  bool name_lost_peers_ = false;  // GlooOptions::name_lost_peers
 
   util::Mutex watch_mutex_;
   util::CondVar watch_cv_;
