@@ -12,6 +12,7 @@ packages=(
   python3-torch python3-venv python3-pytest python3-packaging python3-pathspec
   clang libclang-rt-14-dev
   python3-pip libssl3 zlib1g
+  iproute2 util-linux
 )
 
 missing=()

@@ -197,6 +197,10 @@ struct EPLB_EXPORT CycleReport {
   int64_t slots_changed = 0;      // every rank (committed layers)
   uint64_t bytes_moved = 0;       // over the wire, every rank (committed layers)
   uint64_t bytes_received = 0;    // over the wire, this rank
+  // bytes_moved split by BalancerConfig::ranks_per_node: between two ranks
+  // of one node, and between nodes (every rank, committed layers).
+  uint64_t bytes_within_nodes = 0;
+  uint64_t bytes_between_nodes = 0;
   double seconds = 0;            // from the handshake's end to the last commit
   double policy_seconds = 0;
   double transfer_seconds = 0;   // sum of this rank's stage times
@@ -223,6 +227,7 @@ struct EPLB_EXPORT BalancerMetrics {
   int64_t commit_waits = 0;
   double commit_wait_seconds_max = 0;
   uint64_t bytes_moved_total = 0;
+  uint64_t bytes_between_nodes_total = 0;  // of bytes_moved_total, between nodes
   CycleReport last_cycle;  // the last cycle that ended (ok or not)
   std::string last_error;  // the last failure, empty if none
 };

@@ -30,9 +30,17 @@ struct EPLB_EXPORT GlooOptions {
   std::string name = "gloo";
   // Where this rank listens: a host name or address, or a network interface.
   // Both empty: $EPLB_GLOO_IFACE / $GLOO_SOCKET_IFNAME, else
-  // $EPLB_GLOO_HOSTNAME, else 127.0.0.1 (loopback: every rank on this machine).
+  // $EPLB_GLOO_HOSTNAME, else ChooseListenAddress() (listen_address.h:
+  // $EPLB_LISTEN_ADDR, the interface that routes to a remote store, else
+  // 127.0.0.1, loopback: every rank on this machine).
   std::string hostname;
   std::string iface;
+  // After a step fails (a timeout, or a peer's connection lost with no note
+  // of why), wait up to 250 ms for the other ranks' leave notes and name in
+  // the error those that left none: the ranks lost, e.g. every rank of a host
+  // cut off. For groups whose ranks all take part in every step (an engine's
+  // per-step group); off, a failure is reported at once naming one peer.
+  bool name_lost_peers = false;
 };
 
 // Connects the group (collective: every rank calls it with the same name and

@@ -145,6 +145,24 @@ EPLB_EXPORT LayerPlan PlanLayer(const Placement& old_placement, const Placement&
 EPLB_EXPORT std::vector<LayerPlan> PlanMigration(const Placement& old_placement, const Placement& new_placement,
                                      const PlanOptions& options);
 
+// A plan's wire moves split by where they go: between two ranks of one node
+// or between nodes, nodes as PlanOptions::ranks_per_node has them (passed
+// here, so that a plan made without node preference, ranks_per_node = 0, can
+// be measured against the real nodes).
+struct EPLB_EXPORT NodeTraffic {
+  int64_t experts_within_nodes = 0;
+  int64_t experts_between_nodes = 0;
+  uint64_t bytes_within_nodes = 0;
+  uint64_t bytes_between_nodes = 0;
+  NodeTraffic& operator+=(const NodeTraffic& o);
+  friend bool operator==(const NodeTraffic&, const NodeTraffic&) = default;
+};
+
+// Counts `plan`'s wire moves (bytes: plan.bytes_per_expert each) with ranks
+// r and s on one node when r / ranks_per_node == s / ranks_per_node;
+// ranks_per_node <= 0 puts every rank on one node.
+EPLB_EXPORT NodeTraffic CountNodeTraffic(const LayerPlan& plan, int ranks_per_node);
+
 // Where one tensor of the experts lives, to turn wire moves into the
 // communicator's byte ranges. An expert may have several tensors (w1, w2,
 // w3, scales); each crosses the wire as its own Transfer.

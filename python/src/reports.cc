@@ -28,6 +28,8 @@ py::dict CycleReportDict(const CycleReport& r) {
   d["slots_changed"] = r.slots_changed;
   d["bytes_moved"] = r.bytes_moved;
   d["bytes_received"] = r.bytes_received;
+  d["bytes_within_nodes"] = r.bytes_within_nodes;
+  d["bytes_between_nodes"] = r.bytes_between_nodes;
   d["seconds"] = r.seconds;
   d["policy_seconds"] = r.policy_seconds;
   d["transfer_seconds"] = r.transfer_seconds;
@@ -56,6 +58,7 @@ py::dict MetricsDict(const BalancerMetrics& m) {
   d["commit_waits"] = m.commit_waits;
   d["commit_wait_seconds_max"] = m.commit_wait_seconds_max;
   d["bytes_moved_total"] = m.bytes_moved_total;
+  d["bytes_between_nodes_total"] = m.bytes_between_nodes_total;
   d["last_cycle"] = CycleReportDict(m.last_cycle);
   d["last_error"] = m.last_error;
   return d;

@@ -5,14 +5,15 @@
 #include <mutex>
 
 #include "bootstrap/redis_spec.h"
+#include "bootstrap/store_spec.h"
 #include "eplb/bootstrap.h"
 #include "eplb/error.h"
 
 namespace eplb {
 namespace {
 
-constexpr std::string_view kFile = "file:";
-constexpr std::string_view kRedis = "redis://";
+constexpr std::string_view kFile = bootstrap::kFileScheme;
+constexpr std::string_view kRedis = bootstrap::kRedisScheme;
 
 std::string FormatRedis(const std::string& host, int port) {
   bool v6 = host.find(':') != std::string::npos;
@@ -31,6 +32,17 @@ std::string ResolveStoreSpec(std::string_view spec, const LaunchEnv& env) {
       "no store to bootstrap through: pass a store spec (file:DIR or redis://[user[:password]@]HOST:PORT), "
       "set EPLB_STORE, or set MASTER_ADDR and MASTER_PORT to a redis-server");
 }
+
+namespace bootstrap {
+
+std::optional<RedisAddress> ParseRedisSpec(std::string_view spec) {
+  if (!IsRedisSpec(spec)) return std::nullopt;
+  // The server's address only: credentials are not looked up here.
+  const RedisSpec r = ParseRedisSpec(spec, [](const char*) -> std::optional<std::string> { return std::nullopt; });
+  return RedisAddress{r.host, r.port};
+}
+
+}  // namespace bootstrap
 
 std::shared_ptr<Store> OpenStore(std::string_view spec) {
   if (spec.substr(0, kFile.size()) == kFile) {

@@ -272,8 +272,9 @@ void Balancer::State::RunCycle(Request req) {
       live.layers_changed = static_cast<int>(changed.size());
       metrics.balancedness = live.balancedness_before;
     }
-    spdlog::info("eplb: rank {}: cycle {}: {} of {} layers change, migrating", me, req.cycle,
-                 changed.size(), cfg.num_layers);
+    // The migration starts here (what an operator, or a fault test, waits for).
+    spdlog::info("eplb: rank {}: cycle {} (step {}): {} of {} layers change; migrating", me, req.cycle,
+                 req.trigger_step, changed.size(), cfg.num_layers);
 
     for (size_t i = 0; i < changed.size(); ++i) {
       layer = changed[i];

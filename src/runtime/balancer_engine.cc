@@ -13,12 +13,16 @@ void Balancer::State::ApplyCommitLocked(const Staged& st, double seconds, int64_
   ++metrics.layers_committed;
   if (st.roll_forward) ++metrics.roll_forwards;
   metrics.bytes_moved_total += st.plan.total.bytes_received;
+  const NodeTraffic nodes = CountNodeTraffic(st.plan, cfg.ranks_per_node);
+  metrics.bytes_between_nodes_total += nodes.bytes_between_nodes;
   if (!st.roll_forward && st.cycle == live.cycle) {
     ++live.layers_committed;
     live.experts_moved += st.plan.total.experts_received;
     live.slots_changed += st.plan.total.slots_changed();
     live.bytes_moved += st.plan.total.bytes_received;
     live.bytes_received += st.plan.per_rank[me].bytes_received;
+    live.bytes_within_nodes += nodes.bytes_within_nodes;
+    live.bytes_between_nodes += nodes.bytes_between_nodes;
     live.commit_seconds_max = std::max(live.commit_seconds_max, seconds);
   }
   pending_commits.push_back(CommitEvent{st.cycle, l, at_step, seconds, st.roll_forward});

@@ -47,6 +47,9 @@ std::string FormatPrometheus(const BalancerMetrics& m) {
          "Longest wait of a step for a commit agreement (async).", m.commit_wait_seconds_max);
   metric("eplb_bytes_moved_total", "counter", "Expert bytes moved over the wire, every rank.",
          m.bytes_moved_total);
+  metric("eplb_bytes_between_nodes_total", "counter",
+         "Of the expert bytes moved, those between ranks of different nodes (ranks_per_node).",
+         m.bytes_between_nodes_total);
   const CycleReport& c = m.last_cycle;
   metric("eplb_last_cycle_ok", "gauge", "1 if the last rebalance cycle completed.", c.ok ? 1 : 0);
   metric("eplb_last_cycle_seconds", "gauge", "Wall time of the last cycle.", c.seconds);

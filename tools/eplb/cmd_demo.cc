@@ -115,9 +115,6 @@ int Launch(const DemoOptions& o, const LaunchEnv& env) {
               {"EPLB_STORE", "file:" + dir + "/store"},
               {"EPLB_RUN_ID", run_id},
               {"EPLB_JOB_TOKEN", token}};
-    // Every rank is on this machine: UCX (under NIXL) need not listen on
-    // the network interfaces, only on loopback, unless the user says otherwise.
-    if (std::getenv("UCX_NET_DEVICES") == nullptr) so.env.push_back({"UCX_NET_DEVICES", "lo"});
     if (r != 0) so.stdout_path = fmt::format("{}/rank{}.out", dir, r);
     so.stderr_path = fmt::format("{}/rank{}.log", dir, r);
     ranks.push_back(io::Process::Spawn(so));
@@ -202,6 +199,10 @@ int Launch(const DemoOptions& o, const LaunchEnv& env) {
 }
 
 int RunDemo(const DemoOptions& o) {
+  if (o.check_only) {
+    Validate(o, o.ranks);  // InvalidArgument: exit 2
+    return 0;
+  }
   const LaunchEnv env = ReadLaunchEnv();
   if (o.worker || env.from_launcher) {
     try {
@@ -260,6 +261,7 @@ EPLB_COMMAND(demo, [](CLI::App& app) -> std::function<int()> {
   cmd->add_flag("--json", o->json, "machine output: one JSON document from rank 0");
   cmd->add_flag("--no-progress", o->no_progress, "no progress line even on a terminal");
   cmd->add_flag("--keep", o->keep, "keep the run directory (store, logs)");
+  cmd->add_flag("--check-only", o->check_only, "check the options (exit 0, or 2 naming the bad one) and start nothing");
   cmd->add_flag("--worker", o->worker, "internal: run as one rank")->group("");
   return [o] { return RunDemo(*o); };
 });

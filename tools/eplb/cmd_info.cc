@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <optional>
 
@@ -14,6 +15,7 @@
 #include "eplb/detect.h"
 #include "select/detection.h"
 #include "eplb/error.h"
+#include "eplb/listen_address.h"
 #include "eplb/selection.h"
 
 namespace eplb::cli {
@@ -48,6 +50,20 @@ int RunInfo(const InfoArgs& a) {
   int gpus = gpu.cuda_driver.found() ? cuda::DeviceCount(&gpu_why) : -1;
   if (gpus < 0 && gpu.proc_gpu_count >= 0) gpu_why += fmt::format("; /proc lists {} NVIDIA GPU(s)", gpu.proc_gpu_count);
 
+  // Where a rank started with this environment would listen (a bad
+  // EPLB_LISTEN_ADDR is bad input: exit 2).
+  std::string listen;
+  try {
+    listen = ChooseListenAddress([](const char* name) -> std::optional<std::string> {
+               const char* v = std::getenv(name);
+               return v ? std::optional<std::string>(v) : std::nullopt;
+             }).Describe();
+  } catch (const InvalidArgument&) {
+    throw;
+  } catch (const Error& e) {
+    listen = std::string("none: ") + e.what();
+  }
+
   SelectionFacts facts;
   facts.nixl_available = nixl.available;
   facts.nixl_reason = nixl.reason;
@@ -75,6 +91,7 @@ int RunInfo(const InfoArgs& a) {
         {"request", {{"communicator", a.communicator}, {"elastic", a.elastic}, {"async", a.async}}},
         {"communicator", {{"name", choice.name}, {"reason", choice.reason}}},
         {"communicators", CommunicatorNames()},
+        {"listen", listen},
     };
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
@@ -97,6 +114,7 @@ int RunInfo(const InfoArgs& a) {
     for (const auto& s : nixl.searched) searched += (searched.empty() ? "" : ", ") + s;
     if (!searched.empty()) std::printf("               searched: %s\n", searched.c_str());
   }
+  std::printf("listen:        %s\n", listen.c_str());
   std::printf("request:       %s%s%s\n",
               a.communicator.empty() ? "default rule" : ("--communicator " + a.communicator).c_str(),
               a.elastic ? ", elastic EP" : "", a.async ? ", async" : "");

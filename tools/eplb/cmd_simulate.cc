@@ -66,6 +66,10 @@ struct PolicySeries {
   std::vector<double> home_share;     // [step] locality of the placement in force
   std::vector<int64_t> experts_moved; // [step] experts over the wire at the rebalance after step
   std::vector<uint64_t> bytes_moved;
+  // [step] of bytes_moved, between nodes; and what a plan that ignores
+  // nodes (senders chosen as if all ranks shared one) would send between them
+  std::vector<uint64_t> bytes_between_nodes;
+  std::vector<uint64_t> bytes_between_nodes_blind;
   std::vector<double> static_served;  // [step] first placement kept for ever
 };
 
@@ -136,6 +140,8 @@ PolicySeries Simulate(const Policy& policy, const std::vector<LoadMatrix>& loads
   PlanOptions plan_options;
   plan_options.ranks_per_node = shape.num_ranks / shape.num_nodes;
   plan_options.bytes_per_expert = bytes_per_expert;
+  PlanOptions blind = plan_options;
+  blind.ranks_per_node = 0;
   const bool has_locality = E % shape.num_groups == 0 && shape.num_ranks % shape.num_nodes == 0;
   for (size_t k = 0; k < loads.size(); ++k) {
     const Placement& in_force = k == 0 ? identity : run.placements[k - 1];
@@ -147,12 +153,18 @@ PolicySeries Simulate(const Policy& policy, const std::vector<LoadMatrix>& loads
     s.static_served.push_back(ComputeBalancedness(loads[k], run.placements[0]).mean);
     int64_t experts = 0;
     uint64_t bytes = 0;
+    NodeTraffic nodes, nodes_blind;
     for (const LayerPlan& plan : PlanMigration(in_force, run.placements[k], plan_options)) {
       experts += plan.total.experts_received;
       bytes += plan.total.bytes_received;
+      nodes += CountNodeTraffic(plan, plan_options.ranks_per_node);
     }
+    for (const LayerPlan& plan : PlanMigration(in_force, run.placements[k], blind))
+      nodes_blind += CountNodeTraffic(plan, plan_options.ranks_per_node);
     s.experts_moved.push_back(experts);
     s.bytes_moved.push_back(bytes);
+    s.bytes_between_nodes.push_back(nodes.bytes_between_nodes);
+    s.bytes_between_nodes_blind.push_back(nodes_blind.bytes_between_nodes);
   }
   return s;
 }
@@ -242,9 +254,14 @@ int RunSimulate(SimulateOptions& o) {
                                {"home_share", s.home_share},
                                {"experts_moved", s.experts_moved},
                                {"bytes_moved", s.bytes_moved},
+                               {"bytes_between_nodes", s.bytes_between_nodes},
+                               {"bytes_between_nodes_plan_ignoring_nodes", s.bytes_between_nodes_blind},
                                {"mean_served", Mean(s.served, 1)},
                                {"mean_static", Mean(s.static_served, 1)},
-                               {"total_bytes_moved", Sum(s.bytes_moved, 1)}});
+                               {"total_bytes_moved", Sum(s.bytes_moved, 1)},
+                               {"total_bytes_between_nodes", Sum(s.bytes_between_nodes, 1)},
+                               {"total_bytes_between_nodes_plan_ignoring_nodes",
+                                Sum(s.bytes_between_nodes_blind, 1)}});
   }
   if (!o.output_path.empty()) outputs.emplace_back(o.output_path, doc.dump() + "\n");
   io::WriteFilesAtomic(outputs);
@@ -268,15 +285,19 @@ int RunSimulate(SimulateOptions& o) {
                  k == 0 ? 0.0 : s.bytes_moved[k] / double(1ull << 30));
     fmt::print(" {:>14.4f}\n", series[0].static_served[k]);
   }
-  fmt::print("\n{:<12} {:>14} {:>14} {:>12} {:>14} {:>14}\n", "policy", "served (mean)",
-             "static (mean)", "home share", "experts moved", "GiB moved");
+  fmt::print("\n{:<12} {:>14} {:>14} {:>12} {:>14} {:>10} {:>14} {:>16}\n", "policy", "served (mean)",
+             "static (mean)", "home share", "experts moved", "GiB moved", "between nodes",
+             "(plan ign. nodes)");
   for (const auto& s : series)
-    fmt::print("{:<12} {:>14.4f} {:>14.4f} {:>12.4f} {:>14} {:>14.2f}\n", s.name, Mean(s.served, 1),
-               Mean(s.static_served, 1), Mean(s.home_share, 1), Sum(s.experts_moved, 1),
-               Sum(s.bytes_moved, 1) / double(1ull << 30));
+    fmt::print("{:<12} {:>14.4f} {:>14.4f} {:>12.4f} {:>14} {:>10.2f} {:>14.2f} {:>16.2f}\n", s.name,
+               Mean(s.served, 1), Mean(s.static_served, 1), Mean(s.home_share, 1), Sum(s.experts_moved, 1),
+               Sum(s.bytes_moved, 1) / double(1ull << 30), Sum(s.bytes_between_nodes, 1) / double(1ull << 30),
+               Sum(s.bytes_between_nodes_blind, 1) / double(1ull << 30));
   fmt::print("(means over windows 1..{}; window 0 is served by the identity placement;\n"
              " moves of window k are the rebalance after window k-1; the first rebalance from\n"
-             " the identity placement is not counted)\n",
+             " the identity placement is not counted; GiB between nodes: of those moved, the\n"
+             " ones between ranks of different nodes, with the plan's senders on the\n"
+             " receiver's node where one holds the expert, and with senders chosen ignoring nodes)\n",
              loads.size() - 1);
   if (!o.svg_path.empty()) fmt::print("plot: {}\n", o.svg_path);
   return 0;

@@ -46,6 +46,7 @@ struct DemoOptions {
   bool no_progress = false;
   bool keep = false;
   bool worker = false;
+  bool check_only = false;
   int timeout_s = 600;
 
   int Slots() const {

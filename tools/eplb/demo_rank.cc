@@ -11,7 +11,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -34,6 +36,7 @@
 #include "cuda/runtime.h"
 #include "demo_failure.h"
 #include "demo_gpu.h"
+#include "demo_hosts.h"
 #include "demo_options.h"
 
 namespace eplb::cli::demo {
@@ -170,6 +173,9 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
     }
   };
 
+  // Where every rank runs: the nodes the policy and the plan assume must be
+  // the hosts, where the ranks run on several.
+  const DemoHosts hosts = ExchangeHosts(*store, me, world, o.nodes, connect);
   SelectionRequest request;
   request.communicator = o.communicator;
   request.async = !o.sync;
@@ -190,6 +196,7 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
                               o.window, o.FirstRebalance(), o.interval, o.deadline_ms, o.steps,
                               o.step_ms));
     progress.Line("eplb: " + DescribeSelection(links.selection));
+    progress.Line(hosts.Describe());
     if (gpu)
       progress.Line(fmt::format("GPU: weights on GPU {} ({}) per rank; the step is {}", gpu->device(),
                                 gpu->device_name(), gpu->work_description()));
@@ -207,6 +214,7 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
   cfg.num_slots = m.slots;
   cfg.num_groups = o.groups;
   cfg.num_nodes = o.nodes;
+  cfg.ranks_per_node = o.nodes > 1 ? hosts.ranks_per_node : 0;  // the plan prefers senders on the node
   cfg.policy = o.policy;
   cfg.mode = o.sync ? BalancerMode::kSync : BalancerMode::kAsync;
   cfg.window_steps = o.window;
@@ -245,6 +253,8 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
            {"layers_committed", r.layers_committed},
            {"experts_moved", r.experts_moved},
            {"bytes_moved", r.bytes_moved},
+           {"bytes_within_nodes", r.bytes_within_nodes},
+           {"bytes_between_nodes", r.bytes_between_nodes},
            {"seconds", r.seconds},
            {"transfer_seconds", r.transfer_seconds},
            {"GBps", r.GBps()},
@@ -255,11 +265,16 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
     rebalances.push_back(j);
     if (talk)
       progress.Line(r.ok ? fmt::format("rebalance {} at step {}: balancedness {:.3f} -> {:.3f} | {} experts "
-                                       "({:.1f} MB) moved, {}/{} layers | {:.2f} s, {:.2f} GB/s | {} | "
+                                       "({:.1f} MB) moved, {}/{} layers{} | {:.2f} s, {:.2f} GB/s | {} | "
                                        "weights {}",
                                        r.cycle, r.trigger_step, r.balancedness_before,
                                        r.balancedness_after, r.experts_moved, r.bytes_moved / 1e6,
-                                       r.layers_committed, m.layers, r.seconds, r.GBps(),
+                                       r.layers_committed, m.layers,
+                                       o.nodes > 1 ? fmt::format(" | {:.1f} MB within {}, {:.1f} MB between",
+                                                                 r.bytes_within_nodes / 1e6, hosts.unit(),
+                                                                 r.bytes_between_nodes / 1e6)
+                                                   : std::string(),
+                                       r.seconds, r.GBps(),
                                        links.selection.name,
                                        gpu ? "checked on the GPU" : mismatches == before ? "verified" : "MISMATCH")
                          : fmt::format("rebalance {} at step {} FAILED: {}", r.cycle, r.trigger_step, r.error));
@@ -284,6 +299,39 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
   const auto period = std::chrono::duration<double, std::milli>(o.step_ms);
   int64_t step = 0;
   bool draining = false;
+  // Nothing half-written: when serving fails (a peer lost, a wait past its
+  // deadline), every slot of this rank still holds what the placement in
+  // force names -- a layer is switched only by a commit, whole -- checked
+  // here while the error propagates.
+  struct CheckOnFailure {
+    std::function<void()> check;
+    int exceptions = std::uncaught_exceptions();
+    ~CheckOnFailure() {
+      if (std::uncaught_exceptions() > exceptions) check();
+    }
+  } check_on_failure{[&] {
+    try {
+      const int64_t before = mismatches, checked = experts_checked;
+      auto maps = balancer.placement();
+      for (int l = 0; l < m.layers; ++l) verify_layer(*maps, l, "after the failure");
+      if (gpu) mismatches += static_cast<int64_t>(gpu->mismatches(nullptr));
+      const BalancerMetrics bm = balancer.metrics();
+      const std::string text = fmt::format(
+          "demo: failed at step {} ({}); every slot checked after the failure: {} slots, {} hold another "
+          "expert than the placement in force names",
+          step,
+          bm.cycle_in_progress ? fmt::format("a migration in flight: cycle {}, {} layers committed so far",
+                                             bm.cycles_started, bm.layers_committed)
+                               : std::string("no migration in flight"),
+          experts_checked - checked, mismatches - before);
+      if (mismatches == before)
+        spdlog::warn("{}", text);
+      else
+        spdlog::critical("{}", text);
+    } catch (const std::exception& e) {
+      spdlog::critical("demo: the check after the failure could not run: {}", e.what());
+    }
+  }};
   for (;;) {
     bool migrating = !balancer.idle();
     const auto t0 = Clock::now();
@@ -442,7 +490,13 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
     commit_ms_max = std::max(commit_ms_max, j["commit_ms_max"].get<double>());
   }
   int64_t ok_cycles = 0;
-  for (const auto& r : rebalances) ok_cycles += r["ok"].get<bool>() ? 1 : 0;
+  uint64_t moved = 0, within = 0, between = 0;  // every rebalance, every rank
+  for (const auto& r : rebalances) {
+    ok_cycles += r["ok"].get<bool>() ? 1 : 0;
+    moved += r["bytes_moved"].get<uint64_t>();
+    within += r["bytes_within_nodes"].get<uint64_t>();
+    between += r["bytes_between_nodes"].get<uint64_t>();
+  }
   const bool ok = total_mismatches == 0 && ok_cycles > 0;
   json report{{"ok", ok},
               {"communicator", links.selection.name},
@@ -456,6 +510,10 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
               {"steps", step},
               {"seconds", run_seconds},
               {"rebalances", rebalances},
+              {"hosts", hosts.ToJson()},
+              {"bytes_moved", moved},
+              {"bytes_within_nodes", within},
+              {"bytes_between_nodes", between},
               {"step_ms", {{"outside_migration", Percentiles(out)}, {"during_migration", Percentiles(d)}}},
               {"step_call_ms", {{"outside_migration", Percentiles(co)}, {"during_migration", Percentiles(cd)}}},
               {"step_call_beyond_commit_ms", Percentiles(bc)},
@@ -476,6 +534,10 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
   } else {
     progress.Line(fmt::format("{} steps in {:.1f} s on {} ranks; {} rebalances ({} failed)", step, run_seconds, world,
                               ok_cycles, rebalances.size() - ok_cycles));
+    if (o.nodes > 1)
+      progress.Line(fmt::format("moved in all: {:.1f} MB, {:.1f} MB within {} and {:.1f} MB between them ({:.1f}%)",
+                                moved / 1e6, within / 1e6, hosts.unit(), between / 1e6,
+                                moved ? 100.0 * between / moved : 0.0));
     progress.Line(gpu ? "step time, every rank (the GPU work on the engine's stream, routing, the step's "
                         "all-reduce, Step(), and waiting for the stream):"
                       : "step time, every rank (routing, expert reads, the step's all-reduce and Step()):");

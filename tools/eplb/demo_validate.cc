@@ -78,6 +78,8 @@ Model Validate(const DemoOptions& o, int world) {
                        f.load.num_experts, f.load.num_experts));
     m.base = std::move(f.load);
   }
+  if (o.nodes < 1 || world % o.nodes != 0)
+    fail(fmt::format("--nodes {} does not divide the {} ranks into nodes of equal size", o.nodes, world));
   m.slots = o.Slots();
   if (m.slots % world != 0)
     fail(fmt::format("{} slots do not split over {} ranks", m.slots, world));

@@ -13,6 +13,7 @@
 #include "comm/gloo/gloo_errors.h"
 #include "comm/gloo/pair_auth.h"
 #include "eplb/error.h"
+#include "eplb/listen_address.h"
 #include "io/sigpipe.h"
 #include "util/text.h"
 #include "wire/codec.h"
@@ -80,7 +81,8 @@ GlooOptions ResolveGlooOptions(const GlooOptions& options) {
     } else if (const char* v = Env("EPLB_GLOO_HOSTNAME")) {
       o.hostname = v;
     } else {
-      o.hostname = "127.0.0.1";
+      // EPLB_LISTEN_ADDR, the interface that routes to a remote store, or loopback.
+      o.hostname = ChooseListenAddress().address;
     }
   }
   return o;
@@ -204,6 +206,7 @@ Mesh::Mesh(const GlooOptions& options, Deadline deadline) {
   rank_ = o.rank;
   size_ = o.world_size;
   name_ = o.name;
+  name_lost_peers_ = o.name_lost_peers;
   gloo::transport::tcp::attr attr;
   if (!o.iface.empty()) {
     attr.iface = o.iface;
@@ -425,9 +428,10 @@ std::pair<std::string, int> Mesh::ExplainMissing(const std::vector<int>& missing
   return {why + notes, blamed};
 }
 
-void Mesh::Leave(uint64_t rejoin_at, int blamed, const std::string& reason) {
-  if (!context_) return;
+bool Mesh::Leave(uint64_t rejoin_at, int blamed, const std::string& reason) {
+  if (!context_) return false;
   // The note goes first: a peer that sees the closed connections reads it.
+  bool noted = true;
   try {
     store_->Set(Keys(generation_) + "left/" + std::to_string(rank_),
                 wire::Writer(wire::Kind::kLeaveNote)
@@ -437,10 +441,47 @@ void Mesh::Leave(uint64_t rejoin_at, int blamed, const std::string& reason) {
                     .Take());
   } catch (const std::exception& e) {
     spdlog::warn("gloo: rank {} could not record leaving group '{}': {}", rank_, name_, e.what());
+    noted = false;
   }
   // Callers have destroyed their ops: nothing holds the transport context
   // but this, so the connections close here, gracefully.
   context_.reset();
+  return noted;
+}
+
+std::string Mesh::SilentPeers() {
+  if (!name_lost_peers_ || size_ <= 2) return "";  // off, or the peer named is the only other rank
+  std::vector<int> noted, silent;
+  std::vector<bool> seen(size_, false);
+  seen[rank_] = true;
+  const Deadline until = DeadlineAfter(kSilentGrace);
+  for (;;) {
+    for (int p = 0; p < size_; ++p) {
+      if (seen[p]) continue;
+      try {
+        store_->Get(Keys(generation_) + "left/" + std::to_string(p), Clock::now());
+        seen[p] = true;
+        noted.push_back(p);
+      } catch (const TimeoutError&) {
+      } catch (const std::exception& e) {
+        return std::string("; the store could not be read to tell which ranks are lost: ") + e.what();
+      }
+    }
+    if (std::all_of(seen.begin(), seen.end(), [](bool b) { return b; }) || Expired(until)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  for (int p = 0; p < size_; ++p)
+    if (!seen[p]) silent.push_back(p);
+  auto list = [](const std::vector<int>& v) {
+    std::string s;
+    for (int r : v) s += (s.empty() ? "" : ", ") + std::to_string(r);
+    return s;
+  };
+  std::string out = "; within " + Ms(kSilentGrace) + " ";
+  if (!noted.empty()) out += "rank" + std::string(noted.size() > 1 ? "s " : " ") + list(noted) + " gave up too, ";
+  if (silent.empty()) return out + "every other rank gave up too";
+  return out + "rank" + (silent.size() > 1 ? "s " : " ") + list(silent) +
+         " did not (stalled, cut off or gone: the rank" + (silent.size() > 1 ? "s" : "") + " lost)";
 }
 
 std::optional<Mesh::Note> Mesh::ReadNote(int peer, Deadline deadline) {
@@ -574,8 +615,16 @@ void Mesh::Step(const char* operation, uint32_t op_code, uint64_t check, Deadlin
     std::string reason = f.timeout ? "timed out waiting for rank " + std::to_string(f.peer)
                                    : "lost its connection to rank " + std::to_string(blamed);
     reason += " in " + std::string(operation) + " (step " + std::to_string(seq) + ")";
-    Leave(seq + 1, blamed, reason);
-    if (f.timeout) throw TimeoutError("gloo", operation, detail, rank_, blamed);
+    const bool noted = Leave(seq + 1, blamed, reason);
+    if (f.timeout) {
+      // Which ranks are lost: the others of this side time out too and
+      // leave notes; the silent ones are stalled, cut off or gone.
+      detail += noted ? SilentPeers() : "; the store cannot be reached either: this rank may be the one cut off";
+      throw TimeoutError("gloo", operation, detail, rank_, blamed);
+    }
+    // A peer that died leaves no note; neither do others that died with it
+    // (a host lost): name them all.
+    if (noted && !note) detail += SilentPeers();
     throw Error("gloo", operation, detail, rank_, blamed);
   }
 }

@@ -115,6 +115,9 @@ class Ops {
 // How often the watcher looks at the processes of peers a step waits on: a
 // death is noticed within about this long.
 constexpr std::chrono::milliseconds kWatchInterval{200};
+// How long a rank whose step timed out waits for the other ranks' leave
+// notes before naming the silent ones as lost.
+constexpr std::chrono::milliseconds kSilentGrace{250};
 
 class Mesh {
  public:
@@ -166,7 +169,13 @@ class Mesh {
   // "rank 2's process (pid 41) is gone" when the peer's process is gone.
   std::optional<std::string> Gone(int peer, Deadline deadline) EXCLUDES(watch_mutex_);
   void Watch() EXCLUDES(watch_mutex_);
-  void Leave(uint64_t rejoin_at, int blamed, const std::string& reason);
+  // Writes this rank's leave note and closes the connections; false when
+  // the note could not be written (the store is unreachable).
+  bool Leave(uint64_t rejoin_at, int blamed, const std::string& reason);
+  // After a timeout: the other ranks that leave a note within kSilentGrace
+  // (they gave up too) and those that do not (the ranks lost), as text for
+  // the error.
+  std::string SilentPeers();
   std::optional<Note> ReadNote(int peer, Deadline deadline);
 
   std::shared_ptr<Store> store_;
@@ -179,6 +188,7 @@ class Mesh {
   uint64_t seq_ = 0;
   int rebuilds_ = 0;
   bool connected_once_ = false;
+  bool name_lost_peers_ = false;  // GlooOptions::name_lost_peers
 
   util::Mutex watch_mutex_;
   util::CondVar watch_cv_;

@@ -51,6 +51,7 @@
 #include "eplb/detect.h"
 #include "select/detection.h"
 #include "eplb/error.h"
+#include "eplb/listen_address.h"
 #include "wire/codec.h"
 
 namespace eplb {
@@ -243,6 +244,15 @@ class NixlCommunicator final : public Communicator {
       // between polls (a backoff sleep per fragment cut host bandwidth by
       // more than half). It only yields, and the copying is this thread's
       // work anyway (CMA copies in the reader's process_vm_readv).
+      // Peers on other hosts (TCP, RDMA: the kernel or the NIC moves the
+      // bytes; UCX's progress only has to come round) are polled with short
+      // sleeps once nothing completed for a moment: a peer cut off would
+      // otherwise keep this thread spinning until the deadline, starving the
+      // engine's own threads on a busy machine. READs from this host keep
+      // the tight loop.
+      bool any_local = false;
+      for (const auto& [p, n] : open) any_local |= SameHost(p);
+      Backoff idle = util::FastBackoff();
       Clock::time_point next_check = Clock::now() + kLivenessInterval;
       while (!open.empty()) {
         bool progressed = false;
@@ -273,7 +283,13 @@ class NixlCommunicator final : public Communicator {
           for (const auto& [p, n] : open) FailIfGone(p, "READ");
           next_check = Clock::now() + kLivenessInterval;
         }
-        if (!progressed) std::this_thread::yield();
+        if (progressed) {
+          idle = util::FastBackoff();
+        } else if (any_local) {
+          std::this_thread::yield();
+        } else {
+          idle.Sleep();
+        }
       }
     } catch (...) {
       release_all();
@@ -341,6 +357,15 @@ class NixlCommunicator final : public Communicator {
   // Throws when peer p gave up on this call (blaming the rank it names) or
   // its process is gone (blaming p). Checked every kLivenessInterval of a
   // wait: one store lookup and one /proc read per peer waited for.
+  // Whether peer p runs on this host (host name and boot id), as far as
+  // its published identity tells; unknown counts as this host.
+  bool SameHost(int p) const {
+    const auto& peer = peers_[p].process;
+    if (!peer) return true;
+    static const comm::ProcessIdentity me = comm::ThisProcess();
+    return peer->host == me.host && peer->boot_id == me.boot_id;
+  }
+
   void FailIfGone(int p, const std::string& step) {
     ThrowIfPeerGaveUp(p, step);
     PeerInfo& peer = peers_[p];
@@ -544,6 +569,7 @@ std::unique_ptr<Communicator> MakeNixlCommunicator(const CommunicatorOptions& op
   SetDefaultEnvironment("NIXL_PLUGIN_DIR", plugin_dir);
   SetDefaultEnvironment("UCX_MODULE_DIR", ucx_module_dir);
   std::string transports = comm::ChooseUcxTransports();
+  transports += "; network devices " + comm::ChooseUcxNetDevices(ChooseListenAddress());
   std::vector<std::pair<std::string, std::string>> ucx_params;
   if (const char* text = std::getenv("EPLB_NIXL_UCX_PARAMS"); text != nullptr && *text != '\0')
     ucx_params = comm::ParseUcxParams(text);  // InvalidArgument before anything is loaded

@@ -2,10 +2,13 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 
 #include "eplb/error.h"
+#include "util/mutex.h"
 
 namespace eplb::comm {
 
@@ -79,6 +82,46 @@ std::string ChooseUcxTransports() {
     return description;
   }();
   return choice;
+}
+
+std::string UcxNetDevices(const ListenAddress& listen) {
+  if (listen.interface.empty()) return "";
+  std::vector<std::string> rdma;
+  std::error_code ec;
+  for (const auto& dev : std::filesystem::directory_iterator("/sys/class/infiniband", ec)) {
+    std::error_code port_ec;
+    for (const auto& port : std::filesystem::directory_iterator(dev.path() / "ports", port_ec))
+      rdma.push_back(dev.path().filename().string() + ":" + port.path().filename().string());
+  }
+  std::sort(rdma.begin(), rdma.end());
+  std::string out = listen.interface;
+  for (const auto& d : rdma) out += "," + d;
+  return out;
+}
+
+std::string ChooseUcxNetDevices(const ListenAddress& listen) {
+  // The value eplb set last: replaced when the listen address changes (a
+  // value the user set is never touched).
+  struct Ours {
+    util::Mutex mu;
+    std::string value GUARDED_BY(mu);
+  };
+  static Ours state;
+  util::MutexLock lock(&state.mu);
+  std::string& ours = state.value;
+  const char* current = std::getenv("UCX_NET_DEVICES");
+  if (current != nullptr && *current != '\0' && ours != current)
+    return std::string("UCX_NET_DEVICES=") + current + " (set by the user)";
+  const std::string devices = UcxNetDevices(listen);
+  if (devices.empty()) {
+    if (!ours.empty()) ::unsetenv("UCX_NET_DEVICES");
+    ours.clear();
+    return "every interface (" + listen.address + " is on none)";
+  }
+  ::setenv("UCX_NET_DEVICES", devices.c_str(), /*overwrite=*/1);
+  ours = devices;
+  return devices + " (" + listen.interface + ": the listen interface" +
+         (devices != listen.interface ? "; RDMA ports" : "") + ")";
 }
 
 }  // namespace eplb::comm

@@ -20,6 +20,8 @@
 #include <utility>
 #include <vector>
 
+#include "eplb/listen_address.h"
+
 namespace eplb::comm {
 
 // What NIXL's UCX backend will use on this machine, without changing
@@ -38,6 +40,20 @@ std::string ChooseUcxTransports();
 // num_threads, ...). At most 32 entries, keys and values of at most 256
 // characters; anything else throws InvalidArgument naming the variable.
 std::vector<std::pair<std::string, std::string>> ParseUcxParams(const std::string& text);
+
+// The network devices UCX may use for a rank that listens on `listen`
+// (listen_address.h): its interface, so that UCX's TCP transport listens
+// there alone as Gloo does (by default UCX listens on every interface), and
+// every RDMA port of this host (/sys/class/infiniband/<dev>/ports/<n>, as
+// "mlx5_0:1"), which the READs should keep using. Empty when the address is
+// on no interface.
+std::string UcxNetDevices(const ListenAddress& listen);
+
+// Sets UCX_NET_DEVICES to UcxNetDevices(listen) for the process unless the
+// user set it (a value eplb set earlier is replaced), before an agent starts.
+// Returns what UCX will use: "eth0 (the listen interface)" or
+// "UCX_NET_DEVICES=... (set by the user)".
+std::string ChooseUcxNetDevices(const ListenAddress& listen);
 
 // Yama's ptrace_scope (/proc/sys/kernel/yama/ptrace_scope), -1 without Yama.
 int YamaPtraceScope();
