@@ -206,6 +206,7 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
   engine_opts.rank = me;
   engine_opts.world_size = world;
   engine_opts.name = "demo/engine";
+  engine_opts.name_lost_peers = true;  // a host lost: name all its ranks
   auto engine = ConnectGlooControlGroup(engine_opts, connect);
 
   BalancerConfig cfg;
