@@ -57,10 +57,10 @@ for fault in "${faults[@]}"; do
   dir=""
   for _ in $(seq 1 600); do
     dir=$(ls -d "$base"/eplb-demo-* 2>/dev/null | head -1 || true)
-    [ -n "$dir" ] && grep -q "layers change, migrating" "$dir/rank$victim.log" 2>/dev/null && break
+    [ -n "$dir" ] && grep -q "layers change; migrating" "$dir/rank$victim.log" 2>/dev/null && break
     sleep 0.05
   done
-  if [ -z "$dir" ] || ! grep -q "layers change, migrating" "$dir/rank$victim.log" 2>/dev/null; then
+  if [ -z "$dir" ] || ! grep -q "layers change; migrating" "$dir/rank$victim.log" 2>/dev/null; then
     echo "demo_faults: $fault: rank $victim never started migrating" >&2
     kill "$launcher" 2>/dev/null || true
     status=1

@@ -94,10 +94,10 @@ FaultRun RunWithFault(int signal, std::chrono::milliseconds stop_for) {
     for (const auto& e : std::filesystem::directory_iterator(tmp))
       if (e.path().filename().string().rfind("eplb-demo-", 0) == 0)
         log = e.path().string() + "/rank" + std::to_string(kVictim) + ".log";
-    if (!log.empty() && Slurp(log).find("layers change, migrating") != std::string::npos) break;
+    if (!log.empty() && Slurp(log).find("layers change; migrating") != std::string::npos) break;
     std::this_thread::sleep_for(10ms);
   }
-  EXPECT_NE(Slurp(log).find("layers change, migrating"), std::string::npos) << "no migration began";
+  EXPECT_NE(Slurp(log).find("layers change; migrating"), std::string::npos) << "no migration began";
   std::this_thread::sleep_for(100ms);
   const pid_t victim = RankPid(launcher.pid(), kVictim);
   EXPECT_GT(victim, 0) << "rank " << kVictim << "'s process not found";
