@@ -50,6 +50,7 @@
 #include "io/process.h"
 #include "demo/fingerprint.h"
 #include "cuda/runtime.h"
+#include "demo_elastic.h"
 #include "demo_failure.h"
 #include "demo_gpu.h"
 #include "demo_options.h"
@@ -104,21 +105,36 @@ int Launch(const DemoOptions& o, const LaunchEnv& env) {
   // fresh one. Only the ranks get it, in their environment, which other
   // users cannot read (/proc/<pid>/environ is the owner's alone).
   const std::string token = env.job_token.empty() ? GenerateJobToken() : env.job_token;
-  std::vector<io::Process> ranks;
-  for (int r = 0; r < o.ranks; ++r) {
+  const int capacity = o.Capacity();
+  std::vector<io::Process> ranks(capacity);
+  auto spawn = [&](int r) {
     io::SpawnOptions so;
     so.argv = argv;
     so.env = {{"RANK", std::to_string(r)},
-              {"WORLD_SIZE", std::to_string(o.ranks)},
+              {"WORLD_SIZE", std::to_string(capacity)},
               {"LOCAL_RANK", std::to_string(r)},
-              {"LOCAL_WORLD_SIZE", std::to_string(o.ranks)},
+              {"LOCAL_WORLD_SIZE", std::to_string(capacity)},
               {"EPLB_STORE", "file:" + dir + "/store"},
               {"EPLB_RUN_ID", run_id},
               {"EPLB_JOB_TOKEN", token}};
     if (r != 0) so.stdout_path = fmt::format("{}/rank{}.out", dir, r);
     so.stderr_path = fmt::format("{}/rank{}.log", dir, r);
-    ranks.push_back(io::Process::Spawn(so));
-  }
+    ranks[r] = io::Process::Spawn(so);
+  };
+  for (int r = 0; r < o.ranks; ++r) spawn(r);
+  // The control plane of a membership event (demo_elastic.h): when the
+  // announcer reaches the step, the launcher kills the rank or starts the
+  // joiner, and records when.
+  const demo::ElasticEvent event = demo::ElasticEvent::From(o);
+  using EventKind = demo::ElasticEvent::Kind;
+  LaunchEnv store_env;
+  store_env.run_id = run_id;
+  store_env.job_token = token;  // the ranks write under the token's keys
+  store_env.store_spec = "file:" + dir + "/store";
+  std::shared_ptr<Store> run_store;
+  bool acted = event.kind == EventKind::kNone || event.kind == EventKind::kLeave;
+  std::vector<bool> started(capacity, false), expected_end(capacity, false);
+  for (int r = 0; r < o.ranks; ++r) started[r] = true;
   // Ranks that fail exit on their own (every wait has a deadline); this
   // bound only catches the unexpected.
   const Deadline deadline = DeadlineAfter(std::chrono::seconds(o.timeout_s + 120));
@@ -126,14 +142,30 @@ int Launch(const DemoOptions& o, const LaunchEnv& env) {
   // deadline and report; they get twice that and 5 s more, then are killed
   // (a rank stopped for good would otherwise hold the launcher to --timeout).
   const auto grace = 2 * std::chrono::milliseconds(o.deadline_ms) + 5s;
-  std::vector<std::optional<io::ExitStatus>> done(o.ranks);
-  std::vector<std::string> notes(o.ranks);
+  std::vector<std::optional<io::ExitStatus>> done(capacity);
+  std::vector<std::string> notes(capacity);
   std::optional<Clock::time_point> first_failure;
   int first_failed = -1;
   for (;;) {
+    if (!acted && !first_failure) {
+      if (!run_store) run_store = OpenRunStore("", store_env);
+      if (const auto step = demo::PollReached(*run_store)) {
+        const int r = event.rank;
+        if (event.kind == EventKind::kKill) {
+          done[r] = ranks[r].Kill();
+          expected_end[r] = true;
+          notes[r] = fmt::format("killed by the launcher at step {} (--kill-rank)", *step);
+        } else {
+          spawn(r);
+          started[r] = true;
+        }
+        demo::RecordEvent(*run_store, *step, Clock::now());
+        acted = true;
+      }
+    }
     bool running = false;
-    for (int r = 0; r < o.ranks; ++r) {
-      if (done[r]) continue;
+    for (int r = 0; r < capacity; ++r) {
+      if (done[r] || !started[r]) continue;
       done[r] = ranks[r].Wait(Clock::now());
       if (!done[r]) {
         running = true;
@@ -145,8 +177,8 @@ int Launch(const DemoOptions& o, const LaunchEnv& env) {
     if (!running) break;
     const bool late = first_failure && Clock::now() - *first_failure > grace;
     if (late || Expired(deadline)) {
-      for (int r = 0; r < o.ranks; ++r) {
-        if (done[r]) continue;
+      for (int r = 0; r < capacity; ++r) {
+        if (done[r] || !started[r]) continue;
         done[r] = ranks[r].Kill();
         notes[r] = late ? fmt::format("killed by the launcher, still running {:.1f} s after rank {} failed: "
                                       "stalled?",
@@ -161,9 +193,15 @@ int Launch(const DemoOptions& o, const LaunchEnv& env) {
   bool all_ok = true;
   std::vector<io::ExitStatus> statuses;
   std::vector<std::string> failures;
-  for (int r = 0; r < o.ranks; ++r) {
+  if (!acted) {
+    all_ok = false;
+    failures.push_back(fmt::format("the ranks ended before the membership event ({} at step {})", event.name(),
+                                   event.at));
+  }
+  for (int r = 0; r < capacity; ++r) {
+    if (!started[r]) continue;
     statuses.push_back(*done[r]);
-    if (!done[r]->ok()) {
+    if (!done[r]->ok() && !expected_end[r]) {
       all_ok = false;
       failures.push_back(fmt::format("rank {}: {}", r, done[r]->Describe()));
     }
@@ -172,18 +210,14 @@ int Launch(const DemoOptions& o, const LaunchEnv& env) {
     // Every rank's own record of why it failed, read from the run's store.
     std::string verdict;
     try {
-      LaunchEnv env;
-      env.run_id = run_id;
-      env.job_token = token;  // the ranks wrote under the token's keys
-      env.store_spec = "file:" + dir + "/store";
-      verdict = demo::DescribeFailures(*OpenRunStore("", env), statuses, notes);
+      verdict = demo::DescribeFailures(*OpenRunStore("", store_env), statuses, notes);
       if (verdict.empty()) verdict = fmt::format("eplb demo: FAILED: {}\n", fmt::join(failures, "; "));
     } catch (const std::exception& e) {
       verdict = fmt::format("eplb demo: FAILED: {} (the ranks' records cannot be read: {})\n",
                             fmt::join(failures, "; "), e.what());
     }
     std::fprintf(stderr, "%s", verdict.c_str());
-    for (int r = 0; r < o.ranks; ++r)
+    for (int r = 0; r < capacity; ++r)
       std::fprintf(stderr, "--- rank %d (%s/rank%d.log), last lines:%s\n", r, dir.c_str(), r,
                    Tail(fmt::format("{}/rank{}.log", dir, r), 8).c_str());
     std::fprintf(stderr, "eplb demo: logs kept in %s\n", dir.c_str());
@@ -205,6 +239,9 @@ int RunDemo(const DemoOptions& o) {
   }
   const LaunchEnv env = ReadLaunchEnv();
   if (o.worker || env.from_launcher) {
+    if (o.elastic() && !o.worker)
+      throw InvalidArgument("demo: --kill-rank, --leave-rank and --join-at need the demo's own launcher (it is the "
+                            "control plane that kills and starts ranks)");
     try {
       return RunRank(o, env);
     } catch (const InvalidArgument&) {
@@ -262,6 +299,13 @@ EPLB_COMMAND(demo, [](CLI::App& app) -> std::function<int()> {
   cmd->add_flag("--no-progress", o->no_progress, "no progress line even on a terminal");
   cmd->add_flag("--keep", o->keep, "keep the run directory (store, logs)");
   cmd->add_flag("--check-only", o->check_only, "check the options (exit 0, or 2 naming the bad one) and start nothing");
+  cmd->add_option("--kill-rank", o->kill_rank, "membership event: the launcher kills this rank's process ...");
+  cmd->add_option("--kill-at", o->kill_at, "... when it reaches this step; the others carry on without it");
+  cmd->add_option("--leave-rank", o->leave_rank, "membership event: this rank leaves gracefully ...");
+  cmd->add_option("--leave-at", o->leave_at, "... at this step (or the first after it with no migration in flight)");
+  cmd->add_option("--join-at", o->join_at,
+                  "membership event: the launcher starts one more rank at this step (or the first after it with no "
+                  "migration in flight), which joins with empty slots");
   cmd->add_flag("--worker", o->worker, "internal: run as one rank")->group("");
   return [o] { return RunDemo(*o); };
 });

@@ -48,11 +48,26 @@ struct DemoOptions {
   bool worker = false;
   bool check_only = false;
   int timeout_s = 600;
+  // One membership event while serving (demo_elastic.h); -1: none.
+  int kill_rank = -1;
+  int64_t kill_at = -1;
+  int leave_rank = -1;
+  int64_t leave_at = -1;
+  int64_t join_at = -1;
 
+  bool elastic() const { return kill_rank >= 0 || leave_rank >= 0 || join_at >= 0; }
+  // Processes of the run: the ranks, and the one that joins.
+  int Capacity() const { return ranks + (join_at >= 0 ? 1 : 0); }
+  // Members at the smallest: after a kill or a leave, one fewer.
+  int FewestMembers() const { return ranks - (kill_rank >= 0 || leave_rank >= 0 ? 1 : 0); }
+  // Slots of the initial membership. Default: experts + experts / 8 over
+  // the fewest members (slots per rank stay fixed when the group changes),
+  // times the ranks.
   int Slots() const {
     if (slots > 0) return slots;
     const int want = experts + std::max(1, experts / 8);
-    return (want + ranks - 1) / ranks * ranks;
+    const int fewest = std::max(1, FewestMembers());
+    return (want + fewest - 1) / fewest * ranks;
   }
   int FirstRebalance() const { return first > 0 ? first : std::min(window, interval); }
 };

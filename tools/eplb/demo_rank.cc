@@ -25,6 +25,8 @@
 #include "eplb/balancer.h"
 #include "eplb/bootstrap.h"
 #include "eplb/command.h"
+#include "eplb/elastic.h"
+#include "eplb/membership.h"
 #include "eplb/error.h"
 #include "eplb/gloo.h"
 #include "eplb/policy.h"
@@ -34,6 +36,7 @@
 #include "io/process.h"
 #include "demo/fingerprint.h"
 #include "cuda/runtime.h"
+#include "demo_elastic.h"
 #include "demo_failure.h"
 #include "demo_gpu.h"
 #include "demo_hosts.h"
@@ -92,12 +95,25 @@ class Progress {
 
 
 int RunRank(const DemoOptions& o, const LaunchEnv& env) {
-  const int me = env.rank, world = env.world_size;
+  const int me = env.rank, capacity = env.world_size;
   // Logs go to stderr (a file per rank when the demo starts the ranks);
   // stdout carries rank 0's report.
   spdlog::set_default_logger(spdlog::stderr_color_mt("demo"));
   spdlog::set_pattern(fmt::format("[%H:%M:%S.%e] [rank {}] [%l] %v", me));
+  // A membership event (demo_elastic.h): the first members are every
+  // process but the one that joins later.
+  const ElasticEvent event = ElasticEvent::From(o);
+  using EventKind = ElasticEvent::Kind;
+  if (o.elastic() && capacity != o.Capacity())
+    throw InvalidArgument(fmt::format("demo: {} processes for a run of {} (the demo's launcher starts them)", capacity,
+                                      o.Capacity()));
+  const int world = event.kind == EventKind::kJoin ? capacity - 1 : capacity;
+  const bool joiner = event.kind == EventKind::kJoin && me == event.rank;
   const Model m = Validate(o, world);
+  // Who serves: generation 0 is ranks [0, world); this rank's group rank is
+  // its position (-1 while it is not a member).
+  Membership members = Membership::All(world);
+  int index = members.index_of(me), size = world;
   const bool talk = me == 0 && !o.json;
   Progress progress(talk && !o.no_progress && isatty(STDOUT_FILENO));
   auto store = OpenRunStore("", env);
@@ -132,7 +148,8 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
       if (p == nullptr) throw Error("demo", "allocate", fmt::format("{} bytes of expert weights", bytes), me);
       buffers[l].push_back({p, bytes});
       weights[l].tensors.push_back({MemoryRegion{p, bytes, MemoryKind::kHost, -1}, m.tensor_bytes[t], 0});
-      for (int i = 0; i < m.spr; ++i)
+      if (joiner) std::memset(p, 0, bytes);  // empty slots: the change fills them
+      for (int i = 0; i < m.spr && !joiner; ++i)
         runtime::FillFingerprint(p + m.tensor_bytes[t] * i, m.tensor_bytes[t], l,
                                  initial.expert_at(l, me * m.spr + i), static_cast<int>(t));
     }
@@ -157,7 +174,7 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
       return;
     }
     for (int i = 0; i < m.spr; ++i) {
-      const int e = p.expert_at(l, me * m.spr + i);
+      const int e = p.expert_at(l, index * m.spr + i);
       for (size_t t = 0; t < m.tensor_bytes.size(); ++t) {
         const int64_t bad = runtime::FindFingerprintMismatch(slot_ptr(l, t, i), m.tensor_bytes[t], l, e,
                                                              static_cast<int>(t));
@@ -165,7 +182,7 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
           ++mismatches;
           spdlog::error("demo: {}: MoE layer {} slot {} should hold expert {} but byte {} of tensor {} "
                         "differs",
-                        when, l, me * m.spr + i, e, bad, t);
+                        when, l, index * m.spr + i, e, bad, t);
           break;
         }
       }
@@ -175,39 +192,11 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
 
   // Where every rank runs: the nodes the policy and the plan assume must be
   // the hosts, where the ranks run on several.
-  const DemoHosts hosts = ExchangeHosts(*store, me, world, o.nodes, connect);
+  // A process that joins later finds the others' hosts in the report only.
+  const DemoHosts hosts = joiner ? DemoHosts{} : ExchangeHosts(*store, me, world, o.nodes, connect);
   SelectionRequest request;
   request.communicator = o.communicator;
   request.async = !o.sync;
-  BalancerLinks links = MakeBalancerLinks(store, me, world, request, connect, gpu ? gpu->device() : -1);
-  if (talk) {
-    progress.Line(fmt::format("eplb demo: {} ranks, {} mode", world, o.sync ? "sync" : "async"));
-    progress.Line(fmt::format(
-        "model: {} MoE layers x {} experts -> {} slots ({} per rank), {} groups; {:.1f} KiB per expert in "
-        "3 tensors; {:.1f} MB of expert weights per rank",
-        m.layers, m.experts, m.slots, m.spr, o.groups, o.expert_bytes / 1024.0,
-        double(m.spr) * m.layers * o.expert_bytes / 1e6));
-    progress.Line(fmt::format(
-        "load: {}, hot experts drift by one every {} steps; {} tokens x top-{} per rank per step",
-        o.load_path.empty() ? fmt::format("synthetic Zipf({})", o.skew) : o.load_path, o.drift, o.tokens,
-        o.top_k));
-    progress.Line(fmt::format("rebalance: window {} steps, first at step {}, then every {} steps; "
-                              "deadline {} ms; {} steps of {} ms",
-                              o.window, o.FirstRebalance(), o.interval, o.deadline_ms, o.steps,
-                              o.step_ms));
-    progress.Line("eplb: " + DescribeSelection(links.selection));
-    progress.Line(hosts.Describe());
-    if (gpu)
-      progress.Line(fmt::format("GPU: weights on GPU {} ({}) per rank; the step is {}", gpu->device(),
-                                gpu->device_name(), gpu->work_description()));
-  }
-  GlooOptions engine_opts;
-  engine_opts.store = store;
-  engine_opts.rank = me;
-  engine_opts.world_size = world;
-  engine_opts.name = "demo/engine";
-  engine_opts.name_lost_peers = true;  // a host lost: name all its ranks
-  auto engine = ConnectGlooControlGroup(engine_opts, connect);
 
   BalancerConfig cfg;
   cfg.num_layers = m.layers;
@@ -226,27 +215,89 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
   cfg.connect_timeout = connect_timeout;
   cfg.staging_layers = o.staging;
   cfg.commit_lead_steps = o.lead;
-  Balancer balancer(links, weights, cfg, initial);
+
+  // One generation's groups: the balancer's links and the engine's step
+  // group over the members (group rank = position), keys of their own after
+  // a membership change, and a Balancer over them from `placement`.
+  std::unique_ptr<ControlGroup> engine;
+  std::unique_ptr<Balancer> balancer;
+  Selection selection;
+  json elastic;  // the membership event's figures (the report's "membership")
+  bool changed = false, announced = false;
+  int64_t step_offset = 0, cycle_offset = 0;  // where this generation's Balancer began
+  json rebalances = json::array();
+  std::function<void()> attach_callbacks;  // set below, once the callbacks exist
+  auto serve = [&](const Placement& placement, int64_t from_step, Deadline by) {
+    const int64_t gen = members.generation;
+    auto gstore = gen == 0 ? store : MakePrefixStore(store, fmt::format("demo/g{}/", gen));
+    BalancerLinks links = MakeBalancerLinks(gstore, index, size, request, by, gpu ? gpu->device() : -1);
+    selection = links.selection;
+    GlooOptions engine_opts;
+    engine_opts.store = gstore;
+    engine_opts.rank = index;
+    engine_opts.world_size = size;
+    engine_opts.name = "demo/engine";
+    engine_opts.name_lost_peers = true;  // a host lost: name all its ranks
+    engine = ConnectGlooControlGroup(engine_opts, by);
+    BalancerConfig c = cfg;
+    c.num_slots = size * m.spr;
+    if (from_step > 0) {  // a new Balancer counts its steps from 0: a fresh window first
+      c.first_rebalance_step = o.window;
+      c.last_rebalance_step = std::max<int64_t>(1, o.steps - from_step);
+    }
+    balancer = std::make_unique<Balancer>(links, weights, c, placement);
+    step_offset = from_step;
+    cycle_offset = static_cast<int64_t>(rebalances.size());
+    if (attach_callbacks) attach_callbacks();
+  };
+  if (!joiner) serve(initial, 0, connect);
+  if (talk) {
+    progress.Line(fmt::format("eplb demo: {} ranks, {} mode", world, o.sync ? "sync" : "async"));
+    progress.Line(fmt::format(
+        "model: {} MoE layers x {} experts -> {} slots ({} per rank), {} groups; {:.1f} KiB per expert in "
+        "3 tensors; {:.1f} MB of expert weights per rank",
+        m.layers, m.experts, m.slots, m.spr, o.groups, o.expert_bytes / 1024.0,
+        double(m.spr) * m.layers * o.expert_bytes / 1e6));
+    progress.Line(fmt::format(
+        "load: {}, hot experts drift by one every {} steps; {} tokens x top-{} per rank per step",
+        o.load_path.empty() ? fmt::format("synthetic Zipf({})", o.skew) : o.load_path, o.drift, o.tokens,
+        o.top_k));
+    progress.Line(fmt::format("rebalance: window {} steps, first at step {}, then every {} steps; "
+                              "deadline {} ms; {} steps of {} ms",
+                              o.window, o.FirstRebalance(), o.interval, o.deadline_ms, o.steps,
+                              o.step_ms));
+    progress.Line("eplb: " + DescribeSelection(selection));
+    progress.Line(hosts.Describe());
+    if (event.kind != EventKind::kNone)
+      progress.Line(event.kind == EventKind::kJoin
+                        ? fmt::format("membership: a new process (rank {}) joins at step {}", event.rank, event.at)
+                        : fmt::format("membership: rank {} {} at step {}", event.rank,
+                                      event.kind == EventKind::kKill ? "is killed" : "leaves", event.at));
+    if (gpu)
+      progress.Line(fmt::format("GPU: weights on GPU {} ({}) per rank; the step is {}", gpu->device(),
+                                gpu->device_name(), gpu->work_description()));
+  }
 
   // Time spent checking inside the balancer's callbacks: not engine time.
   Clock::duration check_time{};
-  json rebalances = json::array();
   double commit_ms_in_step = 0;  // the commit copies of the current Step()
-  balancer.set_on_commit([&](const CommitEvent& e) {
+  const auto on_commit = [&](const CommitEvent& e) {
     commit_ms_in_step += e.copy_seconds * 1e3;
     const auto t = Clock::now();
-    verify_layer(*balancer.placement(), e.layer, "after a commit", /*full=*/false);
+    verify_layer(*balancer->placement(), e.layer, "after a commit", /*full=*/false);
     check_time += Clock::now() - t;
-  });
-  balancer.set_on_cycle([&](const CycleReport& r) {
+  };
+  const auto on_cycle = [&](const CycleReport& r) {
     const auto t = Clock::now();
-    auto maps = balancer.placement();
+    auto maps = balancer->placement();
     const int64_t before = mismatches;
     for (int l = 0; l < m.layers; ++l) verify_layer(*maps, l, "after a rebalance", /*full=*/false);
     check_time += Clock::now() - t;
-    json j{{"cycle", r.cycle},
-           {"trigger_step", r.trigger_step},
-           {"end_step", r.end_step},
+    // A generation's Balancer counts its cycles and steps from 0: the run's.
+    const int64_t cycle = r.cycle + cycle_offset, trigger_step = r.trigger_step + step_offset;
+    json j{{"cycle", cycle},
+           {"trigger_step", trigger_step},
+           {"end_step", r.end_step + step_offset},
            {"ok", r.ok},
            {"balancedness_before", r.balancedness_before},
            {"balancedness_after", r.balancedness_after},
@@ -262,13 +313,16 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
            {"commit_ms_max", r.commit_seconds_max * 1e3},
            {"verified", mismatches == before}};
     if (gpu) j["verified"] = "on the GPU, counted at the end";
+    if (changed) j["generation"] = members.generation;
+    if (changed && r.ok && !elastic.contains("balancedness_after_next_rebalance"))
+      elastic["balancedness_after_next_rebalance"] = r.balancedness_after;
     if (!r.ok) j["error"] = r.error;
     rebalances.push_back(j);
     if (talk)
       progress.Line(r.ok ? fmt::format("rebalance {} at step {}: balancedness {:.3f} -> {:.3f} | {} experts "
                                        "({:.1f} MB) moved, {}/{} layers{} | {:.2f} s, {:.2f} GB/s | {} | "
                                        "weights {}",
-                                       r.cycle, r.trigger_step, r.balancedness_before,
+                                       cycle, trigger_step, r.balancedness_before,
                                        r.balancedness_after, r.experts_moved, r.bytes_moved / 1e6,
                                        r.layers_committed, m.layers,
                                        o.nodes > 1 ? fmt::format(" | {:.1f} MB within {}, {:.1f} MB between",
@@ -276,10 +330,15 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
                                                                  r.bytes_between_nodes / 1e6)
                                                    : std::string(),
                                        r.seconds, r.GBps(),
-                                       links.selection.name,
+                                       selection.name,
                                        gpu ? "checked on the GPU" : mismatches == before ? "verified" : "MISMATCH")
-                         : fmt::format("rebalance {} at step {} FAILED: {}", r.cycle, r.trigger_step, r.error));
-  });
+                         : fmt::format("rebalance {} at step {} FAILED: {}", cycle, trigger_step, r.error));
+  };
+  attach_callbacks = [&] {
+    balancer->set_on_commit(on_commit);
+    balancer->set_on_cycle(on_cycle);
+  };
+  if (balancer) attach_callbacks();
 
   SyntheticLoadOptions lo;
   lo.num_layers = m.layers;
@@ -311,12 +370,13 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
       if (std::uncaught_exceptions() > exceptions) check();
     }
   } check_on_failure{[&] {
+    if (!balancer) return;  // between generations: the change's own error says what holds
     try {
       const int64_t before = mismatches, checked = experts_checked;
-      auto maps = balancer.placement();
+      auto maps = balancer->placement();
       for (int l = 0; l < m.layers; ++l) verify_layer(*maps, l, "after the failure");
       if (gpu) mismatches += static_cast<int64_t>(gpu->mismatches(nullptr));
-      const BalancerMetrics bm = balancer.metrics();
+      const BalancerMetrics bm = balancer->metrics();
       const std::string text = fmt::format(
           "demo: failed at step {} ({}); every slot checked after the failure: {} slots, {} hold another "
           "expert than the placement in force names",
@@ -333,16 +393,103 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
       spdlog::critical("demo: the check after the failure could not run: {}", e.what());
     }
   }};
+
+  // The membership event (demo_elastic.h): the old generation's groups end,
+  // ChangeMembership fills every slot of the new one (from surviving
+  // replicas, else from the source: the fingerprints regenerated), every
+  // slot is checked, and the new generation serves. False: this process
+  // serves no more (it left).
+  auto change_membership = [&](const MembershipChangeRequest& req, Clock::time_point since) {
+    Placement in_force;
+    double before_event = std::numeric_limits<double>::quiet_NaN();
+    if (balancer) {
+      in_force = *balancer->placement();
+      before_event = balancer->metrics().balancedness;
+    }
+    balancer.reset();
+    engine.reset();
+    MembershipChangeOptions mo;
+    mo.name = "demo/elastic";
+    mo.policy = o.policy;
+    mo.capacity = capacity;
+    mo.slots_per_rank = m.spr;
+    mo.num_groups = o.groups;
+    mo.communicator = request;
+    mo.deadline = connect_timeout + deadline;  // a joiner's start and every layer's weights
+    const WeightSource source = [](int l, int e, int t, const MemoryRegion& dst) {
+      runtime::FillFingerprint(static_cast<uint8_t*>(dst.base), dst.bytes, l, e, t);
+    };
+    const LoadMatrix window = joiner ? LoadMatrix(m.layers, m.experts) : load.Expected(step);
+    const MembershipChangeResult r =
+        ChangeMembership(store, me, joiner ? Membership{} : members, in_force, window, req, weights, source, mo);
+    elastic = json{{"event", event.name()},
+                   {"rank", event.rank},
+                   {"at_step", event.at},
+                   {"changed_at_step", step},
+                   {"generation", r.after.generation},
+                   {"members", r.after.ranks},
+                   {"lost", r.lost},
+                   {"experts_from_source", r.experts_from_source},
+                   {"bytes_from_source", r.bytes_from_source},
+                   {"experts_over_wire", r.experts_over_wire},
+                   {"bytes_over_wire", r.bytes_over_wire},
+                   {"balancedness_before_event", before_event},
+                   {"balancedness_live_slots_before_change", r.balancedness_before},
+                   {"balancedness_after_change", r.balancedness_after},
+                   {"change_seconds", r.seconds},
+                   {"communicator", r.communicator}};
+    if (!r.serves) {
+      spdlog::info("demo: rank {} left at step {}: {}; {} experts sent", me, step, r.after.Describe(),
+                   r.experts_over_wire);
+      return false;
+    }
+    members = r.after;
+    index = members.index_of(me);
+    size = members.size();
+    // Every slot holds what the new placement names, and every expert has a
+    // slot: the maps name live members only.
+    const int64_t bad_before = mismatches;
+    for (int l = 0; l < m.layers; ++l) verify_layer(r.placement, l, "after the membership change");
+    for (int l = 0; l < m.layers; ++l)
+      for (int e = 0; e < m.experts; ++e)
+        if (r.placement.replicas(l, e) < 1) {
+          ++mismatches;
+          spdlog::error("demo: expert {} of MoE layer {} has no slot after the membership change", e, l);
+        }
+    serve(r.placement, step, DeadlineAfter(connect_timeout));
+    elastic["served_again_seconds"] = std::chrono::duration<double>(Clock::now() - since).count();
+    elastic["verified"] = mismatches == bad_before;
+    changed = true;
+    spdlog::info("demo: step {}: {}: every expert served again {:.3f} s after the {}; {} experts from the source, {} "
+                 "over the wire; slots checked: {}",
+                 step, members.Describe(), elastic["served_again_seconds"].get<double>(), event.name(),
+                 r.experts_from_source, r.experts_over_wire, mismatches == bad_before ? "ok" : "MISMATCH");
+    return true;
+  };
+  auto launcher_time = [](const EventRecord& rec) {
+    return Clock::time_point(std::chrono::duration_cast<Clock::duration>(std::chrono::nanoseconds(rec.when_ns)));
+  };
+  if (joiner) {
+    // Started by the launcher once the members reached the step: join them.
+    const EventRecord rec = WaitEvent(*store, me, connect);
+    step = rec.step;
+    change_membership({{}, {}, {me}}, launcher_time(rec));
+  }
+
   for (;;) {
-    bool migrating = !balancer.idle();
+    if (event.kind == EventKind::kKill && me == event.rank && step >= event.at && !announced) {
+      AnnounceReached(*store, step);  // the launcher kills this process now
+      announced = true;
+    }
+    bool migrating = !balancer->idle();
     const auto t0 = Clock::now();
     const auto checks_before = check_time;
-    auto maps = balancer.placement();
+    auto maps = balancer->placement();
     if (gpu) gpu->LaunchWork();
     int64_t routed = 0;
     for (int l = 0; l < m.layers; ++l) {
       load.Counts(step, me, l, counts);
-      balancer.RecordLoad(l, counts);
+      balancer->RecordLoad(l, counts);
       // Route: expert e's tokens spread over its replicas as an engine's
       // router would; this rank computes for its own slots (the tokens of
       // every rank land there in a real engine; this rank's share stands in).
@@ -352,7 +499,7 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
         const int32_t* slots = maps->log2phy.data() + (static_cast<size_t>(l) * m.experts + e) * maps->max_replicas;
         for (int k = 0; k < n; ++k) {
           const int slot = slots[k];
-          if (slot / m.spr != me) continue;
+          if (slot / m.spr != index) continue;
           slot_tokens[slot % m.spr] += counts[e] / n + (k < counts[e] % n ? 1 : 0);
         }
       }
@@ -370,20 +517,22 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
       }
       for (int i = 0; i < m.spr; ++i) {
         if (slot_tokens[i] == 0) continue;
-        const int e = maps->expert_at(l, me * m.spr + i);
+        const int e = maps->expert_at(l, index * m.spr + i);
         uint64_t first;
         std::memcpy(&first, slot_ptr(l, 0, i), 8);
         checksum += first;
         if (first != runtime::FingerprintWord(l, e, 0, 0)) {
           ++mismatches;
           spdlog::error("demo: step {}: routed to slot {} of MoE layer {} for expert {}, which it does not hold",
-                        step, me * m.spr + i, l, e);
+                        step, index * m.spr + i, l, e);
         }
       }
     }
     // The dispatch all-to-all of an EP engine keeps ranks in step; here an
     // all-reduce of (tokens, busy) does, and tells every rank when all are done.
-    std::array<int64_t, 2> sync{routed, (!balancer.idle() || step + 1 < o.steps) ? 1 : 0};
+    // (tokens, busy, ranks with a migration in flight)
+    std::array<int64_t, 3> sync{routed, (!balancer->idle() || step + 1 < o.steps) ? 1 : 0,
+                                balancer->idle() ? 0 : 1};
     const auto a0 = Clock::now();
     // The run's deadline, from entering it; but a step whose Step() already
     // waited long (a late commit agreement) gets what is left of deadline +
@@ -391,20 +540,42 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
     // within deadline + 1 s.
     const Deadline step_by =
         std::min(a0 + deadline, std::max(t0 + deadline + 500ms, a0 + 100ms));
+    bool peer_lost = false;
     try {
       engine->AllReduceSum(std::span<int64_t>(sync), step_by);
     } catch (const Error& e) {
-      FailEngineStep(*store, me, world, step, e, deadline);
+      if (event.kind != EventKind::kKill || changed) FailEngineStep(*store, me, size, step, e, deadline);
+      // The control plane (the launcher) says which rank it stopped.
+      spdlog::warn("demo: step {}: the engine's step failed: {}", step, e.what());
+      peer_lost = true;
     }
-    const int64_t started = balancer.metrics().cycles_started;
+    if (peer_lost) {
+      const EventRecord rec = WaitEvent(*store, me, DeadlineAfter(deadline + 5s));
+      spdlog::info("demo: step {}: the launcher killed rank {} at step {}: changing the membership", step,
+                   event.rank, rec.step);
+      change_membership({{event.rank}, {}, {}}, launcher_time(rec));
+      continue;  // the failed step again, in the new generation
+    }
+    // Leave and join: every rank at the first step past the event's with no
+    // migration in flight anywhere, before Step() could start one.
+    if (!changed && (event.kind == EventKind::kLeave || event.kind == EventKind::kJoin) && step >= event.at &&
+        sync[2] == 0) {
+      const auto now = Clock::now();
+      if (event.kind == EventKind::kJoin && me == 0) AnnounceReached(*store, step);  // the launcher starts it
+      MembershipChangeRequest req;
+      (event.kind == EventKind::kLeave ? req.leaving : req.joining).push_back(event.rank);
+      if (!change_membership(req, now)) return 0;  // this rank left
+      continue;
+    }
+    const int64_t started = balancer->metrics().cycles_started;
     const auto c0 = Clock::now();
-    balancer.Step(gpu ? gpu->stream() : nullptr);
+    balancer->Step(gpu ? gpu->stream() : nullptr);
     const auto c1 = Clock::now();
     // The engine waits for its GPU work (and the commits queued behind it).
     if (gpu) gpu->Synchronize();
     const auto g1 = Clock::now();
     // Sync mode migrates inside the Step() that starts a cycle.
-    if (balancer.metrics().cycles_started != started) migrating = true;
+    if (balancer->metrics().cycles_started != started) migrating = true;
     (migrating ? reduce_during : reduce_outside).push_back(Ms(c0 - a0));
     const double busy = Ms(g1 - t0 - (check_time - checks_before));
     const double call = Ms(c1 - c0 - (check_time - checks_before));
@@ -417,7 +588,7 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
     if (step >= o.steps && !draining) draining = true;
     if (step > int64_t(o.steps) + 100000) throw Error("demo", "drain", "the last rebalance never ended", me);
     if (progress.on()) {
-      const BalancerMetrics bm = balancer.metrics();
+      const BalancerMetrics bm = balancer->metrics();
       progress.Show(fmt::format("step {}/{} | {} | balancedness {} | next rebalance in {} steps | "
                                 "{} rebalances",
                                 step, o.steps, bm.cycle_in_progress ? "migrating" : "serving",
@@ -433,7 +604,7 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
   const double run_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   const auto verify_start = Clock::now();
   {
-    auto maps = balancer.placement();
+    auto maps = balancer->placement();
     for (int l = 0; l < m.layers; ++l) verify_layer(*maps, l, "at the end");
   }
   if (gpu) {
@@ -441,9 +612,9 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
     mismatches += static_cast<int64_t>(gpu->mismatches(&first_bad));
     if (first_bad >= 0)
       spdlog::error("demo: the GPU checks found {} wrong words; the first in MoE layer {} slot {}", mismatches,
-                    first_bad >> 16, me * m.spr + (first_bad & 0xffff));
+                    first_bad >> 16, index * m.spr + (first_bad & 0xffff));
   }
-  const BalancerMetrics bm = balancer.metrics();
+  const BalancerMetrics bm = balancer->metrics();
 
   // Every rank's figures to rank 0, through the store.
   json mine{{"rank", me},
@@ -461,7 +632,8 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
             {"cycles_completed", bm.cycles_completed},
             {"cycles_failed", bm.cycles_failed},
             {"commit_waits", bm.commit_waits},
-            {"checksum", checksum}};
+            {"checksum", checksum},
+            {"served_again_seconds", elastic.value("served_again_seconds", 0.0)}};
   double commit_ms_max = 0;
   for (const auto& r : rebalances) commit_ms_max = std::max(commit_ms_max, r["commit_ms_max"].get<double>());
   mine["commit_ms_max"] = commit_ms_max;
@@ -471,9 +643,10 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
   // The others verify as much as this rank did before they publish.
   const Deadline results_by = DeadlineAfter(deadline) + 2 * (Clock::now() - verify_start);
   std::vector<json> all;
-  for (int r = 0; r < world; ++r)
+  for (int r : members.ranks)
     all.push_back(json::parse(store->GetString("demo/result/" + std::to_string(r), results_by)));
   std::vector<double> d, out, cd, co, rd, ro, bc;
+  double served_again = 0;  // the slowest member's
   int64_t total_mismatches = 0, total_checked = 0, waits = 0;
   double wait_ms_max = 0;
   for (const json& j : all) {
@@ -486,6 +659,7 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
     for (double v : j["reduce_outside"]) ro.push_back(v);
     wait_ms_max = std::max(wait_ms_max, j["commit_wait_ms_max"].get<double>());
     total_mismatches += j["mismatches"].get<int64_t>();
+    served_again = std::max(served_again, j.value("served_again_seconds", 0.0));
     total_checked += j["experts_checked"].get<int64_t>();
     waits += j["commit_waits"].get<int64_t>();
     commit_ms_max = std::max(commit_ms_max, j["commit_ms_max"].get<double>());
@@ -498,19 +672,23 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
     within += r["bytes_within_nodes"].get<uint64_t>();
     between += r["bytes_between_nodes"].get<uint64_t>();
   }
-  const bool ok = total_mismatches == 0 && ok_cycles > 0;
+  // A membership event must have happened, every slot checked after it.
+  const bool event_ok = event.kind == EventKind::kNone || (changed && elastic.value("verified", false));
+  const bool ok = total_mismatches == 0 && ok_cycles > 0 && event_ok;
+  if (changed) elastic["served_again_seconds"] = served_again;
   json report{{"ok", ok},
-              {"communicator", links.selection.name},
-              {"communicator_reason", links.selection.reason},
+              {"communicator", selection.name},
+              {"communicator_reason", selection.reason},
               {"mode", o.sync ? "sync" : "async"},
               {"memory", gpu ? "cuda" : "host"},
-              {"ranks", world},
-              {"model", {{"layers", m.layers}, {"experts", m.experts}, {"slots", m.slots},
+              {"ranks", size},
+              {"model", {{"layers", m.layers}, {"experts", m.experts}, {"slots", size * m.spr},
                          {"groups", o.groups}, {"expert_bytes", o.expert_bytes},
                          {"weights_bytes_per_rank", uint64_t(m.spr) * m.layers * o.expert_bytes}}},
               {"steps", step},
               {"seconds", run_seconds},
               {"rebalances", rebalances},
+              {"membership", event.kind == EventKind::kNone ? json(nullptr) : elastic},
               {"hosts", hosts.ToJson()},
               {"bytes_moved", moved},
               {"bytes_within_nodes", within},
@@ -533,7 +711,27 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
   if (o.json) {
     std::fprintf(stdout, "%s\n", report.dump(2).c_str());
   } else {
-    progress.Line(fmt::format("{} steps in {:.1f} s on {} ranks; {} rebalances ({} failed)", step, run_seconds, world,
+    if (changed) {
+      const json& e = elastic;
+      progress.Line(fmt::format(
+          "membership: {} of rank {} at step {} (changed at step {}): ranks {} (generation {}); every expert served "
+          "again {:.3f} s after {} (the slowest rank); {} experts ({:.1f} MB) restored from the source, {} ({:.1f} MB) "
+          "over the wire",
+          e["event"].get<std::string>(), e["rank"].get<int>(), e["at_step"].get<int64_t>(),
+          e["changed_at_step"].get<int64_t>(), fmt::join(members.ranks, ", "), members.generation, served_again,
+          event.kind == EventKind::kKill ? "the kill" : "the change began",
+          e["experts_from_source"].get<int64_t>(), e["bytes_from_source"].get<uint64_t>() / 1e6,
+          e["experts_over_wire"].get<int64_t>(), e["bytes_over_wire"].get<uint64_t>() / 1e6));
+      progress.Line(fmt::format(
+          "  balancedness: {:.3f} before, {:.3f} of the slots left in force, {:.3f} just after the change, {} after "
+          "the next rebalance",
+          e["balancedness_before_event"].get<double>(), e["balancedness_live_slots_before_change"].get<double>(),
+          e["balancedness_after_change"].get<double>(),
+          e.contains("balancedness_after_next_rebalance")
+              ? fmt::format("{:.3f}", e["balancedness_after_next_rebalance"].get<double>())
+              : std::string("none yet")));
+    }
+    progress.Line(fmt::format("{} steps in {:.1f} s on {} ranks; {} rebalances ({} failed)", step, run_seconds, size,
                               ok_cycles, rebalances.size() - ok_cycles));
     if (o.nodes > 1)
       progress.Line(fmt::format("moved in all: {:.1f} MB, {:.1f} MB within {} and {:.1f} MB between them ({:.1f}%)",
@@ -560,11 +758,13 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
                               commit_ms_max, waits, wait_ms_max));
     progress.Line(gpu ? fmt::format("verified: {} expert slot checks on the GPUs of {} ranks (every byte at the "
                                     "end, both ends of each tensor while serving), {} wrong words",
-                                    total_checked, world, total_mismatches)
+                                    total_checked, size, total_mismatches)
                       : fmt::format("verified: {} expert slots checked byte for byte on {} ranks, {} mismatches",
-                                    total_checked, world, total_mismatches));
-    progress.Line(ok ? "result: OK" : (total_mismatches ? "result: FAILED (weights do not match the maps)"
-                                                        : "result: FAILED (no rebalance completed)"));
+                                    total_checked, size, total_mismatches));
+    progress.Line(ok ? "result: OK"
+                     : total_mismatches ? "result: FAILED (weights do not match the maps)"
+                     : !event_ok        ? "result: FAILED (the membership change did not happen)"
+                                        : "result: FAILED (no rebalance completed)");
   }
   return ok ? 0 : 3;
 }

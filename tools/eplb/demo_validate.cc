@@ -98,6 +98,31 @@ Model Validate(const DemoOptions& o, int world) {
     request.async = !o.sync;
     SelectCommunicator(request, SelectionFacts{});
   }
+  if (o.elastic()) {
+    const int events = (o.kill_rank >= 0) + (o.leave_rank >= 0) + (o.join_at >= 0);
+    if (events > 1) fail("one membership event per run: --kill-rank, --leave-rank or --join-at");
+    if ((o.kill_rank >= 0) != (o.kill_at >= 0)) fail("--kill-rank and --kill-at go together");
+    if ((o.leave_rank >= 0) != (o.leave_at >= 0)) fail("--leave-rank and --leave-at go together");
+    const int64_t at = o.kill_rank >= 0 ? o.kill_at : o.leave_rank >= 0 ? o.leave_at : o.join_at;
+    if (at < 1 || at >= o.steps) fail(fmt::format("the event's step {} must be in [1, --steps)", at));
+    const int victim = o.kill_rank >= 0 ? o.kill_rank : o.leave_rank;
+    if (victim >= 0 && (victim < 1 || victim >= world))
+      fail(fmt::format("rank {} cannot be killed or leave: ranks 1 to {} can (rank 0 writes the report)", victim,
+                       world - 1));
+    if (o.gpu) fail("membership events run with host weights (the GPU case: ctest ElasticGpu)");
+    if (o.nodes != 1) fail("membership events run on one node (--nodes 1)");
+    if (o.Capacity() > 64) fail("--ranks must leave room for the joining rank (at most 64 processes)");
+    // Slots per rank stay fixed: every membership must hold every expert.
+    const int fewest = o.FewestMembers(), most = o.Capacity();
+    for (int members : {fewest, most}) {
+      PolicyInput after{&zero, m.spr * members, o.groups, 1, members, nullptr, {}};
+      try {
+        ValidatePolicyInput(after);
+      } catch (const InvalidArgument& e) {
+        fail(fmt::format("with {} ranks of {} slots ({} slots): {}", members, m.spr, m.spr * members, e.what()));
+      }
+    }
+  }
   const double gib = double(m.spr) * m.layers * o.expert_bytes * world / (1u << 30);
   if (!o.gpu && gib > 16) fail(fmt::format("the weights would take {:.1f} GiB of memory in all; lower --expert-bytes or --layers", gib));
   return m;
