@@ -222,7 +222,7 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
   std::unique_ptr<ControlGroup> engine;
   std::unique_ptr<Balancer> balancer;
   Selection selection;
-  json elastic;  // the membership event's figures (the report's "membership")
+  json elastic = json::object();  // the membership event's figures (the report's "membership")
   bool changed = false, announced = false;
   int64_t step_offset = 0, cycle_offset = 0;  // where this generation's Balancer began
   json rebalances = json::array();

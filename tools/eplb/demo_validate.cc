@@ -98,11 +98,13 @@ Model Validate(const DemoOptions& o, int world) {
     request.async = !o.sync;
     SelectCommunicator(request, SelectionFacts{});
   }
+  if (o.kill_rank < -1 || o.kill_at < -1 || o.leave_rank < -1 || o.leave_at < -1 || o.join_at < -1)
+    fail("--kill-rank, --kill-at, --leave-rank, --leave-at and --join-at take a rank or a step (>= 0)");
+  if ((o.kill_rank >= 0) != (o.kill_at >= 0)) fail("--kill-rank and --kill-at go together");
+  if ((o.leave_rank >= 0) != (o.leave_at >= 0)) fail("--leave-rank and --leave-at go together");
   if (o.elastic()) {
     const int events = (o.kill_rank >= 0) + (o.leave_rank >= 0) + (o.join_at >= 0);
     if (events > 1) fail("one membership event per run: --kill-rank, --leave-rank or --join-at");
-    if ((o.kill_rank >= 0) != (o.kill_at >= 0)) fail("--kill-rank and --kill-at go together");
-    if ((o.leave_rank >= 0) != (o.leave_at >= 0)) fail("--leave-rank and --leave-at go together");
     const int64_t at = o.kill_rank >= 0 ? o.kill_at : o.leave_rank >= 0 ? o.leave_at : o.join_at;
     if (at < 1 || at >= o.steps) fail(fmt::format("the event's step {} must be in [1, --steps)", at));
     const int victim = o.kill_rank >= 0 ? o.kill_rank : o.leave_rank;
