@@ -41,7 +41,9 @@ class Store;
 
 // Writes expert `expert` of `layer`, tensor `tensor`, into `dst` (memory of
 // the weights' kind, bytes_per_expert bytes). Called on the calling thread
-// of ChangeMembership; throws to fail the change.
+// of ChangeMembership; throws to fail the change. Device memory: the writes
+// are done when it returns, or queued on the default stream (ChangeMembership
+// orders its next copies after that stream's work).
 using WeightSource = std::function<void(int layer, int expert, int tensor, const MemoryRegion& dst)>;
 
 struct EPLB_EXPORT MembershipChangeRequest {

@@ -327,6 +327,10 @@ MembershipChangeResult ChangeMembership(std::shared_ptr<Store> store, int me, co
           MemoryRegion dst = slot;
           dst.bytes = x.bytes_per_expert;
           source(l, f.expert, static_cast<int>(t), dst);
+          // The source's writes may still be in flight on the default
+          // stream (a cudaMemcpy from pageable memory returns before its DMA
+          // ends): the copies that read this slot next wait for them.
+          copier->OrderAfter(nullptr);
         }
       }
       for (int j = 0; j < spr; ++j)

@@ -35,13 +35,23 @@ std::vector<uint8_t> Pattern(int layer, int tensor, int expert) {
   return host;
 }
 
+// The placement in force: rank 2 holds experts 6 and 7 alone (they come
+// back from the source) and replicas of 2 and 3 (they come over the wire
+// from rank 0). Identity would give rank 2 replicas only.
+Placement Before() {
+  const std::vector<int32_t> layer = {0, 1, 2, 3, /*rank 1*/ 4, 5, 0, 1, /*rank 2*/ 6, 7, 2, 3};
+  std::vector<int32_t> phy2log;
+  for (int l = 0; l < kLayers; ++l) phy2log.insert(phy2log.end(), layer.begin(), layer.end());
+  return Placement::FromPhy2Log(kLayers, kExperts, 3, std::move(phy2log));
+}
+
 int ElasticWorker(const test::WorkerContext& ctx) {
   const int me = ctx.rank, device = me % cuda::Probe().devices;
   if (me == 2) return 0;  // this process is gone before the change
   cuda::DeviceGuard guard(device);
   std::vector<std::vector<cuda::DeviceBuffer>> buffers(kLayers);
   std::vector<LayerWeights> weights(kLayers);
-  const Placement before = Placement::Identity(kLayers, kExperts, 3 * kSlotsPerRank, 3);
+  const Placement before = Before();
   for (int l = 0; l < kLayers; ++l)
     for (int t = 0; t < static_cast<int>(kTensorBytes.size()); ++t) {
       buffers[l].emplace_back(device, kTensorBytes[t] * kSlotsPerRank);
@@ -111,8 +121,16 @@ TEST_P(ElasticGpu, ALostRanksDeviceExpertsComeBackVerified) {
   if (outcomes[0].result.contains("unavailable")) GTEST_SKIP() << outcomes[0].result["unavailable"].get<std::string>();
   for (int r : {0, 1}) {
     EXPECT_EQ(outcomes[r].result["communicator"], GetParam()) << test::Describe(outcomes);
-    EXPECT_GT(outcomes[r].result["from_source"].get<int64_t>(), 0) << test::Describe(outcomes);
+    EXPECT_EQ(outcomes[r].result["from_source"], outcomes[0].result["from_source"]) << test::Describe(outcomes);
   }
+  // Experts 6 and 7 of every layer existed only on rank 2: each comes back
+  // from the source (from_source counts every process's, each call one
+  // tensor of one slot).
+  const int64_t from_source = outcomes[0].result["from_source"].get<int64_t>();
+  EXPECT_GE(from_source, 2 * kLayers) << test::Describe(outcomes);
+  EXPECT_EQ(outcomes[0].result["source_calls"].get<int64_t>() + outcomes[1].result["source_calls"].get<int64_t>(),
+            from_source * static_cast<int64_t>(kTensorBytes.size()))
+      << test::Describe(outcomes);
   std::printf("elastic/%s: %s\n", GetParam().c_str(), test::Describe(outcomes).c_str());
 }
 
