@@ -77,6 +77,11 @@ std::string ChooseUcxTransports() {
     // Only where a GPU driver is: without one UCX loads no CUDA module and
     // warns, on stdout, about a variable nothing reads.
     if (HasNvidiaDriver()) ::setenv("UCX_CUDA_IPC_ENABLE_GET_ZCOPY", "y", /*overwrite=*/0);
+    // UCX logs to stdout by default, which is the engine's (and `eplb demo
+    // --json`'s) output: a teardown warning after a peer was killed ("object
+    // ... was not returned to mpool") broke the demo's JSON report. Logs go
+    // to stderr, with everything else's, unless the user says otherwise.
+    ::setenv("UCX_LOG_FILE", "stderr", /*overwrite=*/0);
     const char* tls = std::getenv("UCX_TLS");
     if ((tls == nullptr || *tls == '\0') && YamaPtraceScope() >= 1) ::setenv("UCX_TLS", "^cma", /*overwrite=*/0);
     return description;
