@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "demo/fingerprint.h"
 #include "eplb/error.h"
 
 namespace eplb::cli::demo {
@@ -87,6 +88,45 @@ EventRecord WaitEvent(Store& store, int me, Deadline deadline) {
   if (!j.contains("when_ns") || !j["when_ns"].is_number_integer())
     throw Error("demo", "elastic", "the launcher's event record has no time", me);
   return EventRecord{j["step"].get<int64_t>(), j["when_ns"].get<int64_t>()};
+}
+
+MembershipChangeOptions DemoChangeOptions(const DemoOptions& o, int capacity, int slots_per_rank,
+                                          const SelectionRequest& communicator, std::chrono::milliseconds deadline) {
+  MembershipChangeOptions mo;
+  mo.name = "demo/elastic";
+  mo.policy = o.policy;
+  mo.capacity = capacity;
+  mo.slots_per_rank = slots_per_rank;
+  mo.num_groups = o.groups;
+  mo.communicator = communicator;
+  mo.deadline = deadline;
+  return mo;
+}
+
+WeightSource FingerprintSource() {
+  return [](int l, int e, int t, const MemoryRegion& dst) {
+    runtime::FillFingerprint(static_cast<uint8_t*>(dst.base), dst.bytes, l, e, t);
+  };
+}
+
+nlohmann::json DescribeChange(const ElasticEvent& event, int64_t step, const MembershipChangeResult& r,
+                              double before_event) {
+  return nlohmann::json{{"event", event.name()},
+                        {"rank", event.rank},
+                        {"at_step", event.at},
+                        {"changed_at_step", step},
+                        {"generation", r.after.generation},
+                        {"members", r.after.ranks},
+                        {"lost", r.lost},
+                        {"experts_from_source", r.experts_from_source},
+                        {"bytes_from_source", r.bytes_from_source},
+                        {"experts_over_wire", r.experts_over_wire},
+                        {"bytes_over_wire", r.bytes_over_wire},
+                        {"balancedness_before_event", before_event},
+                        {"balancedness_live_slots_before_change", r.balancedness_before},
+                        {"balancedness_after_change", r.balancedness_after},
+                        {"change_seconds", r.seconds},
+                        {"communicator", r.communicator}};
 }
 
 }  // namespace eplb::cli::demo

@@ -31,7 +31,10 @@
 #include <optional>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "eplb/deadline.h"
+#include "eplb/elastic.h"
 #include "eplb/store.h"
 #include "demo_options.h"
 
@@ -66,5 +69,18 @@ void RecordEvent(Store& store, int64_t step, Clock::time_point when);
 EventRecord WaitEvent(Store& store, int me, Deadline deadline);
 
 int64_t SteadyNs(Clock::time_point t);
+
+// The change's options for the demo: its policy and groups, the run's
+// capacity, slots per rank fixed, the communicator request, `deadline` for
+// the whole change (a joiner's start and every layer's weights).
+MembershipChangeOptions DemoChangeOptions(const DemoOptions& o, int capacity, int slots_per_rank,
+                                          const SelectionRequest& communicator, std::chrono::milliseconds deadline);
+// The demo's weight source: the expert's fingerprint (demo/fingerprint.h),
+// as an engine would read the expert from its checkpoint. Host memory.
+WeightSource FingerprintSource();
+// The report's "membership": the event, the new members and what the change
+// moved; `before_event` is the Balancer's balancedness before it.
+nlohmann::json DescribeChange(const ElasticEvent& event, int64_t step, const MembershipChangeResult& r,
+                              double before_event);
 
 }  // namespace eplb::cli::demo

@@ -369,36 +369,11 @@ int RunRank(const DemoOptions& o, const LaunchEnv& env) {
     }
     balancer.reset();
     engine.reset();
-    MembershipChangeOptions mo;
-    mo.name = "demo/elastic";
-    mo.policy = o.policy;
-    mo.capacity = capacity;
-    mo.slots_per_rank = m.spr;
-    mo.num_groups = o.groups;
-    mo.communicator = request;
-    mo.deadline = connect_timeout + deadline;  // a joiner's start and every layer's weights
-    const WeightSource source = [](int l, int e, int t, const MemoryRegion& dst) {
-      runtime::FillFingerprint(static_cast<uint8_t*>(dst.base), dst.bytes, l, e, t);
-    };
     const LoadMatrix window = joiner ? LoadMatrix(m.layers, m.experts) : load.Expected(step);
     const MembershipChangeResult r =
-        ChangeMembership(store, me, joiner ? Membership{} : members, in_force, window, req, weights, source, mo);
-    elastic = json{{"event", event.name()},
-                   {"rank", event.rank},
-                   {"at_step", event.at},
-                   {"changed_at_step", step},
-                   {"generation", r.after.generation},
-                   {"members", r.after.ranks},
-                   {"lost", r.lost},
-                   {"experts_from_source", r.experts_from_source},
-                   {"bytes_from_source", r.bytes_from_source},
-                   {"experts_over_wire", r.experts_over_wire},
-                   {"bytes_over_wire", r.bytes_over_wire},
-                   {"balancedness_before_event", before_event},
-                   {"balancedness_live_slots_before_change", r.balancedness_before},
-                   {"balancedness_after_change", r.balancedness_after},
-                   {"change_seconds", r.seconds},
-                   {"communicator", r.communicator}};
+        ChangeMembership(store, me, joiner ? Membership{} : members, in_force, window, req, weights,
+                         FingerprintSource(), DemoChangeOptions(o, capacity, m.spr, request, connect_timeout + deadline));
+    elastic = DescribeChange(event, step, r, before_event);
     if (!r.serves) {
       spdlog::info("demo: rank {} left at step {}: {}; {} experts sent", me, step, r.after.Describe(),
                    r.experts_over_wire);

@@ -449,41 +449,6 @@ bool Mesh::Leave(uint64_t rejoin_at, int blamed, const std::string& reason) {
   return noted;
 }
 
-std::string Mesh::SilentPeers() {
-  if (!name_lost_peers_ || size_ <= 2) return "";  // off, or the peer named is the only other rank
-  std::vector<int> noted, silent;
-  std::vector<bool> seen(size_, false);
-  seen[rank_] = true;
-  const Deadline until = DeadlineAfter(kSilentGrace);
-  for (;;) {
-    for (int p = 0; p < size_; ++p) {
-      if (seen[p]) continue;
-      try {
-        store_->Get(Keys(generation_) + "left/" + std::to_string(p), Clock::now());
-        seen[p] = true;
-        noted.push_back(p);
-      } catch (const TimeoutError&) {
-      } catch (const std::exception& e) {
-        return std::string("; the store could not be read to tell which ranks are lost: ") + e.what();
-      }
-    }
-    if (std::all_of(seen.begin(), seen.end(), [](bool b) { return b; }) || Expired(until)) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  for (int p = 0; p < size_; ++p)
-    if (!seen[p]) silent.push_back(p);
-  auto list = [](const std::vector<int>& v) {
-    std::string s;
-    for (int r : v) s += (s.empty() ? "" : ", ") + std::to_string(r);
-    return s;
-  };
-  std::string out = "; within " + Ms(kSilentGrace) + " ";
-  if (!noted.empty()) out += "rank" + std::string(noted.size() > 1 ? "s " : " ") + list(noted) + " gave up too, ";
-  if (silent.empty()) return out + "every other rank gave up too";
-  return out + "rank" + (silent.size() > 1 ? "s " : " ") + list(silent) +
-         " did not (stalled, cut off or gone: the rank" + (silent.size() > 1 ? "s" : "") + " lost)";
-}
-
 std::optional<Mesh::Note> Mesh::ReadNote(int peer, Deadline deadline) {
   try {
     const auto bytes = store_->Get(Keys(generation_) + "left/" + std::to_string(peer), deadline);
