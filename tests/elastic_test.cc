@@ -31,7 +31,7 @@ constexpr int kSpr = 4;
 const std::vector<uint64_t> kTensorBytes = {4096, 1024};
 
 struct Scenario : test::FieldsAsArgs<Scenario> {
-  std::string change = "lose";  // lose, leave, join, lose_then_join, all_lost
+  std::string change = "lose";  // lose, lose_apart, leave, join, lose_then_join, all_lost
   int victim = 2;               // lost, leaving or joining rank
   int initial = 4;              // members at the start: ranks [0, initial)
   test::ArgFields Fields() {
@@ -105,9 +105,19 @@ EPLB_TEST_WORKER(elastic) {
   Placement placement = Placement::Identity(kLayers, kExperts, s.initial * kSpr, s.initial);
   Weights weights;
   const bool starts_joining = (s.change == "join" && me == s.victim);
+  if (s.change == "lose_apart" && me < 2) {
+    // Ranks 0 and 1 committed layer 1 of the next placement, rank 3 did not
+    // (a rank lost at the step a layer commits): in the next one ranks 1 and
+    // 3 trade slots, so experts 4-7 are in no live member's own slots.
+    std::vector<int32_t> phy2log = placement.phy2log;
+    auto layer1 = std::span<int32_t>(phy2log).subspan(kSpr * 4, kSpr * 4);
+    std::swap_ranges(layer1.begin() + kSpr, layer1.begin() + 2 * kSpr, layer1.begin() + 3 * kSpr);
+    placement = Placement::FromPhy2Log(kLayers, kExperts, s.initial, std::move(phy2log));
+  }
   if (members.contains(me)) weights.Fill(placement, members.index_of(me));
-  const bool lost_here = (s.change == "lose" || s.change == "lose_then_join") && me == s.victim;
-  if (lost_here && s.change == "lose") {
+  const bool lost_here =
+      (s.change == "lose" || s.change == "lose_apart" || s.change == "lose_then_join") && me == s.victim;
+  if (lost_here && s.change != "lose_then_join") {
     std::fprintf(stderr, "EPLB-GONE\n");
     _exit(0);  // the process is gone before the change
   }
@@ -142,7 +152,7 @@ EPLB_TEST_WORKER(elastic) {
     }
     return serves ? 6 : 0;
   }
-  if (s.change == "lose") {
+  if (s.change == "lose" || s.change == "lose_apart") {
     serves = change({{s.victim}, {}, {}}, false);
   } else if (s.change == "leave") {
     serves = change({{}, {s.victim}, {}}, false);
@@ -259,6 +269,24 @@ TEST(Elastic, ALostRanksExpertsComeBackFromReplicasAndTheSource) {
     ASSERT_EQ(c.size(), 1u) << exits[r].stderr_text;
     EXPECT_EQ(c[0].members, 3);
     EXPECT_GT(c[0].from_source, 0) << "rank 2 held the only replicas of some experts";
+    EXPECT_TRUE(Served(exits[r])) << exits[r].stderr_text;
+  }
+}
+
+// Rank 2 is lost while the others are one commit apart: every member's
+// slots are taken as its own map says, and the experts that are in nobody's
+// (4-7 of layer 1) come back from the source with rank 2's (8-11, every
+// layer): 12 slots for 12 experts, so exactly 3 x 4 + 8.
+TEST(Elastic, MembersOneCommitApartEachKeepTheirOwnSlots) {
+  Scenario s;
+  s.change = "lose_apart";
+  auto exits = RunScenario(s, 4);
+  for (int r : {0, 1, 3}) {
+    auto c = Changes(exits[r].stderr_text);
+    ASSERT_EQ(c.size(), 1u) << exits[r].stderr_text;
+    EXPECT_EQ(c[0].members, 3);
+    EXPECT_EQ(c[0].from_source, 3 * 4 + 8);
+    EXPECT_NE(exits[r].stderr_text.find("differ in 1 layer(s)"), std::string::npos) << exits[r].stderr_text;
     EXPECT_TRUE(Served(exits[r])) << exits[r].stderr_text;
   }
 }

@@ -80,10 +80,14 @@ struct EPLB_EXPORT MembershipChangeResult {
 
 // Collective over every process of before + joining (lost ones excepted).
 //
-// Members pass the membership in force, the placement in force (over it)
-// and their load window (summed over the processes for the policy); a
-// joining process passes an empty membership and placement and a load of
-// the right shape (zeros), and learns both from the store. `weights` are this
+// Members pass the membership in force, the placement in force (over it:
+// the map their own slots' bytes follow) and their load window (summed over
+// the processes for the policy). Members' maps may differ where a commit
+// reached some of them only (a rank lost at the step a layer commits): each
+// member's slots are taken as its own map says, and an expert that is then
+// in no readable slot comes from `source`. A joining process passes an
+// empty membership and placement and a load of the right shape (zeros), and
+// learns both from the store. `weights` are this
 // process's slots_per_rank slots of every layer, as for the Balancer; they
 // hold the new placement's experts when the call returns (a joining process:
 // from the first call). Throws InvalidArgument on a bad request, Error /
